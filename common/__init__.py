@@ -1,0 +1,1 @@
+"""Formats shared by the parties: key files, signed records, the wire payload."""

@@ -1,0 +1,58 @@
+"""The gateway's home directory and its settings file, gateway.json."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from common.files import ConfigError, read_json, write_json
+
+
+@dataclass
+class GatewayConfig:
+    bind: str = "127.0.0.1"
+    port: int = 5683
+    interval_s: int = 900  # reading interval the meters use
+    grace_s: int = 900  # wait this long after an interval ends before sealing it
+    bill_grace_s: int = 3600  # and this long after a day ends before signing its bills
+    clock: str = "wall"  # "wall", or "data" for replays of recorded data
+    seal_every_s: float = 10.0
+
+    def validate(self) -> None:
+        if self.clock not in ("wall", "data"):
+            raise ConfigError("clock must be 'wall' or 'data'")
+        if self.interval_s <= 0 or 86400 % self.interval_s:
+            raise ConfigError("interval_s must divide a day (e.g. 60, 300, 900, 3600)")
+        if not 0 < self.port < 65536:
+            raise ConfigError("port must be 1..65535")
+        if self.grace_s < 0 or self.bill_grace_s < 0 or self.seal_every_s <= 0:
+            raise ConfigError("grace periods must be >= 0 and seal_every_s > 0")
+
+
+class GatewayHome:
+    """Files of one gateway, all in one directory."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.config_file = self.path / "gateway.json"
+        self.db = self.path / "gateway.db"
+        self.keystore = self.path / "keystore.json"
+        self.signing_key = self.path / "signing.key"
+        self.signing_pub = self.path / "signing.pub"
+        self.paillier_pub = self.path / "paillier.pub.json"
+
+    def load_config(self) -> GatewayConfig:
+        d = read_json(self.config_file, "gateway settings")
+        known = {f.name for f in fields(GatewayConfig)}
+        if not isinstance(d, dict) or set(d) - known:
+            raise ConfigError(f"{self.config_file}: unknown settings {sorted(set(d) - known)}")
+        try:
+            cfg = GatewayConfig(**d)
+        except TypeError as e:
+            raise ConfigError(f"{self.config_file}: {e}") from None
+        cfg.validate()
+        return cfg
+
+    def save_config(self, cfg: GatewayConfig) -> None:
+        cfg.validate()
+        write_json(self.config_file, asdict(cfg))

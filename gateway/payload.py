@@ -1,0 +1,87 @@
+"""The CBOR payload of POST /readings and its response (docs/protocol.md).
+
+Request:  {0: 1, 1: meter_id, 2: [[seq, interval_end, energy_wh, register_wh], ...],
+           3: backlog (optional), 4: firmware version (optional)}
+Response: {0: 1, 1: [acknowledged seq, ...]}
+
+Parsing is strict: anything unexpected is a PayloadError with a message the
+meter's operator can act on. Nothing from a payload is ever logged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cbor2
+
+from .pes import Reading
+
+VERSION = 1
+MAX_PAYLOAD = 1024  # one CoAP datagram; batches never need blockwise
+MAX_BATCH = 64
+MAX_ENERGY_WH = 10_000_000  # 10 MWh in one interval: no household gets near
+MAX_SEQ = (1 << 40) - 1
+
+
+class PayloadError(ValueError):
+    pass
+
+
+@dataclass
+class Batch:
+    meter_id: str
+    readings: list[Reading]
+    backlog: int | None
+    fw_version: str | None
+
+
+def _uint(v, what: str, limit: int) -> int:
+    if type(v) is not int or not 0 <= v <= limit:
+        raise PayloadError(f"{what} must be an integer in 0..{limit}")
+    return v
+
+
+def parse(data: bytes, interval_s: int) -> Batch:
+    if len(data) > MAX_PAYLOAD:
+        raise PayloadError(f"payload larger than {MAX_PAYLOAD} bytes")
+    try:
+        obj = cbor2.loads(data)
+    except Exception:  # cbor2 raises several types on malformed input
+        raise PayloadError("payload is not valid CBOR") from None
+    if not isinstance(obj, dict):
+        raise PayloadError("payload must be a CBOR map")
+    if obj.get(0) != VERSION:
+        raise PayloadError(f"unsupported payload version (expected {VERSION})")
+    unknown = set(obj) - {0, 1, 2, 3, 4}
+    if unknown:
+        raise PayloadError("unknown keys in payload")
+    meter_id = obj.get(1)
+    if not isinstance(meter_id, str) or not 0 < len(meter_id) <= 64:
+        raise PayloadError("meter id (key 1) must be a short text string")
+    items = obj.get(2)
+    if not isinstance(items, list) or not 0 < len(items) <= MAX_BATCH:
+        raise PayloadError(f"readings (key 2) must be a list of 1..{MAX_BATCH}")
+    readings = []
+    for item in items:
+        if not isinstance(item, list) or len(item) != 4:
+            raise PayloadError("each reading must be [seq, interval_end, energy_wh, register_wh]")
+        seq = _uint(item[0], "seq", MAX_SEQ)
+        end = _uint(item[1], "interval_end", MAX_SEQ)
+        energy = _uint(item[2], "energy_wh", MAX_ENERGY_WH)
+        register = _uint(item[3], "register_wh", (1 << 53) - 1)
+        if end % interval_s:
+            raise PayloadError(f"interval_end is not on a {interval_s} s boundary")
+        if readings and (seq <= readings[-1].seq or end <= readings[-1].interval_end):
+            raise PayloadError("readings must be in increasing seq and time order")
+        readings.append(Reading(seq, end, energy, register))
+    backlog = obj.get(3)
+    if backlog is not None:
+        backlog = _uint(backlog, "backlog", MAX_SEQ)
+    fw = obj.get(4)
+    if fw is not None and (not isinstance(fw, str) or len(fw) > 32):
+        raise PayloadError("firmware version (key 4) must be a short text string")
+    return Batch(meter_id, readings, backlog, fw)
+
+
+def ack(seqs: list[int]) -> bytes:
+    return cbor2.dumps({0: VERSION, 1: seqs})

