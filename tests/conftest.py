@@ -1,0 +1,119 @@
+"""Shared fixtures, and the plugin that runs firmware tests inside the
+MicroPython Unix port.
+
+tests/firmware/mptest_*.py are MicroPython modules. Each is run once by
+tests/firmware/mprunner.py in `micropython`; every test_* function in it
+becomes one pytest item with its own pass or failure.
+
+Under CI (CI=true) a skipped test is turned into a failure: the firmware,
+interop and real-data tests must never be skipped there.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+from host_tools import fleet  # noqa: E402
+
+SHARED_DATA = REPO.parent / "shared" / "data" / "umass-apartments-2016"
+MP_TEST_HEAP = "256K"  # unit tests; the whole-firmware 64K runs are separate tests
+
+
+# --- MicroPython test collection ---------------------------------------------
+
+def pytest_collect_file(parent, file_path):
+    if file_path.suffix == ".py" and file_path.name.startswith("mptest_"):
+        return MicroPythonFile.from_parent(parent, path=file_path)
+    return None
+
+
+class MicroPythonFailure(Exception):
+    pass
+
+
+class MicroPythonFile(pytest.File):
+    def collect(self):
+        try:
+            binary = fleet.micropython()
+        except fleet.FleetError as e:
+            yield MicroPythonItem.from_parent(self, name="micropython_available",
+                                              outcome=("FAIL", str(e)))
+            return
+        env = fleet.mp_env([self.path.parent])
+        proc = subprocess.run(
+            [binary, "-X", f"heapsize={MP_TEST_HEAP}", str(self.path.parent / "mprunner.py"),
+             self.path.stem], cwd=self.path.parent, env=env, capture_output=True, text=True,
+            timeout=300)
+        out = proc.stdout + proc.stderr
+        results = {}
+        done = False
+        for line in out.splitlines():
+            if line.startswith("GVTEST PASS "):
+                results[line.split()[2]] = ("PASS", "")
+            elif line.startswith("GVTEST FAIL "):
+                name = line.split()[2]
+                results[name] = ("FAIL", line[len("GVTEST FAIL ") + len(name) + 1:] + "\n" + out)
+            elif line.startswith("GVTEST DONE"):
+                done = True
+        if not done:
+            yield MicroPythonItem.from_parent(self, name="module_ran",
+                                              outcome=("FAIL", f"runner crashed:\n{out}"))
+        for name, outcome in results.items():
+            yield MicroPythonItem.from_parent(self, name=name, outcome=outcome)
+
+
+class MicroPythonItem(pytest.Item):
+    def __init__(self, *, outcome, **kw):
+        super().__init__(**kw)
+        self.outcome = outcome
+
+    def runtest(self):
+        status, detail = self.outcome
+        if status != "PASS":
+            raise MicroPythonFailure(detail)
+
+    def repr_failure(self, excinfo):
+        if isinstance(excinfo.value, MicroPythonFailure):
+            return f"MicroPython test failed: {excinfo.value}"
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self):
+        return self.path, 0, f"[micropython] {self.name}"
+
+
+# --- CI: a skip is a failure ---------------------------------------------------
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if os.environ.get("CI") and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.longrepr = f"skipped under CI, which must run every test: {reason}"
+
+
+# --- fixtures ------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def sample_files() -> list[Path]:
+    files = sorted((REPO / "data" / "sample").glob("household*.csv"))
+    assert len(files) == 10, "data/sample/ must hold the 10 shipped sample households"
+    return files
+
+
+@pytest.fixture(scope="session")
+def umass_files() -> list[Path]:
+    files = sorted(SHARED_DATA.glob("Apt*_2016-01-01_07.csv"),
+                   key=lambda p: int(p.name[3:p.name.index("_")]))
+    if len(files) != 10:
+        pytest.skip(f"real UMass data not found in {SHARED_DATA}")
+    return files

@@ -1,0 +1,18 @@
+# MicroPython script: POST a few CBOR payloads with the firmware's OSCORE
+# uplink and print what came back, for the interop tests.
+# usage: micropython uplink_probe.py <port> <secret> <salt> <sender> <recipient> <count> <first seq>
+import sys
+from binascii import unhexlify
+
+import cbor
+import oscore
+from uplink import Uplink, resolve, udp_socket
+
+port, secret, salt, sender, recipient, count, first = sys.argv[1:8]
+ctx = oscore.Context(unhexlify(secret), unhexlify(salt), unhexlify(sender),
+                     unhexlify(recipient), seqno=oscore.Counter(int(first)))
+link = Uplink(udp_socket(), resolve("127.0.0.1", int(port)), ctx, ack_timeout_ms=1000,
+              max_retransmit=3)
+for i in range(int(count)):
+    code, body = link.post("readings", cbor.dumps({"n": i}))
+    print("RESULT", code, cbor.loads(body))

@@ -1,0 +1,131 @@
+"""Threats from docs/protocol.md, each against the real gateway process:
+tampered, replayed, unknown-key-id, cross-meter and malformed messages are
+rejected, counted, and change nothing; the gateway keeps serving."""
+
+from __future__ import annotations
+
+import time
+
+import aiocoap
+import cbor2
+import pytest
+from helpers.rawpeer import RawPeer, context_for, readings_payload
+from helpers.system import System
+
+END = 1767225600 + 900  # first interval of 2026-01-01
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory, sample_files):
+    s = System(tmp_path_factory.mktemp("attacks") / "gv", sample_files[:5])
+    s.start_gateway()
+    yield s
+    s.stop_gateway()
+
+
+def peer(system, meter_id):
+    return RawPeer(context_for(system.meter_secrets(meter_id)), system.port)
+
+
+def accepted(system, meter_id):
+    st = system.store(readonly=True)
+    try:
+        return {m["meter_id"]: m for m in st.meters()}[meter_id]["accepted"]
+    finally:
+        st.close()
+
+
+def rejects(system):
+    time.sleep(1.5)  # the gateway flushes its counters every second
+    return system.rejects()
+
+
+def test_valid_reading_accepted_and_acknowledged(system):
+    p = peer(system, "m01")
+    inner, _ = p.post(readings_payload("m01", [[0, END, 123, 123]]))
+    assert inner.code == aiocoap.CHANGED
+    assert cbor2.loads(inner.payload) == {0: 1, 1: [0]}
+    assert accepted(system, "m01") == 1
+
+
+def test_replayed_request_rejected_and_counted(system):
+    p = peer(system, "m02")
+    inner, datagram = p.post(readings_payload("m02", [[0, END, 50, 50]]))
+    assert inner.code == aiocoap.CHANGED
+    before = accepted(system, "m02")
+    # The same protected bytes again, as a new CoAP message (new message id,
+    # so it is not a mere retransmission).
+    replay = bytearray(datagram)
+    replay[2] ^= 0xFF
+    resp = p.send_raw(bytes(replay))
+    assert resp.code == aiocoap.UNAUTHORIZED
+    assert accepted(system, "m02") == before
+    assert rejects(system).get(("m02", "replay"), 0) >= 1
+
+
+def test_tampered_ciphertext_rejected_and_counted(system):
+    p = peer(system, "m03")
+    p.post(readings_payload("m03", [[0, END, 10, 10]]))  # completes the Echo handshake
+    datagram, _ = p.protect(readings_payload("m03", [[1, END + 900, 77, 87]]))
+    tampered = bytearray(datagram)
+    tampered[-3] ^= 0x01
+    resp = p.send_raw(bytes(tampered))
+    assert resp.code == aiocoap.BAD_REQUEST
+    assert resp.opt.oscore is None
+    assert accepted(system, "m03") == 1
+    assert rejects(system).get(("m03", "forged"), 0) >= 1
+
+
+def test_unknown_key_id_rejected_and_counted(system):
+    secrets = dict(system.meter_secrets("m04"), sender_id="7e7e7e")
+    p = RawPeer(context_for(secrets), system.port)
+    before = rejects(system).get(("", "unknown_kid"), 0)
+    resp = p.send_raw(p.protect(readings_payload("m04", [[0, END, 1, 1]]))[0])
+    assert resp.code == aiocoap.UNAUTHORIZED
+    assert rejects(system).get(("", "unknown_kid"), 0) == before + 1
+
+
+def test_meter_cannot_claim_another_meters_readings(system):
+    p = peer(system, "m05")
+    inner, _ = p.post(readings_payload("m04", [[0, END, 999, 999]]))
+    assert inner.code == aiocoap.FORBIDDEN
+    assert accepted(system, "m04") == 0
+    assert rejects(system).get(("m05", "wrong_meter"), 0) == 1
+
+
+@pytest.mark.parametrize("payload", [
+    b"\xff\x00garbage",
+    cbor2.dumps([1, 2, 3]),
+    cbor2.dumps({0: 2, 1: "m05", 2: [[0, END, 1, 1]]}),
+    cbor2.dumps({0: 1, 1: "m05", 2: []}),
+    cbor2.dumps({0: 1, 1: "m05", 2: [[0, END + 1, 1, 1]]}),
+    cbor2.dumps({0: 1, 1: "m05", 2: [[0, END, -1, 1]]}),
+    cbor2.dumps({0: 1, 1: "m05", 2: [[0, END, 1.5, 1]]}),
+    cbor2.dumps({0: 1, 1: "m05", 2: [[1, END, 1, 1], [0, END + 900, 1, 1]]}),
+    cbor2.dumps({0: 1, 1: "m05", 2: [[0, END, 1, 1]] * 65}),
+    cbor2.dumps({0: 1, 1: "m05", 2: [[0, END, 1, 1]], 9: "x"}),
+])
+def test_malformed_payloads_rejected_inside_oscore(system, payload):
+    p = peer(system, "m05")
+    inner, _ = p.post(payload)
+    assert inner.code == aiocoap.BAD_REQUEST
+    assert inner.payload  # a diagnostic the operator can act on
+    assert accepted(system, "m05") == 0
+
+
+@pytest.mark.parametrize("datagram", [
+    b"", b"\x40", b"\xff" * 40, bytes(range(256)) * 4,
+    b"\x42\x02\x00\x01\x00",  # token longer than the datagram
+    b"\x40\x02\x00\x01\x92\x09",  # OSCORE option cut short
+    b"\x40\x02\x00\x01\x91\x09\xff\x00",  # OSCORE flags without kid
+])
+def test_garbage_datagrams_do_not_hurt_the_gateway(system, datagram):
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.sendto(datagram, ("127.0.0.1", system.port))
+    # The gateway is still alive and serving.
+    inner, _ = peer(system, "m01").post(readings_payload("m01", [[0, END, 123, 123]]))
+    assert inner.code == aiocoap.CHANGED  # a duplicate of an earlier test's reading
+    assert system.gateway.poll() is None
+    assert "Traceback" not in system.gateway_log()
