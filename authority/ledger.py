@@ -76,12 +76,12 @@ class Ledger:
     def entries(self) -> list[dict]:
         cur = self.db.execute("SELECT * FROM log ORDER BY n")
         cols = [d[0] for d in cur.description]
-        return [dict(zip(cols, r)) for r in cur.fetchall()]
+        return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 
     def verify(self) -> tuple[bool, str]:
         prev = GENESIS
         entries = self.entries()
-        for i, e in enumerate(entries):
+        for e in entries:
             if e["prev"] != prev:
                 return False, f"entry {e['n']}: chain broken (entry missing or reordered)"
             h = entry_hash(prev, e["at"], e["requester"], e["kind"], e["subject"],

@@ -40,7 +40,10 @@ def parse_line(line):
     t, _, p = line.partition(",")
     if "-" in t:
         return parse_timestamp(t), kw_to_mw(p)
-    return int(t), int(p)
+    mw = int(p)
+    if mw < 0:
+        raise ValueError("negative power")
+    return int(t), mw
 
 
 def read(path, sample_s=60):

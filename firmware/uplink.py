@@ -13,7 +13,6 @@ except ImportError:  # pragma: no cover
 import coap
 import oscore
 
-
 # Our gateway's responses are well under this; a bigger datagram is cut
 # short, fails to decode and is ignored. Small buffers matter in a 64K heap.
 RECV_MAX = 512

@@ -29,7 +29,7 @@ READINGS_PATH = ("readings",)
 
 
 class ReadingsResource(resource.Resource):
-    def __init__(self, gw: "Gateway"):
+    def __init__(self, gw: Gateway):
         super().__init__()
         self.gw = gw
 

@@ -133,7 +133,7 @@ class Store:
     def meters(self) -> list[sqlite3.Row]:
         cur = self.db.execute("SELECT * FROM meters ORDER BY meter_id")
         cols = [d[0] for d in cur.description]
-        return [dict(zip(cols, row)) for row in cur.fetchall()]
+        return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
 
     # --- sender sequence numbers of the gateway's own OSCORE messages ----
     def reserved_seq(self, kid: bytes) -> int:

@@ -44,17 +44,20 @@ def free_udp_port() -> int:
 
 def setup(home: Path, files: list[Path], bits: int, k: int = 5, speed: int = 0,
           clock: str = "data", port: int | None = None) -> dict[str, str]:
-    """Fresh authority, gateway and meters; returns {meter_id: neighbourhood}."""
+    """Fresh authority, gateway and meters; returns {meter_id: neighbourhood}.
+    Meters are split evenly over the neighbourhoods, or all go into the
+    first one when there are too few for k in each."""
     provision.init_authority(home / "authority", bits, k)
     cfg = GatewayConfig(port=port or free_udp_port(), interval_s=INTERVAL_S, grace_s=0,
                         bill_grace_s=0, clock=clock, seal_every_s=2.0)
     provision.init_gateway(home / "gateway", home / "authority" / "paillier.pub.json", cfg)
     provision.trust_gateway(home / "authority", home / "gateway")
-    per = max(1, len(files) // len(NEIGHBOURHOODS))
+    groups = NEIGHBOURHOODS if len(files) >= k * len(NEIGHBOURHOODS) else NEIGHBOURHOODS[:1]
+    per = max(1, len(files) // len(groups))
     assignment = {}
     for i, f in enumerate(files):
         meter_id = f"m{i + 1:02d}"
-        nbh = NEIGHBOURHOODS[min(i // per, len(NEIGHBOURHOODS) - 1)]
+        nbh = groups[min(i // per, len(groups) - 1)]
         provision.provision_meter(
             home / "gateway", meter_id, nbh, home / "meters" / meter_id, customer=f"c{i + 1:02d}",
             extra={"replay": {"file": str(Path(f).resolve()), "speed": speed},
@@ -86,7 +89,8 @@ def stop_gateway(p: subprocess.Popen) -> None:
 
 def cross_check(files: list[Path], assignment: dict[str, str], released: report.Released,
                 price_uct_per_wh: int) -> tuple[bool, str]:
-    per_meter = {m: groundtruth.interval_energy(f, INTERVAL_S) for m, f in zip(assignment, files)}
+    per_meter = {m: groundtruth.interval_energy(f, INTERVAL_S)
+                 for m, f in zip(assignment, files, strict=True)}
     truth_aggs = groundtruth.aggregates(per_meter, assignment)
     truth_bills = {(m, day): wh * price_uct_per_wh
                    for m, iv in per_meter.items()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,7 @@ class MicroPythonFile(pytest.File):
                                               outcome=("FAIL", str(e)))
             return
         env = fleet.mp_env([self.path.parent])
+        env["GVTEST_TMP"] = tempfile.mkdtemp(prefix=f"{self.path.stem}-")
         proc = subprocess.run(
             [binary, "-X", f"heapsize={MP_TEST_HEAP}", str(self.path.parent / "mprunner.py"),
              self.path.stem], cwd=self.path.parent, env=env, capture_output=True, text=True,

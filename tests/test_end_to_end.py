@@ -58,7 +58,7 @@ def test_gateway_sigkill_mid_replay_loses_nothing_and_counts_nothing_twice(tmp_p
             if p.poll() is None:
                 p.kill()
         s.stop_gateway()
-    for p, out in zip(meters, outputs):
+    for p, out in zip(meters, outputs, strict=True):
         assert p.returncode == 0, out
         assert "0 still queued" in out
     assert any("upload failed" in out for out in outputs), "the kill did not interrupt anyone"

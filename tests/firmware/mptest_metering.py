@@ -1,0 +1,65 @@
+# Register and interval closing, and the replay parser.
+import os
+
+import fsutil
+import replay
+from meter import MJ_PER_WH, Register
+from readingqueue import ReadingQueue
+
+TMP = os.getenv("GVTEST_TMP")
+
+
+def eq(a, b):
+    if a != b:
+        raise AssertionError("%r != %r" % (a, b))
+
+
+def queue(name):
+    p = TMP + "/" + name
+    fsutil.remove(p)
+    return ReadingQueue(p)
+
+
+def test_intervals_close_on_wall_clock_boundaries():
+    q = queue("reg1")
+    r = Register(q, 900)
+    t = 1767225600
+    for minute in range(45):  # 1.5 Wh each minute
+        r.add(MJ_PER_WH * 3 // 2)
+        r.close_due(t + (minute + 1) * 60)
+    eq([x[1] for x in q.oldest(10)], [t + 900, t + 1800, t + 2700])
+    eq([x[2] for x in q.oldest(10)], [22, 23, 22])  # floor of 22.5, 45.0, 67.5 Wh
+    eq([x[3] for x in q.oldest(10)], [22, 45, 67])
+    eq([x[0] for x in q.oldest(10)], [0, 1, 2])
+
+
+def test_register_resumes_after_restart():
+    q = queue("reg2")
+    r = Register(q, 900)
+    r.add(5 * MJ_PER_WH)
+    r.close_due(1767225600 + 900)
+    r2 = Register(ReadingQueue(TMP + "/reg2"), 900)
+    eq((r2.seq, r2.wh, r2.interval_end, r2.resume_after), (1, 5, 1767225600 + 1800, 1767225600 + 900))
+
+
+def test_gap_does_not_invent_readings():
+    q = queue("reg3")
+    r = Register(q, 900)
+    r.close_due(1767225660)
+    r.add(MJ_PER_WH)
+    r.close_due(1767225600 + 900 * 10)  # powered off for two hours
+    eq(len(q.oldest(10)), 1)
+    eq(r.interval_end, 1767225600 + 900 * 11)
+
+
+def test_replay_parses_both_layouts_without_floats():
+    eq(replay.parse_line("2016-01-01 00:00:00,0.68415"), (1451606400, 684150))
+    eq(replay.parse_line("2016-02-29 23:59:00,0.682983333"), (1456790340, 682983))
+    eq(replay.parse_line("1767225600,684150"), (1767225600, 684150))
+    eq(replay.kw_to_mw("15"), 15000000)
+    for bad in ("2016-01-01,1", "x,1", "1767225600,-5"):
+        try:
+            replay.parse_line(bad)
+        except ValueError:
+            continue
+        raise AssertionError("accepted %r" % bad)
