@@ -19,6 +19,11 @@ class GatewayConfig:
     seal_every_s: float = 10.0
 
     def validate(self) -> None:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            want = (int, float) if isinstance(f.default, float) else type(f.default)
+            if isinstance(v, bool) or not isinstance(v, want):
+                raise ConfigError(f"{f.name} must be a {type(f.default).__name__}, not {v!r}")
         if self.clock not in ("wall", "data"):
             raise ConfigError("clock must be 'wall' or 'data'")
         if self.interval_s <= 0 or 86400 % self.interval_s:

@@ -19,7 +19,7 @@ from phe import PaillierPublicKey
 
 from common import paillier
 
-from .store import Store, now
+from .store import Store, StoreError, now
 
 log = logging.getLogger("gridveil.pes")
 
@@ -74,6 +74,8 @@ class PES:
         # which only happens when an acknowledgement was lost.
         row = self.store.db.execute("SELECT last_seq FROM meters WHERE meter_id=?",
                                     (meter_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"meter {meter_id} has a key but is not in the database")
         fresh = [r for r in readings if r.seq > row[0]]
         ciphertexts = {r.seq: self.encrypt(r.energy_wh) for r in fresh}
         with self.store.transaction() as db:

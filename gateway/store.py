@@ -99,21 +99,23 @@ class Store:
 
     @contextmanager
     def transaction(self):
+        """One write transaction. Any SQLite failure inside it (locked,
+        disk full, corrupt) rolls everything back and becomes a StoreError."""
         try:
             self.db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as e:
             raise StoreError(f"cannot start a transaction: {e}") from None
         try:
             yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        else:
+            self.db.execute("COMMIT")
+        except BaseException as e:
             try:
-                self.db.execute("COMMIT")
-            except sqlite3.Error as e:
                 self.db.execute("ROLLBACK")
-                raise StoreError(f"commit failed: {e}") from None
+            except sqlite3.Error:
+                pass  # SQLite may already have rolled back on its own
+            if isinstance(e, sqlite3.Error):
+                raise StoreError(f"database write failed, nothing was stored: {e}") from None
+            raise
 
     # --- registry -------------------------------------------------------
     def meta(self, key: str, default=None):

@@ -169,6 +169,11 @@ def cmd_bench(args):
     bench.main(readings=args.readings, bits=args.bits, out=Path(args.out) if args.out else None)
 
 
+def _sub(sub, name: str, text: str) -> argparse.ArgumentParser:
+    """A subcommand whose --help opens with the same one-line summary."""
+    return sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gridveil", description=(
         "GridVeil: privacy-preserving smart metering. Meters send OSCORE-protected readings; the"
@@ -180,24 +185,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    a = sub.add_parser("authority", help="key authority: keys, releases, audit log")
+    a = _sub(sub, "authority", "key authority: keys, releases, audit log")
     asub = a.add_subparsers(dest="action", required=True, metavar="ACTION")
-    x = asub.add_parser("init", help="generate the Paillier key pair and the policy")
+    x = _sub(asub, "init", "generate the Paillier key pair and the policy")
     x.add_argument("--bits", type=int, default=2048, help="Paillier modulus size (default 2048)")
     x.add_argument("--k", type=int, default=5, help="minimum contributors per aggregate (>= 3)")
     x.set_defaults(func=cmd_authority_init)
-    x = asub.add_parser("trust-gateway", help="accept records signed by the gateway in --home")
+    x = _sub(asub, "trust-gateway", "accept records signed by the gateway in --home")
     x.set_defaults(func=cmd_authority_trust)
-    x = asub.add_parser("release", help="release every sealed aggregate and signed bill day")
+    x = _sub(asub, "release", "release every sealed aggregate and signed bill day")
     x.add_argument("--price", type=float, default=25.0, help="flat tariff in ct/kWh (default 25)")
     x.set_defaults(func=cmd_authority_release)
-    x = asub.add_parser("log", help="print the audit log and verify its hash chain")
+    x = _sub(asub, "log", "print the audit log and verify its hash chain")
     x.add_argument("--verify-only", action="store_true", help="only verify the chain")
     x.set_defaults(func=cmd_authority_log)
 
-    g = sub.add_parser("gateway", help="gateway daemon: init, run, seal, status")
+    g = _sub(sub, "gateway", "gateway daemon: init, run, seal, status")
     gsub = g.add_subparsers(dest="action", required=True, metavar="ACTION")
-    x = gsub.add_parser("init", help="create the gateway's keys, database and settings")
+    x = _sub(gsub, "init", "create the gateway's keys, database and settings")
     x.add_argument("--paillier-pub", help="the authority's public key file"
                                           " (default: <home>/authority/paillier.pub.json)")
     x.add_argument("--bind", default="127.0.0.1", help="address to listen on")
@@ -207,16 +212,16 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--clock", choices=("wall", "data"), default="wall",
                    help="seal by the wall clock, or by the replayed data's own time")
     x.set_defaults(func=cmd_gateway_init)
-    x = gsub.add_parser("run", help="serve meters until SIGINT or SIGTERM")
+    x = _sub(gsub, "run", "serve meters until SIGINT or SIGTERM")
     x.add_argument("--port", type=int, help="override the configured port")
     x.set_defaults(func=cmd_gateway_run)
-    x = gsub.add_parser("seal", help="seal what is due now")
+    x = _sub(gsub, "seal", "seal what is due now")
     x.add_argument("--all", action="store_true", help="seal every open accumulator now")
     x.set_defaults(func=cmd_gateway_seal)
-    x = gsub.add_parser("status", help="fleet health and rejected-message counters")
+    x = _sub(gsub, "status", "fleet health and rejected-message counters")
     x.set_defaults(func=cmd_gateway_status)
 
-    x = sub.add_parser("provision", help="register a meter and write its device files")
+    x = _sub(sub, "provision", "register a meter and write its device files")
     x.add_argument("meter_id")
     x.add_argument("--neighbourhood", required=True)
     x.add_argument("--customer")
@@ -227,31 +232,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replay speed-up over real time; 0 = as fast as possible")
     x.set_defaults(func=cmd_provision)
 
-    x = sub.add_parser("fleet", help="run every provisioned meter on the MicroPython Unix port")
+    x = _sub(sub, "fleet", "run every provisioned meter on the MicroPython Unix port")
     x.add_argument("--meters", help="directory of meter directories (default <home>/meters)")
     x.add_argument("--heap", default="64K", help="MicroPython heap per meter (default 64K)")
     x.add_argument("--timeout", type=float, default=600, help="seconds before giving up")
     x.set_defaults(func=cmd_fleet)
 
-    x = sub.add_parser("report", help="as the MDMS: release and print demand and bills")
+    x = _sub(sub, "report", "as the MDMS: release and print demand and bills")
     x.add_argument("--price", type=float, default=25.0, help="flat tariff in ct/kWh")
     x.set_defaults(func=cmd_authority_release)
 
-    x = sub.add_parser("sample-data", help="generate synthetic household consumption files")
+    x = _sub(sub, "sample-data", "generate synthetic household consumption files")
     x.add_argument("--out", default="data/sample")
     x.add_argument("--meters", type=int, default=10)
     x.add_argument("--days", type=int, default=1)
     x.add_argument("--seed", type=int, default=2026)
     x.set_defaults(func=cmd_sample_data)
 
-    x = sub.add_parser("demo", help="end-to-end run on the sample data, with a cross-check")
+    x = _sub(sub, "demo", "end-to-end run on the sample data, with a cross-check")
     x.add_argument("--dir", default="var/demo",
                    help="scratch state directory, wiped at the start (default var/demo)")
     x.add_argument("--bits", type=int, default=2048, help="Paillier key size (default 2048)")
     x.add_argument("--heap", default="64K", help="MicroPython heap per meter")
     x.set_defaults(func=cmd_demo)
 
-    x = sub.add_parser("bench", help="ingest throughput against a naive baseline")
+    x = _sub(sub, "bench", "ingest throughput against a naive baseline")
     x.add_argument("--readings", type=int, default=400)
     x.add_argument("--bits", type=int, default=2048)
     x.add_argument("--out", help="also write the results as markdown to this file")

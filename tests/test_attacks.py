@@ -9,8 +9,9 @@ import time
 import aiocoap
 import cbor2
 import pytest
-from helpers.rawpeer import RawPeer, context_for, readings_payload
 from helpers.system import System
+
+from host_tools.oscore_peer import RawPeer, context_for, readings_payload
 
 END = 1767225600 + 900  # first interval of 2026-01-01
 

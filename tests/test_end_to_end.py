@@ -9,6 +9,8 @@ import time
 import pytest
 from helpers.system import System
 
+from host_tools import fleet
+
 
 @pytest.fixture
 def sample_system(tmp_path, sample_files):
@@ -67,3 +69,13 @@ def test_gateway_sigkill_mid_replay_loses_nothing_and_counts_nothing_twice(tmp_p
     ok, line = s.cross_check(released)
     assert ok, line
     assert len(released.aggregates) == 192
+
+
+def test_heap_limit_is_real(tmp_path, sample_files):
+    """The 64K runs above mean something: the same firmware cannot even
+    start in a quarter of that heap."""
+    s = System(tmp_path / "gv", sample_files[:1])
+    p = fleet.start_meter(s.meter_dirs()[0], heap="16K")
+    out = p.communicate(timeout=60)[0].decode()
+    assert p.returncode != 0
+    assert "MemoryError" in out

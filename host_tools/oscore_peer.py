@@ -1,6 +1,6 @@
 """A meter impersonated in Python with aiocoap's own OSCORE implementation,
-sending raw UDP datagrams, so tests can replay, tamper with and forge
-messages byte by byte."""
+sending raw UDP datagrams: the load generator of `gridveil bench`, and the
+tool with which tests replay, tamper with and forge messages byte by byte."""
 
 from __future__ import annotations
 

@@ -1,0 +1,82 @@
+"""The `gridveil` command as a user meets it: --help everywhere, and bad
+input answered with one clear line and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+COMMANDS = [[], ["authority"], ["authority", "init"], ["authority", "trust-gateway"],
+            ["authority", "release"], ["authority", "log"], ["gateway"], ["gateway", "init"],
+            ["gateway", "run"], ["gateway", "seal"], ["gateway", "status"], ["provision"],
+            ["fleet"], ["report"], ["sample-data"], ["demo"], ["bench"]]
+
+
+def gridveil(*args, home=None):
+    cmd = [sys.executable, "-m", "host_tools.cli"]
+    if home is not None:
+        cmd += ["--home", str(home)]
+    return subprocess.run(cmd + list(args), capture_output=True, text=True, cwd=REPO, timeout=120)
+
+
+@pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c) or "gridveil")
+def test_help_everywhere(cmd):
+    r = gridveil(*cmd, "--help")
+    assert r.returncode == 0
+    assert "usage: gridveil" in r.stdout and len(r.stdout) > 100
+
+
+def clean_failure(r, *needles):
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr + r.stdout
+    for n in needles:
+        assert n in r.stderr, r.stderr
+
+
+def test_bad_arguments(tmp_path):
+    clean_failure(gridveil("authority", "init", "--bits", "many", home=tmp_path), "invalid int")
+    clean_failure(gridveil("nonsense"), "invalid choice")
+    clean_failure(gridveil("authority", "init", "--bits", "100", home=tmp_path), "at least 512")
+    clean_failure(gridveil("authority", "init", "--bits", "512", "--k", "1", home=tmp_path), "k must")
+
+
+def test_missing_and_broken_files(tmp_path):
+    clean_failure(gridveil("gateway", "status", home=tmp_path), "gateway database not found")
+    clean_failure(gridveil("gateway", "init", home=tmp_path), "Paillier public key not found")
+    assert gridveil("authority", "init", "--bits", "512", home=tmp_path).returncode == 0
+    clean_failure(gridveil("authority", "init", "--bits", "512", home=tmp_path), "already exists")
+    assert gridveil("gateway", "init", "--port", "5999", home=tmp_path).returncode == 0
+    clean_failure(gridveil("provision", "m1", "--neighbourhood", "n", "--replay", "/nope.csv",
+                           home=tmp_path), "replay file not found")
+    gw = tmp_path / "gateway" / "gateway.json"
+    gw.write_text('{"port": "fifty"}')
+    clean_failure(gridveil("gateway", "seal", home=tmp_path), "port must be a int")
+    gw.write_text("{not json")
+    clean_failure(gridveil("gateway", "run", home=tmp_path), "not valid JSON")
+    key = tmp_path / "authority" / "paillier.key.json"
+    key.chmod(0o644)
+    clean_failure(gridveil("authority", "release", home=tmp_path), "readable by others")
+    key.chmod(0o600)
+    key.write_text('{"kind": "gridveil-paillier-private", "p": "3", "q": "5", "n": "16"}')
+    clean_failure(gridveil("authority", "release", home=tmp_path), "malformed")
+
+
+def test_provision_never_prints_secrets(tmp_path):
+    gridveil("authority", "init", "--bits", "512", home=tmp_path)
+    gridveil("gateway", "init", "--port", "5999", home=tmp_path)
+    r = gridveil("provision", "m1", "--neighbourhood", "north", "--customer", "c1", home=tmp_path)
+    assert r.returncode == 0, r.stderr
+    import json
+
+    secrets = json.loads((tmp_path / "meters" / "m1" / "secrets.json").read_text())
+    assert (tmp_path / "meters" / "m1" / "secrets.json").stat().st_mode & 0o077 == 0
+    assert (tmp_path / "gateway" / "keystore.json").stat().st_mode & 0o077 == 0
+    for v in (secrets["master_secret"], secrets["master_salt"]):
+        assert v not in r.stdout + r.stderr
+    clean_failure(gridveil("provision", "m1", "--neighbourhood", "north", home=tmp_path),
+                  "already")

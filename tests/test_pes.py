@@ -1,0 +1,72 @@
+"""The PES and its SQLite store, in process: exact sums against plaintext,
+duplicates dropped, and a full disk that loses nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from common import paillier
+from gateway.config import GatewayConfig, GatewayHome
+from gateway.pes import PES, Reading
+from gateway.store import Store, StoreError
+from host_tools import provision
+
+DAY0 = 1767225600
+
+
+@pytest.fixture
+def pes(tmp_path):
+    provision.init_authority(tmp_path / "authority", 512)
+    provision.init_gateway(tmp_path / "gateway", tmp_path / "authority" / "paillier.pub.json",
+                           GatewayConfig(port=5999))
+    gh = GatewayHome(tmp_path / "gateway")
+    for i in (1, 2):
+        provision.provision_meter(gh.path, f"m{i}", "n", tmp_path / "meters" / f"m{i}")
+    store = Store(gh.db)
+    yield PES(store, paillier.load_public(gh.paillier_pub), 900), \
+        paillier.load_private(tmp_path / "authority" / "paillier.key.json")
+    store.close()
+
+
+def decrypt_demand(pes, priv, end):
+    (c,) = pes.store.db.execute("SELECT ciphertext FROM demand WHERE interval_end=?",
+                                (end,)).fetchone()
+    return priv.decrypt(paillier.from_bytes(pes.pub, c))
+
+
+def test_accumulators_are_exact_and_duplicates_dropped(pes):
+    pes, priv = pes
+    a = [Reading(i, DAY0 + 900 * (i + 1), 10 * i + 1, 0) for i in range(4)]
+    b = [Reading(i, DAY0 + 900 * (i + 1), 7, 0) for i in range(4)]
+    r = pes.ingest("m1", a[:3], "fw", 1)
+    assert (r.accepted, r.duplicates, r.acked) == (3, 0, [0, 1, 2])
+    r = pes.ingest("m1", a[1:], "fw", 0)  # an ack got lost: 1 and 2 come again
+    assert (r.accepted, r.duplicates, r.acked) == (1, 2, [1, 2, 3])
+    pes.ingest("m2", b, None, None)
+    for i in range(4):
+        assert decrypt_demand(pes, priv, DAY0 + 900 * (i + 1)) == 10 * i + 1 + 7
+    (c, n), = pes.store.db.execute("SELECT ciphertext, readings FROM bill_days WHERE meter_id='m1'")
+    assert n == 4 and priv.decrypt(paillier.from_bytes(pes.pub, c)) == sum(x.energy_wh for x in a)
+
+
+def test_full_disk_rolls_back_the_whole_batch(pes):
+    pes, priv = pes
+    pes.ingest("m1", [Reading(0, DAY0 + 900, 5, 5)], None, None)
+    db = pes.store.db
+    pages = db.execute("PRAGMA page_count").fetchone()[0]
+    db.execute(f"PRAGMA max_page_count={pages}")  # the disk is now full
+    batch = [Reading(i, DAY0 + 900 * (i + 1), 1000 + i, 0) for i in range(1, 40)]
+    with pytest.raises(StoreError, match="nothing was stored"):
+        pes.ingest("m1", batch, None, None)
+    assert db.execute("SELECT last_seq FROM meters WHERE meter_id='m1'").fetchone()[0] == 0
+    assert db.execute("SELECT COUNT(*) FROM demand").fetchone()[0] == 1
+    db.execute("PRAGMA max_page_count=1073741823")  # space again: the meter retries
+    r = pes.ingest("m1", batch, None, None)
+    assert r.accepted == 39
+    assert decrypt_demand(pes, priv, DAY0 + 900 * 5) == 1004
+
+
+def test_unregistered_meter_is_a_store_error(pes):
+    pes, _ = pes
+    with pytest.raises(StoreError):
+        pes.ingest("ghost", [Reading(0, DAY0 + 900, 1, 1)], None, None)
