@@ -72,9 +72,19 @@ class RawPeer:
         return outer.encode(), request_id
 
     def send_raw(self, datagram: bytes) -> aiocoap.Message:
+        """Send one request; return its response, piggybacked or separate."""
+        request = aiocoap.Message.decode(datagram)
         self.sock.sendto(datagram, self.addr)
-        data, _ = self.sock.recvfrom(2048)
-        return aiocoap.Message.decode(data)
+        while True:
+            data, _ = self.sock.recvfrom(2048)
+            msg = aiocoap.Message.decode(data)
+            if msg.mtype == aiocoap.ACK and msg.code == aiocoap.EMPTY:
+                continue  # the gateway is busy: a separate response follows
+            if msg.mtype == aiocoap.CON:
+                ack = aiocoap.Message(mtype=aiocoap.ACK, mid=msg.mid, code=aiocoap.EMPTY)
+                self.sock.sendto(ack.encode(), self.addr)
+            if msg.token == request.token or msg.mtype == aiocoap.RST:
+                return msg
 
     def unprotect(self, resp: aiocoap.Message, request_id):
         plain, _ = self.ctx.unprotect(resp, request_id)
