@@ -1,14 +1,16 @@
-"""What the key authority may release. Settings can be made stricter than
-the defaults but never weaker than the safe floor."""
+"""What a key holder may release. Settings can be made stricter than the
+defaults but never weaker than the safe floor."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from fractions import Fraction
 
 from common.files import ConfigError
 
 SAFE_MIN_K = 3  # below this a released sum is close to a single household
 SAFE_MIN_BILL_DAYS = 1
+MAX_EPSILON_PER_RELEASE = Fraction(5)
 
 
 class Refusal(Exception):
@@ -23,9 +25,43 @@ class Refusal(Exception):
 class Policy:
     k: int = 5  # minimum contributors to a released aggregate
     min_bill_days: int = 1  # bills cover whole days, at least this many
+    # Differential privacy for aggregates, used when a release asks for it:
+    dp_epsilon: str = "1/2"  # per release, as a fraction
+    dp_sensitivity_wh: int = 4000  # most one household adds to one interval (16 kW x 15 min)
+    dp_budget_per_day: str = "12"  # total epsilon per neighbourhood and UTC day
+
+    @property
+    def epsilon(self) -> Fraction:
+        return Fraction(self.dp_epsilon)
+
+    @property
+    def budget(self) -> Fraction:
+        return Fraction(self.dp_budget_per_day)
 
     def validate(self) -> None:
         if type(self.k) is not int or self.k < SAFE_MIN_K:
             raise ConfigError(f"policy k must be an integer >= {SAFE_MIN_K}")
         if type(self.min_bill_days) is not int or self.min_bill_days < SAFE_MIN_BILL_DAYS:
             raise ConfigError(f"policy min_bill_days must be an integer >= {SAFE_MIN_BILL_DAYS}")
+        try:
+            eps, budget = self.epsilon, self.budget
+        except (ValueError, ZeroDivisionError, TypeError):
+            raise ConfigError("dp_epsilon and dp_budget_per_day must be fractions like '1/2'") \
+                from None
+        if not 0 < eps <= MAX_EPSILON_PER_RELEASE or budget < eps:
+            raise ConfigError(f"dp_epsilon must be in (0, {MAX_EPSILON_PER_RELEASE}] and"
+                              " dp_budget_per_day at least one release's epsilon")
+        if type(self.dp_sensitivity_wh) is not int or self.dp_sensitivity_wh < 1:
+            raise ConfigError("dp_sensitivity_wh must be a positive integer")
+
+    @classmethod
+    def from_json(cls, d: dict) -> Policy:
+        try:
+            p = cls(**d)
+        except TypeError as e:
+            raise ConfigError(f"authority policy: {e}") from None
+        p.validate()
+        return p
+
+    def to_json(self) -> dict:
+        return asdict(self)

@@ -15,7 +15,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 AGGREGATE_TAG = "gridveil-aggregate-v1"
-BILL_DAY_TAG = "gridveil-billday-v1"
+BILL_DAY_TAG = "gridveil-billday-v2"
 
 
 @dataclass(frozen=True)
@@ -34,17 +34,39 @@ class AggregateRecord:
 
 @dataclass(frozen=True)
 class BillDayRecord:
+    """Everything one meter used in one UTC day, per tariff band."""
+
     meter_id: str
     day: int  # days since 1970-01-01, UTC
-    band: int  # tariff band; 0 is the flat tariff
     readings: int
-    version: int  # grows when a late reading changes the accumulator
-    ciphertext: bytes
+    version: int  # grows when a late reading changes the day after signing
+    bands: tuple[tuple[int, bytes], ...]  # (band, ciphertext), sorted by band
     key_id: str
 
     def signed_bytes(self) -> bytes:
-        return cbor2.dumps([BILL_DAY_TAG, self.meter_id, self.day, self.band, self.readings,
-                            self.version, self.ciphertext, self.key_id])
+        return cbor2.dumps([BILL_DAY_TAG, self.meter_id, self.day, self.readings, self.version,
+                            [[b, c] for b, c in self.bands], self.key_id])
+
+
+def parse(data: bytes):
+    """Rebuild a record from its signed bytes (the wire form to the key
+    authority); raises ValueError on anything malformed."""
+    try:
+        a = cbor2.loads(data)
+        if a[0] == AGGREGATE_TAG and len(a) == 7:
+            rec = AggregateRecord(*a[1:])
+        elif a[0] == BILL_DAY_TAG and len(a) == 7:
+            rec = BillDayRecord(a[1], a[2], a[3], a[4], tuple((int(b), bytes(c)) for b, c in a[5]),
+                                a[6])
+        else:
+            raise ValueError("unknown record type")
+    except ValueError:
+        raise
+    except Exception as e:  # cbor2 and unpacking raise many types
+        raise ValueError(f"malformed record: {e!r}") from None
+    if rec.signed_bytes() != bytes(data):
+        raise ValueError("record is not in canonical form")
+    return rec
 
 
 def sign(key: Ed25519PrivateKey, record) -> bytes:

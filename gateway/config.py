@@ -44,7 +44,6 @@ class GatewayHome:
         self.keystore = self.path / "keystore.json"
         self.signing_key = self.path / "signing.key"
         self.signing_pub = self.path / "signing.pub"
-        self.paillier_pub = self.path / "paillier.pub.json"
 
     def load_config(self) -> GatewayConfig:
         d = read_json(self.config_file, "gateway settings")

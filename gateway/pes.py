@@ -1,13 +1,17 @@
 """The Privacy Enhancing System: Paillier-encrypt each interval energy and
 add it homomorphically into its accumulators, in one transaction with the
-dedup state.
+dedup state and the customer's sealed copy.
 
-For every reading of meter m in neighbourhood g, interval ending at t:
-    demand[g, t]      <- demand[g, t] (+) E(energy)   unless (g, t) is sealed
-    bill_days[m, d, b] <- bill_days[m, d, b] (+) E(energy)   d = day of t, b = band
-where (+) is ciphertext multiplication mod n^2. A reading that arrives after
-its interval was sealed counts for the bill only: two different releases of
-one interval would let anyone subtract one household out.
+For a reading of meter m (neighbourhood g, tariff band b) for the interval
+ending at t, on day d:
+    demand[g, t]       <- demand[g, t] (+) E(energy)    unless (g, t) is sealed
+    bill_days[m, d, b] <- bill_days[m, d, b] (+) E(energy)
+    sealed_readings    <- AES-GCM under m's data key for day d, wrapped to
+                          the customer's RSA key (common/customer.py)
+where (+) is ciphertext multiplication mod n^2 and E uses the Paillier key
+epoch in force on day d. A reading that arrives after its interval was
+sealed counts for the bill only: two different releases of one interval
+would let anyone subtract one household out.
 """
 
 from __future__ import annotations
@@ -15,9 +19,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from phe import PaillierPublicKey
-
-from common import paillier
+from common import customer, paillier
 
 from .store import Store, StoreError, now
 
@@ -42,53 +44,87 @@ class BatchResult:
     late: int = 0
 
 
+@dataclass(frozen=True)
+class MeterInfo:
+    neighbourhood: str
+    tariff: object
+    customer_pub: object | None
+
+
 def day_of(interval_end: int) -> int:
     # The interval (end - length, end] belongs to the day its last second is in.
     return (interval_end - 1) // DAY
 
 
 class PES:
-    def __init__(self, store: Store, pub: PaillierPublicKey, interval_s: int):
+    def __init__(self, store: Store, interval_s: int):
         self.store = store
-        self.pub = pub
-        self.key_id = paillier.key_id(pub)
         self.interval_s = interval_s
+        self.epochs = store.key_epochs()
+        if not self.epochs:
+            raise StoreError("the gateway has no Paillier public key; run `gridveil gateway init`")
+        self._meters: dict[str, MeterInfo] = {}
+        self._day_keys: dict[tuple[str, int], tuple[int, bytes]] = {}
 
-    def band(self, interval_end: int) -> int:
-        return 0  # flat tariff; time-of-use bands plug in here
+    @property
+    def key_id(self) -> str:
+        return self.epochs[-1][1]
 
-    def encrypt(self, energy_wh: int) -> bytes:
-        return paillier.to_bytes(self.pub, self.pub.encrypt(energy_wh))
+    def key_for(self, day: int):
+        """(key_id, public key) of the epoch in force on this day."""
+        for from_day, kid, pub in reversed(self.epochs):
+            if day >= from_day:
+                return kid, pub
+        return self.epochs[0][1], self.epochs[0][2]
 
-    def _add(self, acc: bytes, c: bytes) -> bytes:
-        total = paillier.from_bytes(self.pub, acc) + paillier.from_bytes(self.pub, c)
-        return paillier.to_bytes(self.pub, total)
+    def meter(self, meter_id: str) -> MeterInfo:
+        if meter_id not in self._meters:
+            row = self.store.db.execute(
+                "SELECT m.neighbourhood, m.tariff, c.public_key FROM meters m"
+                " LEFT JOIN customers c ON c.customer_id = m.customer WHERE m.meter_id=?",
+                (meter_id,)).fetchone()
+            if row is None:
+                raise StoreError(f"meter {meter_id} has a key but is not in the database")
+            tariffs = self.store.tariffs()
+            self._meters[meter_id] = MeterInfo(
+                row[0], tariffs[row[1]], customer.public_key(row[2]) if row[2] else None)
+        return self._meters[meter_id]
+
+    def encrypt(self, day: int, energy_wh: int) -> tuple[str, bytes]:
+        kid, pub = self.key_for(day)
+        return kid, paillier.to_bytes(pub, pub.encrypt(energy_wh))
+
+    def _add(self, kid: str, acc: bytes, c: bytes) -> bytes:
+        pub = next(p for _, k, p in self.epochs if k == kid)
+        return paillier.to_bytes(pub, paillier.from_bytes(pub, acc) + paillier.from_bytes(pub, c))
 
     def ingest(self, meter_id: str, readings: list[Reading], fw: str | None,
                backlog: int | None) -> BatchResult:
         """Store one batch from one authenticated meter. Returns the seqs to
         acknowledge: every reading in the batch, new or duplicate."""
+        info = self.meter(meter_id)
         result = BatchResult(acked=[r.seq for r in readings])
         # Encrypt before taking the write lock: the slow part runs outside it.
-        # Readings that turn out to be duplicates cost a wasted encryption,
-        # which only happens when an acknowledgement was lost.
-        row = self.store.db.execute("SELECT last_seq FROM meters WHERE meter_id=?",
-                                    (meter_id,)).fetchone()
-        if row is None:
-            raise StoreError(f"meter {meter_id} has a key but is not in the database")
-        fresh = [r for r in readings if r.seq > row[0]]
-        ciphertexts = {r.seq: self.encrypt(r.energy_wh) for r in fresh}
+        (last_seq,) = self.store.db.execute("SELECT last_seq FROM meters WHERE meter_id=?",
+                                            (meter_id,)).fetchone()
+        enc = {r.seq: self.encrypt(day_of(r.interval_end), r.energy_wh)
+               for r in readings if r.seq > last_seq}
+        new_keys: dict[int, tuple[int, bytes]] = {}
         with self.store.transaction() as db:
-            nbh, last_seq = db.execute("SELECT neighbourhood, last_seq FROM meters WHERE meter_id=?",
-                                       (meter_id,)).fetchone()
+            (last_seq,) = db.execute("SELECT last_seq FROM meters WHERE meter_id=?",
+                                     (meter_id,)).fetchone()
             last_end = None
             for r in readings:
                 if r.seq <= last_seq:
                     result.duplicates += 1
                     continue
-                c = ciphertexts.get(r.seq) or self.encrypt(r.energy_wh)
-                self._add_demand(db, nbh, r.interval_end, c, result)
-                self._add_bill(db, meter_id, r.interval_end, c)
+                day = day_of(r.interval_end)
+                kid, c = enc.get(r.seq) or self.encrypt(day, r.energy_wh)
+                self._add_demand(db, info.neighbourhood, r.interval_end, kid, c, result)
+                band = info.tariff.band(r.interval_end - self.interval_s)
+                self._add_bill(db, meter_id, day, band, kid, c)
+                if info.customer_pub is not None:
+                    self._seal_copy(db, meter_id, r, day, info.customer_pub, new_keys)
                 if r.seq != last_seq + 1 and last_seq >= 0:
                     log.warning("meter %s: readings %d..%d never arrived", meter_id,
                                 last_seq + 1, r.seq - 1)
@@ -100,32 +136,53 @@ class PES:
                 " accepted=accepted+?, duplicates=duplicates+?, late=late+? WHERE meter_id=?",
                 (last_seq, last_end, now(), fw, backlog, result.accepted, result.duplicates,
                  result.late, meter_id))
+        # Only keys whose wrapped copy is committed may be reused later.
+        for day, k in new_keys.items():
+            self._day_keys[(meter_id, day)] = k
         return result
 
-    def _add_demand(self, db, nbh: str, end: int, c: bytes, result: BatchResult) -> None:
+    def _add_demand(self, db, nbh: str, end: int, kid: str, c: bytes, result) -> None:
         if db.execute("SELECT 1 FROM sealed WHERE neighbourhood=? AND interval_end=?",
                       (nbh, end)).fetchone():
             result.late += 1
             return
-        row = db.execute("SELECT ciphertext FROM demand WHERE neighbourhood=? AND interval_end=?",
-                         (nbh, end)).fetchone()
+        row = db.execute("SELECT key_id, ciphertext FROM demand WHERE neighbourhood=?"
+                         " AND interval_end=?", (nbh, end)).fetchone()
         if row is None:
-            db.execute("INSERT INTO demand VALUES (?, ?, ?, 1)", (nbh, end, c))
+            db.execute("INSERT INTO demand VALUES (?, ?, ?, ?, 1)", (nbh, end, kid, c))
         else:
             db.execute("UPDATE demand SET ciphertext=?, contributors=contributors+1"
                        " WHERE neighbourhood=? AND interval_end=?",
-                       (self._add(row[0], c), nbh, end))
+                       (self._add(kid, row[1], c), nbh, end))
 
-    def _add_bill(self, db, meter_id: str, end: int, c: bytes) -> None:
-        day, band = day_of(end), self.band(end)
+    def _add_bill(self, db, meter_id: str, day: int, band: int, kid: str, c: bytes) -> None:
         row = db.execute("SELECT ciphertext FROM bill_days WHERE meter_id=? AND day=? AND band=?",
                          (meter_id, day, band)).fetchone()
         if row is None:
-            db.execute("INSERT INTO bill_days (meter_id, day, band, ciphertext, readings, key_id)"
-                       " VALUES (?, ?, ?, ?, 1, ?)", (meter_id, day, band, c, self.key_id))
+            db.execute("INSERT INTO bill_days VALUES (?, ?, ?, ?, 1, ?)",
+                       (meter_id, day, band, c, kid))
         else:
-            # A change after signing makes a new version that must be re-signed.
-            db.execute("UPDATE bill_days SET ciphertext=?, readings=readings+1,"
-                       " version=version+(signature IS NOT NULL), signature=NULL"
+            db.execute("UPDATE bill_days SET ciphertext=?, readings=readings+1"
                        " WHERE meter_id=? AND day=? AND band=?",
-                       (self._add(row[0], c), meter_id, day, band))
+                       (self._add(kid, row[0], c), meter_id, day, band))
+        # A change after signing makes a new version that must be signed again.
+        db.execute("INSERT INTO bill_signed (meter_id, day) VALUES (?, ?)"
+                   " ON CONFLICT(meter_id, day) DO UPDATE SET"
+                   " version = version + (signature IS NOT NULL), signature = NULL",
+                   (meter_id, day))
+
+    def _seal_copy(self, db, meter_id: str, r: Reading, day: int, pub, new_keys) -> None:
+        k = self._day_keys.get((meter_id, day)) or new_keys.get(day)
+        if k is None:
+            # A fresh data key for this day (also after a gateway restart: the
+            # old one was never stored, only its copy wrapped to the customer).
+            (n,) = db.execute("SELECT COALESCE(MAX(key_no) + 1, 0) FROM customer_day_keys"
+                              " WHERE meter_id=? AND day=?", (meter_id, day)).fetchone()
+            key, wrapped = customer.new_day_key(pub)
+            db.execute("INSERT INTO customer_day_keys VALUES (?, ?, ?, ?)",
+                       (meter_id, day, n, wrapped))
+            k = new_keys[day] = (n, key)
+        nonce, ct = customer.seal_reading(k[1], meter_id, r.seq, r.interval_end, r.energy_wh,
+                                          r.register_wh)
+        db.execute("INSERT INTO sealed_readings VALUES (?, ?, ?, ?, ?, ?)",
+                   (meter_id, r.seq, day, k[0], nonce, ct))

@@ -49,9 +49,8 @@ def seal(store: Store, key, interval_s: int, grace_s: int, clock: str = "wall",
 
     with store.transaction() as db:
         for nbh, end, c, n, key_id in db.execute(
-                "SELECT d.neighbourhood, d.interval_end, d.ciphertext, d.contributors, m.value"
-                " FROM demand d JOIN meta m ON m.key='paillier_key_id'"
-                " ORDER BY d.interval_end").fetchall():
+                "SELECT neighbourhood, interval_end, ciphertext, contributors, key_id FROM demand"
+                " ORDER BY interval_end").fetchall():
             if not seal_all and end + grace_s > current(nbh):
                 continue
             rec = records.AggregateRecord(nbh, end - interval_s, end, n, c, key_id)
@@ -59,20 +58,26 @@ def seal(store: Store, key, interval_s: int, grace_s: int, clock: str = "wall",
                        (nbh, end, end - interval_s, c, n, key_id, records.sign(key, rec), wall))
             db.execute("DELETE FROM demand WHERE neighbourhood=? AND interval_end=?", (nbh, end))
             result.aggregates += 1
-        for meter_id, day, band, c, readings, version, key_id, nbh in db.execute(
-                "SELECT b.meter_id, b.day, b.band, b.ciphertext, b.readings, b.version, b.key_id,"
-                " m.neighbourhood FROM bill_days b JOIN meters m USING (meter_id)"
-                " WHERE b.signature IS NULL").fetchall():
+        for meter_id, day, version, nbh in db.execute(
+                "SELECT s.meter_id, s.day, s.version, m.neighbourhood FROM bill_signed s"
+                " JOIN meters m USING (meter_id) WHERE s.signature IS NULL").fetchall():
             if not seal_all and (day + 1) * DAY + bill_grace_s > current(nbh):
                 continue
-            rec = records.BillDayRecord(meter_id, day, band, readings, version, c, key_id)
-            db.execute("UPDATE bill_days SET signature=? WHERE meter_id=? AND day=? AND band=?",
-                       (records.sign(key, rec), meter_id, day, band))
+            rec = _bill_record(db, meter_id, day, version)
+            db.execute("UPDATE bill_signed SET signature=? WHERE meter_id=? AND day=?",
+                       (records.sign(key, rec), meter_id, day))
             result.bill_days += 1
     if result.aggregates or result.bill_days:
         log.info("sealed %d aggregates and signed %d bill days", result.aggregates,
                  result.bill_days)
     return result
+
+
+def _bill_record(db, meter_id: str, day: int, version: int) -> records.BillDayRecord:
+    rows = db.execute("SELECT band, ciphertext, readings, key_id FROM bill_days"
+                      " WHERE meter_id=? AND day=? ORDER BY band", (meter_id, day)).fetchall()
+    return records.BillDayRecord(meter_id, day, sum(r[2] for r in rows), version,
+                                 tuple((b, c) for b, c, _, _ in rows), rows[0][3])
 
 
 def sealed_aggregates(store: Store) -> list[tuple[records.AggregateRecord, bytes]]:
@@ -84,10 +89,12 @@ def sealed_aggregates(store: Store) -> list[tuple[records.AggregateRecord, bytes
     return out
 
 
-def signed_bill_days(store: Store) -> list[tuple[records.BillDayRecord, bytes]]:
+def signed_bill_days(store: Store, meter_id: str | None = None
+                     ) -> list[tuple[records.BillDayRecord, bytes]]:
     out = []
-    for row in store.db.execute(
-            "SELECT meter_id, day, band, readings, version, ciphertext, key_id, signature"
-            " FROM bill_days WHERE signature IS NOT NULL ORDER BY meter_id, day, band"):
-        out.append((records.BillDayRecord(*row[:7]), row[7]))
+    for m, day, version, sig in store.db.execute(
+            "SELECT meter_id, day, version, signature FROM bill_signed"
+            " WHERE signature IS NOT NULL AND (? IS NULL OR meter_id = ?) ORDER BY meter_id, day",
+            (meter_id, meter_id)).fetchall():
+        out.append((_bill_record(store.db, m, day, version), sig))
     return out

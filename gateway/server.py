@@ -15,8 +15,6 @@ import aiocoap.resource as resource
 from aiocoap import oscore
 from aiocoap.oscore_sitewrapper import OscoreSiteWrapper
 
-from common import paillier
-
 from . import payload, seal, signing
 from .config import GatewayHome
 from .keystore import Keyring, KeyStore, MeterContext
@@ -100,14 +98,11 @@ class Gateway:
             self.config.port = port
         self.store = Store(self.home.db)
         self.seq_store = Store(self.home.db)  # own connection for the event loop thread
-        self.pub = paillier.load_public(self.home.paillier_pub)
-        if self.store.meta("paillier_key_id") != paillier.key_id(self.pub):
-            raise StoreError("the Paillier public key does not match this gateway's database")
         self.signing_key = signing.load_private(self.home.signing_key)
         self.keystore = KeyStore(self.home.keystore)
         self.rejects: Counter = Counter()
         self.keyring = Keyring(self.keystore, self.seq_store, self.rejects)
-        self.pes = PES(self.store, self.pub, self.config.interval_s)
+        self.pes = PES(self.store, self.config.interval_s)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pes")
         self._tasks: list[asyncio.Task] = []
         self.context = None

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 import socket
 import subprocess
@@ -17,19 +18,23 @@ import sys
 import time
 from pathlib import Path
 
-from authority.service import Authority
+from authority import setup as authority_setup
+from authority.client import Authority
+from common.tariff import FLAT
 from gateway.config import GatewayConfig, GatewayHome
 from gateway.seal import seal
 from gateway.signing import load_private
 from gateway.store import Store
 
-from . import fleet, groundtruth, provision, report
+from . import customer_export, fleet, groundtruth, provision, report
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = REPO / "data" / "sample"
 NEIGHBOURHOODS = ("north", "south")
-FLAT_PRICE_CT_PER_KWH = 25  # 25 ct/kWh
 INTERVAL_S = 900
+# Customers' passwords in the demo only; real ones are chosen by customers.
+DEMO_PASSWORD = "demo-password-not-secret"
+DEMO_PBKDF2_ITERATIONS = 100_000
 
 
 class DemoError(Exception):
@@ -43,23 +48,32 @@ def free_udp_port() -> int:
 
 
 def setup(home: Path, files: list[Path], bits: int, k: int = 5, speed: int = 0,
-          clock: str = "data", port: int | None = None) -> dict[str, str]:
+          clock: str = "data", port: int | None = None, tariff_file: Path | None = None,
+          customers: bool = False) -> dict[str, str]:
     """Fresh authority, gateway and meters; returns {meter_id: neighbourhood}.
     Meters are split evenly over the neighbourhoods, or all go into the
     first one when there are too few for k in each."""
-    provision.init_authority(home / "authority", bits, k)
+    provision.init_authority(home / "authority", bits, k, threshold=True)
     cfg = GatewayConfig(port=port or free_udp_port(), interval_s=INTERVAL_S, grace_s=0,
                         bill_grace_s=0, clock=clock, seal_every_s=2.0)
-    provision.init_gateway(home / "gateway", home / "authority" / "paillier.pub.json", cfg)
+    provision.init_gateway(home / "gateway", authority_setup.public_key_file(home / "authority"),
+                           cfg)
     provision.trust_gateway(home / "authority", home / "gateway")
+    tariff_id = provision.add_tariff(home / "gateway", tariff_file) if tariff_file else "flat"
     groups = NEIGHBOURHOODS if len(files) >= k * len(NEIGHBOURHOODS) else NEIGHBOURHOODS[:1]
     per = max(1, len(files) // len(groups))
     assignment = {}
     for i, f in enumerate(files):
         meter_id = f"m{i + 1:02d}"
         nbh = groups[min(i // per, len(groups) - 1)]
+        customer_id = None
+        if customers:
+            customer_id = f"c{i + 1:02d}"
+            provision.create_customer(home, home / "gateway", customer_id, DEMO_PASSWORD,
+                                      iterations=DEMO_PBKDF2_ITERATIONS)
         provision.provision_meter(
-            home / "gateway", meter_id, nbh, home / "meters" / meter_id, customer=f"c{i + 1:02d}",
+            home / "gateway", meter_id, nbh, home / "meters" / meter_id, customer_id=customer_id,
+            tariff_id=tariff_id,
             extra={"replay": {"file": str(Path(f).resolve()), "speed": speed},
                    "ack_timeout_ms": 1000, "max_retransmit": 4, "retry_ms": 500,
                    "max_retry_ms": 4000, "drain_ms": 120000})
@@ -88,13 +102,13 @@ def stop_gateway(p: subprocess.Popen) -> None:
 
 
 def cross_check(files: list[Path], assignment: dict[str, str], released: report.Released,
-                price_uct_per_wh: int) -> tuple[bool, str]:
+                tariffs: dict, period_days: int = 1) -> tuple[bool, str]:
+    """Compare what the authority released with plaintext ground truth
+    recomputed from the data files. `tariffs` maps meter id to Tariff."""
     per_meter = {m: groundtruth.interval_energy(f, INTERVAL_S)
                  for m, f in zip(assignment, files, strict=True)}
     truth_aggs = groundtruth.aggregates(per_meter, assignment)
-    truth_bills = {(m, day): wh * price_uct_per_wh
-                   for m, iv in per_meter.items()
-                   for day, wh in groundtruth.day_energy(iv).items()}
+    truth_bills = groundtruth.bills(per_meter, tariffs, INTERVAL_S, period_days)
     problems = []
     if released.refusals:
         problems.append(f"{len(released.refusals)} refusals, first: {released.refusals[0]}")
@@ -112,6 +126,23 @@ def cross_check(files: list[Path], assignment: dict[str, str], released: report.
                   " match ground truth exactly")
 
 
+def check_customer_copies(home: Path, store: Store, files: list[Path],
+                          assignment: dict[str, str]) -> tuple[bool, str]:
+    """Each customer opens their sealed copies with their password, and gets
+    exactly the readings of their meter."""
+    total = 0
+    for i, (meter_id, f) in enumerate(zip(assignment, files, strict=True)):
+        rows = customer_export.readings(home, store, f"c{i + 1:02d}", DEMO_PASSWORD)
+        truth = groundtruth.interval_energy(f, INTERVAL_S)
+        got = {int(dt.datetime.strptime(r[2], "%Y-%m-%dT%H:%MZ").replace(
+            tzinfo=dt.timezone.utc).timestamp()): r[3] for r in rows if r[0] == meter_id}
+        if got != truth:
+            return False, f"customer copies: c{i + 1:02d}'s decrypted readings differ from the data"
+        total += len(rows)
+    return True, (f"customer copies: {len(assignment)} customers decrypted their own {total}"
+                  " readings with their passwords; all equal the data")
+
+
 def run(home: Path, bits: int = 2048, files: list[Path] | None = None, heap: str = "64K",
         out=print) -> bool:
     files = files or sorted(SAMPLE_DIR.glob("household*.csv"))
@@ -121,9 +152,9 @@ def run(home: Path, bits: int = 2048, files: list[Path] | None = None, heap: str
         shutil.rmtree(home)
     home.mkdir(parents=True)
     t0 = time.monotonic()
-    out(f"setting up a key authority ({bits}-bit Paillier key), a gateway and"
-        f" {len(files)} meters in {home}")
-    assignment = setup(home, files, bits)
+    out(f"setting up a key authority (two holders, {bits}-bit Paillier key in shares),"
+        f" a gateway and {len(files)} meters with their customers in {home}")
+    assignment = setup(home, files, bits, customers=True)
     gw = start_gateway(home, home / "gateway" / "gateway.log")
     try:
         out(f"gateway up; running {len(files)} meters on the MicroPython Unix port"
@@ -141,14 +172,18 @@ def run(home: Path, bits: int = 2048, files: list[Path] | None = None, heap: str
     store = Store(gh.db)
     sealed = seal(store, load_private(gh.signing_key), INTERVAL_S, 0, seal_all=True)
     out(f"sealed {sealed.aggregates} aggregates, signed {sealed.bill_days} bill days")
-    authority = Authority(home / "authority")
-    price = FLAT_PRICE_CT_PER_KWH * 1000  # micro-cents per Wh
-    released = report.release_all(store, authority, price)
-    out("\nHourly neighbourhood demand released by the key authority:")
+    authority = Authority.local(home / "authority")
+    released = report.release_all(store, authority)
+    out("\nHourly neighbourhood demand, released by the utility's and the privacy guardian's"
+        " key shares together:")
     out(report.format_demand(released.aggregates))
-    out(f"\nDay bills at a flat {FLAT_PRICE_CT_PER_KWH} ct/kWh:")
+    out(f"\nDay bills at a flat {FLAT.prices[0] / 1000:g} ct/kWh, computed on ciphertexts:")
     out(report.format_bills(released.bills))
-    ok, line = cross_check(files, assignment, released, price)
+    ok, line = cross_check(files, assignment, released, {m: FLAT for m in assignment})
+    copies_ok, copies_line = check_customer_copies(home, store, files, assignment)
+    out(copies_line)
+    if not copies_ok:
+        ok, line = False, line.replace("CROSS-CHECK OK", "CROSS-CHECK FAILED (customer copies)")
     authority.close()
     store.close()
     out(f"\n(finished in {time.monotonic() - t0:.1f} s; state kept in {home})")

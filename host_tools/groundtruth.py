@@ -75,3 +75,21 @@ def day_energy(intervals: dict[int, int]) -> dict[int, int]:
     for end, wh in intervals.items():
         out[(end - 1) // DAY] += wh
     return dict(out)
+
+
+def bills(per_meter: dict[str, dict[int, int]], tariffs: dict, interval_s: int,
+          period_days: int = 1) -> dict[tuple[str, int], int]:
+    """{(meter, first day of period): micro-cents} for every complete period,
+    periods counted from each meter's first day with readings. The band of
+    an interval is looked up with the tariff's own rule (common/tariff.py);
+    the sums and products here are plain integers."""
+    out = {}
+    for meter, intervals in per_meter.items():
+        t = tariffs[meter]
+        by_day: dict[int, int] = defaultdict(int)
+        for end, wh in intervals.items():
+            by_day[(end - 1) // DAY] += wh * t.prices[t.band(end - interval_s)]
+        days = sorted(by_day)
+        for i in range(0, len(days) - period_days + 1, period_days):
+            out[(meter, days[i])] = sum(by_day[d] for d in days[i:i + period_days])
+    return out

@@ -4,11 +4,13 @@ Secrets go to owner-only files and are never printed."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
-from authority.service import Authority, AuthorityHome
-from common import paillier
+from cryptography.hazmat.primitives import serialization
+
+from authority import setup as authority_setup
+from authority.policy import Policy
+from common import customer, paillier, tariff
 from common.files import ConfigError, read_json, write_json
 from gateway import signing
 from gateway.config import GatewayConfig, GatewayHome
@@ -25,26 +27,62 @@ def init_gateway(home: Path, paillier_pub: Path, cfg: GatewayConfig) -> GatewayH
     pub = paillier.load_public(paillier_pub)
     h.path.mkdir(parents=True, exist_ok=True)
     h.save_config(cfg)
-    shutil.copyfile(paillier_pub, h.paillier_pub)
     signing.generate(h.signing_key, h.signing_pub)
     ks = KeyStore(h.keystore)
     ks.gateway_id = GATEWAY_ID
     ks.save()
     store = Store(h.db)
-    store.set_meta("paillier_key_id", paillier.key_id(pub))
+    store.add_key_epoch(pub, 0)
     store.close()
     return h
 
 
-def init_authority(home: Path, bits: int, k: int = 5) -> str:
-    from authority.policy import Policy
+def rekey_gateway(home: Path, paillier_pub: Path, from_day: int) -> str:
+    """Switch to a new Paillier key epoch from a future day on. Old
+    accumulators stay under the old key (the authority keeps old keys)."""
+    store = Store(GatewayHome(home).db)
+    try:
+        return store.add_key_epoch(paillier.load_public(paillier_pub), from_day)
+    finally:
+        store.close()
 
-    return Authority.init(home, bits, Policy(k=k))
+
+def init_authority(home: Path, bits: int, k: int = 5, threshold: bool = True,
+                   passphrases: dict | None = None) -> str:
+    return authority_setup.init(home, bits, Policy(k=k), threshold, passphrases or {})
 
 
 def trust_gateway(authority_home: Path, gateway_home: Path) -> None:
-    """Give the authority the gateway's public signing key."""
-    shutil.copyfile(GatewayHome(gateway_home).signing_pub, AuthorityHome(authority_home).gateway_pub)
+    """Give every key holder the gateway's public signing key."""
+    authority_setup.trust_gateway(authority_home, GatewayHome(gateway_home).signing_pub)
+
+
+def add_tariff(gateway_home: Path, tariff_file: Path) -> str:
+    t = tariff.parse(read_json(tariff_file, "tariff"))
+    store = Store(GatewayHome(gateway_home).db)
+    try:
+        store.add_tariff(t)
+    finally:
+        store.close()
+    return t.id
+
+
+def create_customer(home: Path, gateway_home: Path, customer_id: str, password: str,
+                    iterations: int = customer.PBKDF2_ITERATIONS) -> Path:
+    """A customer key pair: the password-wrapped key file goes to the
+    customer side (<home>/customers/), the public key to the gateway."""
+    path = Path(home) / "customers" / f"{customer_id}.json"
+    if path.exists():
+        raise ConfigError(f"customer {customer_id} already exists")
+    keyfile = customer.create(customer_id, password, iterations)
+    store = Store(GatewayHome(gateway_home).db)
+    try:
+        store.add_customer(customer_id, customer.public_key(keyfile).public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo))
+    finally:
+        store.close()
+    write_json(path, keyfile, secret=True)
+    return path
 
 
 def _next_kid(store: Store) -> bytes:
@@ -57,8 +95,8 @@ def _next_kid(store: Store) -> bytes:
 
 
 def provision_meter(gateway_home: Path, meter_id: str, neighbourhood: str, out_dir: Path,
-                    customer: str | None = None, host: str | None = None,
-                    extra: dict | None = None) -> Path:
+                    customer_id: str | None = None, host: str | None = None,
+                    extra: dict | None = None, tariff_id: str = "flat") -> Path:
     """Register a meter with the gateway and write its device files."""
     if not meter_id or len(meter_id) > 64 or not meter_id.isprintable() or " " in meter_id:
         raise ConfigError("meter id must be 1..64 printable characters without spaces")
@@ -79,20 +117,19 @@ def provision_meter(gateway_home: Path, meter_id: str, neighbourhood: str, out_d
             "interval_s": cfg.interval_s,
         }
         settings.update(extra or {})
-        write_json(out_dir / "settings.json", settings)
-        write_json(out_dir / "secrets.json", {
-            "master_secret": secret.master_secret.hex(), "master_salt": secret.master_salt.hex(),
-            "sender_id": kid.hex(), "recipient_id": ks.gateway_id.hex()}, secret=True)
-        # Key store last: a failure above leaves no half-registered meter.
-        store.add_meter(meter_id, kid, neighbourhood, customer)
-        ks.save()
+        # The database checks tariff and customer first; if anything after
+        # it fails, the registration is taken back: no half-provisioned meter.
+        store.add_meter(meter_id, kid, neighbourhood, customer_id, tariff_id)
+        try:
+            write_json(out_dir / "settings.json", settings)
+            write_json(out_dir / "secrets.json", {
+                "master_secret": secret.master_secret.hex(),
+                "master_salt": secret.master_salt.hex(),
+                "sender_id": kid.hex(), "recipient_id": ks.gateway_id.hex()}, secret=True)
+            ks.save()
+        except BaseException:
+            store.db.execute("DELETE FROM meters WHERE meter_id=?", (meter_id,))
+            raise
     finally:
         store.close()
     return out_dir
-
-
-def set_meter_port(meter_dir: Path, port: int) -> None:
-    p = Path(meter_dir) / "settings.json"
-    s = read_json(p, "meter settings")
-    s["gateway_port"] = port
-    write_json(p, s)

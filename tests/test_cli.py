@@ -11,10 +11,13 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-COMMANDS = [[], ["authority"], ["authority", "init"], ["authority", "trust-gateway"],
-            ["authority", "release"], ["authority", "log"], ["gateway"], ["gateway", "init"],
-            ["gateway", "run"], ["gateway", "seal"], ["gateway", "status"], ["provision"],
-            ["fleet"], ["report"], ["sample-data"], ["demo"], ["bench"]]
+COMMANDS = [[], ["authority"], ["authority", "init"], ["authority", "rotate"],
+            ["authority", "trust-gateway"], ["authority", "token"], ["authority", "serve"],
+            ["authority", "log"], ["authority", "verify"], ["gateway"], ["gateway", "init"],
+            ["gateway", "run"], ["gateway", "seal"], ["gateway", "status"], ["gateway", "rekey"],
+            ["tariff"], ["tariff", "add"], ["customer"], ["customer", "create"],
+            ["customer", "export"], ["provision"], ["fleet"], ["report"], ["sample-data"],
+            ["demo"], ["bench"]]
 
 
 def gridveil(*args, home=None):
@@ -47,7 +50,7 @@ def test_bad_arguments(tmp_path):
 
 def test_missing_and_broken_files(tmp_path):
     clean_failure(gridveil("gateway", "status", home=tmp_path), "gateway database not found")
-    clean_failure(gridveil("gateway", "init", home=tmp_path), "Paillier public key not found")
+    clean_failure(gridveil("gateway", "init", home=tmp_path), "authority layout not found")
     assert gridveil("authority", "init", "--bits", "512", home=tmp_path).returncode == 0
     clean_failure(gridveil("authority", "init", "--bits", "512", home=tmp_path), "already exists")
     assert gridveil("gateway", "init", "--port", "5999", home=tmp_path).returncode == 0
@@ -58,17 +61,33 @@ def test_missing_and_broken_files(tmp_path):
     clean_failure(gridveil("gateway", "seal", home=tmp_path), "port must be a int")
     gw.write_text("{not json")
     clean_failure(gridveil("gateway", "run", home=tmp_path), "not valid JSON")
-    key = tmp_path / "authority" / "paillier.key.json"
-    key.chmod(0o644)
-    clean_failure(gridveil("authority", "release", home=tmp_path), "readable by others")
-    key.chmod(0o600)
-    key.write_text('{"kind": "gridveil-paillier-private", "p": "3", "q": "5", "n": "16"}')
-    clean_failure(gridveil("authority", "release", home=tmp_path), "malformed")
+    clean_failure(gridveil("gateway", "rekey", "--from-day", "yesterday", home=tmp_path),
+                  "must be a date")
+    clean_failure(gridveil("tariff", "add", str(gw), home=tmp_path), "not valid JSON")
+    (tmp_path / "t.json").write_text('{"id": "x", "bands": {"0": "a"}, "default_band": 3}')
+    clean_failure(gridveil("tariff", "add", str(tmp_path / "t.json"), home=tmp_path),
+                  "undefined bands")
+    clean_failure(gridveil("customer", "create", "c1", "--password-file", "/nope",
+                           home=tmp_path), "cannot read the password file")
+    (tmp_path / "pw").write_text("short")
+    clean_failure(gridveil("customer", "create", "c1", "--password-file", str(tmp_path / "pw"),
+                           home=tmp_path), "at least 10 characters")
+    clean_failure(gridveil("authority", "verify", "--holder", "mallory", home=tmp_path),
+                  "no key holder 'mallory'")
+    share = next((tmp_path / "authority" / "utility" / "keys").glob("*.share.json"))
+    share.chmod(0o644)
+    gw.write_text('{"port": 5999}')
+    gridveil("authority", "trust-gateway", home=tmp_path)
+    clean_failure(gridveil("report", home=tmp_path), "readable by others")
 
 
 def test_provision_never_prints_secrets(tmp_path):
     gridveil("authority", "init", "--bits", "512", home=tmp_path)
     gridveil("gateway", "init", "--port", "5999", home=tmp_path)
+    (tmp_path / "pw").write_text("a customer password")
+    r = gridveil("customer", "create", "c1", "--password-file", str(tmp_path / "pw"),
+                 home=tmp_path)
+    assert r.returncode == 0, r.stderr
     r = gridveil("provision", "m1", "--neighbourhood", "north", "--customer", "c1", home=tmp_path)
     assert r.returncode == 0, r.stderr
     import json

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from authority import setup
+from authority.keys import KeyDir
 from common import paillier
 from gateway.config import GatewayConfig, GatewayHome
 from gateway.pes import PES, Reading
@@ -16,22 +18,23 @@ DAY0 = 1767225600
 
 @pytest.fixture
 def pes(tmp_path):
-    provision.init_authority(tmp_path / "authority", 512)
-    provision.init_gateway(tmp_path / "gateway", tmp_path / "authority" / "paillier.pub.json",
+    provision.init_authority(tmp_path / "authority", 512, passphrases={"single": "x" * 12},
+                             threshold=False)
+    provision.init_gateway(tmp_path / "gateway", setup.public_key_file(tmp_path / "authority"),
                            GatewayConfig(port=5999))
     gh = GatewayHome(tmp_path / "gateway")
     for i in (1, 2):
         provision.provision_meter(gh.path, f"m{i}", "n", tmp_path / "meters" / f"m{i}")
     store = Store(gh.db)
-    yield PES(store, paillier.load_public(gh.paillier_pub), 900), \
-        paillier.load_private(tmp_path / "authority" / "paillier.key.json")
+    kid = store.key_epochs()[0][1]
+    yield PES(store, 900), KeyDir(tmp_path / "authority" / "keys").private(kid, "x" * 12)
     store.close()
 
 
 def decrypt_demand(pes, priv, end):
     (c,) = pes.store.db.execute("SELECT ciphertext FROM demand WHERE interval_end=?",
                                 (end,)).fetchone()
-    return priv.decrypt(paillier.from_bytes(pes.pub, c))
+    return priv.decrypt(paillier.from_bytes(priv.public_key, c))
 
 
 def test_accumulators_are_exact_and_duplicates_dropped(pes):
@@ -46,7 +49,8 @@ def test_accumulators_are_exact_and_duplicates_dropped(pes):
     for i in range(4):
         assert decrypt_demand(pes, priv, DAY0 + 900 * (i + 1)) == 10 * i + 1 + 7
     (c, n), = pes.store.db.execute("SELECT ciphertext, readings FROM bill_days WHERE meter_id='m1'")
-    assert n == 4 and priv.decrypt(paillier.from_bytes(pes.pub, c)) == sum(x.energy_wh for x in a)
+    assert n == 4 and priv.decrypt(paillier.from_bytes(priv.public_key, c)) == \
+        sum(x.energy_wh for x in a)
 
 
 def test_full_disk_rolls_back_the_whole_batch(pes):

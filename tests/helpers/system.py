@@ -10,7 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from authority.service import Authority
+from authority.client import Authority
+from common.tariff import FLAT
 from gateway.config import GatewayHome
 from gateway.seal import seal
 from gateway.signing import load_private
@@ -19,15 +20,21 @@ from host_tools import demo, fleet, report
 
 REPO = Path(__file__).resolve().parents[2]
 TEST_BITS = 1024  # speed only; docs/privacy.md states 2048 bits for deployments
-PRICE = 25_000  # micro-cents per Wh (25 ct/kWh)
 
 
 class System:
     def __init__(self, home: Path, files: list[Path], bits: int = TEST_BITS, speed: int = 0,
-                 k: int = 5, settings: dict | None = None):
+                 k: int = 5, settings: dict | None = None, tariff=FLAT,
+                 customers: bool = False):
         self.home = home
         self.files = files
-        self.assignment = demo.setup(home, files, bits, k=k, speed=speed)
+        self.tariff = tariff
+        tariff_file = None
+        if tariff is not FLAT:
+            tariff_file = home.parent / f"{tariff.id}.json"
+            tariff_file.write_text(json.dumps(tariff.to_json()))
+        self.assignment = demo.setup(home, files, bits, k=k, speed=speed,
+                                     tariff_file=tariff_file, customers=customers)
         self.gw_home = GatewayHome(home / "gateway")
         self.port = self.gw_home.load_config().port
         self.gateway: subprocess.Popen | None = None
@@ -81,17 +88,21 @@ class System:
         finally:
             s.close()
 
-    def release(self) -> report.Released:
+    def authority(self) -> Authority:
+        return Authority.local(self.home / "authority")
+
+    def release(self, period_days: int = 1, with_dp: bool = False) -> report.Released:
         s = self.store()
-        a = Authority(self.home / "authority")
+        a = self.authority()
         try:
-            return report.release_all(s, a, PRICE)
+            return report.release_all(s, a, period_days, with_dp)
         finally:
             a.close()
             s.close()
 
-    def cross_check(self, released: report.Released) -> tuple[bool, str]:
-        return demo.cross_check(self.files, self.assignment, released, PRICE)
+    def cross_check(self, released: report.Released, period_days: int = 1) -> tuple[bool, str]:
+        return demo.cross_check(self.files, self.assignment, released,
+                                {m: self.tariff for m in self.assignment}, period_days)
 
     def rejects(self) -> dict:
         s = self.store(readonly=True)
