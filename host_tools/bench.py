@@ -4,8 +4,10 @@ firmware's footprint. Measured here, never asserted in tests.
 Full ingest path: 10 meters (Python OSCORE peers on aiocoap's OSCORE, one
 thread each) POST batches of 8 readings over UDP loopback to the real
 gateway process: OSCORE verification, CBOR parsing, dedup, one Paillier
-encryption per reading, two homomorphic additions, one SQLite transaction
-(synchronous=FULL) per batch, then the authenticated acknowledgement.
+encryption per reading, two homomorphic additions, the customer's sealed
+copy (AES-GCM, an RSA-OAEP key wrap per meter and day), one SQLite
+transaction (synchronous=FULL) per batch, then the authenticated
+acknowledgement.
 
 Naive path, same readings, same process count: `phe` encrypt per reading
 and a plain INSERT of the ciphertext, one autocommit per reading.
@@ -26,6 +28,7 @@ from pathlib import Path
 
 import aiocoap
 
+from authority import setup as authority_setup
 from common import paillier
 from gateway.config import GatewayHome
 
@@ -84,7 +87,7 @@ def bench_ingest(home: Path, readings: dict[str, list[list[int]]]) -> float:
 
 
 def bench_naive(home: Path, readings: dict[str, list[list[int]]]) -> float:
-    pub = paillier.load_public(home / "authority" / "paillier.pub.json")
+    pub = paillier.load_public(authority_setup.public_key_file(home / "authority"))
     db = sqlite3.connect(home / "naive.db", isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
@@ -146,7 +149,7 @@ def main(readings: int = 400, bits: int = 2048, out: Path | None = None) -> None
     with tempfile.TemporaryDirectory(prefix="gridveil-bench-") as t:
         home = Path(t)
         print(f"setting up ({bits}-bit Paillier key, {len(files)} meters, {per_meter} readings each)")
-        demo.setup(home, files, bits)
+        demo.setup(home, files, bits, customers=True)
         data = _readings(files, per_meter)
         n = per_meter * len(files)
         print(f"full ingest path: {n} readings over OSCORE/CoAP to the gateway ...")
@@ -155,7 +158,8 @@ def main(readings: int = 400, bits: int = 2048, out: Path | None = None) -> None
         naive = bench_naive(home, data)
         print("firmware: smallest heap, CPU per reading, .mpy sizes ...")
         fw = bench_firmware(home)
-    rows = [("full ingest (OSCORE, CoAP, PES, 2 accumulators, commit, ack)", ingest),
+    rows = [("full ingest (OSCORE, CoAP, PES, 2 accumulators, customer copy, commit, ack)",
+             ingest),
             ("naive (phe encrypt + plain insert)", naive)]
     print()
     for name, rate in rows:
@@ -194,8 +198,9 @@ between runs.
 
 The full path includes everything the naive one does (one Paillier
 encryption per reading, a database write) plus OSCORE verification, CBOR
-parsing, dedup, two homomorphic additions per reading and the network round
-trip, with one SQLite transaction per batch instead of one per reading.
+parsing, dedup, two homomorphic additions per reading, the customer's
+sealed copy and the network round trip, with one SQLite transaction per
+batch instead of one per reading.
 Paillier encryption (a 2048-bit exponentiation modulo n^2) dominates both.
 
 ## Firmware (MicroPython Unix port)
