@@ -48,7 +48,7 @@ class MicroPythonFile(pytest.File):
             yield MicroPythonItem.from_parent(self, name="micropython_available",
                                               outcome=("FAIL", str(e)))
             return
-        env = fleet.mp_env([self.path.parent])
+        env = fleet.mp_env([self.path.parent, REPO / "host_tools" / "mp"])
         env["GVTEST_TMP"] = tempfile.mkdtemp(prefix=f"{self.path.stem}-")
         proc = subprocess.run(
             [binary, "-X", f"heapsize={MP_TEST_HEAP}", str(self.path.parent / "mprunner.py"),
