@@ -128,7 +128,8 @@ def build(board):
     link = Uplink(board.udp_socket() if hasattr(board, "udp_socket") else udp_socket(),
                   resolve(s["gateway_host"], s.get("gateway_port", 5683)), ctx,
                   ack_timeout_ms=s.get("ack_timeout_ms", 2000),
-                  max_retransmit=s.get("max_retransmit", 4), log=board.log)
+                  max_retransmit=s.get("max_retransmit", 4), log=board.log,
+                  idle=getattr(board, "idle", None))
     queue = ReadingQueue(board.path("queue.log"))
     register = Register(queue, s.get("interval_s", 900))
     sender = Sender(link, queue, s["meter_id"], s.get("batch", 8),

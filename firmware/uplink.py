@@ -24,7 +24,7 @@ class UplinkError(Exception):
 
 class Uplink:
     def __init__(self, sock, addr, ctx, ack_timeout_ms=2000, max_retransmit=4,
-                 response_timeout_ms=30000, log=print):
+                 response_timeout_ms=30000, log=print, idle=None):
         self.sock = sock
         self.addr = addr
         self.ctx = ctx
@@ -32,6 +32,7 @@ class Uplink:
         self.max_retransmit = max_retransmit
         self.response_timeout_ms = response_timeout_ms
         self.log = log
+        self.idle = idle  # called at least once a second while waiting (watchdog)
         self._mid = int.from_bytes(os.urandom(2), "big")
 
     def _next_mid(self):
@@ -72,18 +73,23 @@ class Uplink:
         self.sock.sendto(coap.encode(msg), self.addr)
 
     def _recv(self, deadline):
-        left = time.ticks_diff(deadline, time.ticks_ms())
-        if left <= 0:
-            return None
-        self.sock.settimeout(left / 1000)
-        try:
-            data, _ = self.sock.recvfrom(RECV_MAX)
-        except OSError:
-            return None  # timeout
-        try:
-            return coap.decode(data)
-        except ValueError:
-            return False  # garbage: ignore and keep waiting
+        """The next datagram as a Message; False for garbage; None once the
+        deadline has passed."""
+        while True:
+            left = time.ticks_diff(deadline, time.ticks_ms())
+            if left <= 0:
+                return None
+            if self.idle is not None:
+                self.idle()
+            self.sock.settimeout(min(left, 1000) / 1000)
+            try:
+                data, _ = self.sock.recvfrom(RECV_MAX)
+            except OSError:
+                continue  # timeout: check the deadline, feed the watchdog
+            try:
+                return coap.decode(data)
+            except ValueError:
+                return False  # garbage: ignore and keep waiting
 
     def _exchange(self, req):
         data = coap.encode(req)

@@ -48,7 +48,13 @@ class MicroPythonFile(pytest.File):
             yield MicroPythonItem.from_parent(self, name="micropython_available",
                                               outcome=("FAIL", str(e)))
             return
-        env = fleet.mp_env([self.path.parent, REPO / "host_tools" / "mp"])
+        # "# mp-path: a b" in a test module puts those repo folders first on
+        # its MicroPython path (e.g. another board layer and hardware fakes).
+        extra = []
+        for line in self.path.read_text().splitlines()[:5]:
+            if line.startswith("# mp-path:"):
+                extra = [REPO / p for p in line.split(":", 1)[1].split()]
+        env = fleet.mp_env(extra + [self.path.parent, REPO / "host_tools" / "mp"])
         env["GVTEST_TMP"] = tempfile.mkdtemp(prefix=f"{self.path.stem}-")
         proc = subprocess.run(
             [binary, "-X", f"heapsize={MP_TEST_HEAP}", str(self.path.parent / "mprunner.py"),

@@ -1,0 +1,141 @@
+# The ESP32 board layer: Wi-Fi, NTP time, watchdog, and the sensor chosen
+# in settings.json. Everything device-specific is here; the firmware in
+# firmware/ is the same on every board. Settings (settings.json) and
+# secrets (secrets.json) are separate files; see docs/hardware.md.
+import json
+import os
+import time
+
+import clock
+import machine
+import network
+import pins
+
+EPOCH_TO_UNIX = -time.mktime((1970, 1, 1, 0, 0, 0, 0, 0))  # 0, or 946684800 on 2000-epoch ports
+
+
+def _load(name):
+    try:
+        with open(name) as f:
+            return json.load(f)
+    except OSError:
+        raise SystemExit("board: %s is missing; run `gridveil deploy` again" % name)
+    except ValueError:
+        raise SystemExit("board: %s is not valid JSON" % name)
+
+
+def make_sensor(cfg, chip):
+    kind = cfg.get("type")
+    if kind == "pulse":
+        import pulse
+
+        pin = machine.Pin(cfg["pin"], machine.Pin.IN, machine.Pin.PULL_UP)
+        return pulse.PulseCounter(pin, cfg["imp_per_kwh"], cfg.get("debounce_ms", 20))
+    if kind == "ct":
+        import ctclamp
+
+        if cfg["pin"] not in pins.CHIPS[chip]["adc_pins"]:
+            raise SystemExit("board: pin %d has no ADC1 channel on %s" % (cfg["pin"], chip))
+        adc = machine.ADC(machine.Pin(cfg["pin"]), atten=machine.ADC.ATTN_11DB)
+        return ctclamp.CTClamp(adc, cfg["ua_per_count"], cfg.get("volts_mv", 230000),
+                               cfg.get("pf_permille", 1000), cfg.get("mains_hz", 50))
+    if kind == "p1":
+        import p1
+
+        uart = machine.UART(cfg.get("uart", pins.CHIPS[chip]["p1_uart"]), baudrate=115200,
+                            rx=cfg["pin"], invert=machine.UART.INV_RX, rxbuf=2048)
+        return p1.P1Reader(uart)
+    raise SystemExit("board: sensor type must be pulse, ct or p1, not %r" % kind)
+
+
+class Board:
+    name = "esp32"
+
+    def __init__(self, wlan=None, ntp=None):
+        self.settings = _load("settings.json")
+        self.secrets = _load("secrets.json")
+        b = self.settings.get("board", {})
+        self.chip = b.get("chip") or pins.detect(os.uname().machine)
+        self.wdt = machine.WDT(timeout=b.get("watchdog_ms", 120000))
+        self.clock = clock.Clock()
+        self.presync = clock.PreSyncBuffer()
+        self.sensor = make_sensor(self.settings["sensor"], self.chip)
+        self.wlan = wlan or network.WLAN(network.STA_IF)
+        self._ntp = ntp
+        self._wifi_backoff = 1000
+        self.ntp_retry_ms = b.get("ntp_retry_ms", 10000)
+        self._next_wifi = time.ticks_ms()
+        self._next_ntp = time.ticks_ms()
+
+    def path(self, name):
+        return name
+
+    def log(self, msg):
+        t = self.clock.utc()
+        print("[%s] %s" % ("%d" % t if t is not None else "no-time", msg))
+
+    def idle(self):
+        self.wdt.feed()
+
+    def ensure_wifi(self):
+        if self.wlan.isconnected():
+            self._wifi_backoff = 1000
+            return True
+        now = time.ticks_ms()
+        if time.ticks_diff(now, self._next_wifi) < 0:
+            return False
+        self.log("Wi-Fi: connecting to %s" % self.secrets["wifi_ssid"])
+        self.wlan.active(True)
+        try:
+            self.wlan.connect(self.secrets["wifi_ssid"], self.secrets["wifi_password"])
+        except OSError as e:
+            self.log("Wi-Fi: connect failed: %s" % e)
+        self._next_wifi = time.ticks_add(now, self._wifi_backoff)
+        self._wifi_backoff = min(self._wifi_backoff * 2, 60000)
+        return False
+
+    def ensure_time(self):
+        now = time.ticks_ms()
+        if time.ticks_diff(now, self._next_ntp) < 0 or not self.wlan.isconnected():
+            return
+        ntp = self._ntp
+        if ntp is None:
+            import ntptime as ntp
+        try:
+            ntp.settime()
+        except (OSError, OverflowError) as e:
+            self.log("NTP failed (%s); retrying" % e)
+            self._next_ntp = time.ticks_add(now, self.ntp_retry_ms)
+            return
+        first = not self.clock.synced
+        self.clock.sync(time.time() + EPOCH_TO_UNIX)
+        if first:
+            self.log("clock set from NTP; %d mJ measured before are stamped now"
+                     % self.presync.total())
+        self._next_ntp = time.ticks_add(now, 6 * 3600 * 1000)
+
+    def samples(self, after):
+        """(UTC seconds, mJ) every sample_s; energy from before the first
+        NTP sync comes out first, stamped by the tick it was measured at."""
+        step_ms = self.settings["sensor"].get("sample_s", 10) * 1000
+        while True:
+            self.wdt.feed()
+            self.ensure_wifi()
+            self.ensure_time()
+            mj = self.sensor.read()
+            t = time.ticks_ms()
+            if self.clock.synced:
+                for utc, e in self.presync.drain(self.clock):
+                    yield utc, e
+                yield self.clock.utc(t), mj
+            else:
+                self.presync.add(t, mj)
+            deadline = time.ticks_add(t, step_ms)
+            while time.ticks_diff(deadline, time.ticks_ms()) > 0:
+                self.wdt.feed()
+                time.sleep_ms(min(1000, max(0, time.ticks_diff(deadline, time.ticks_ms()))))
+
+
+def finish(ok):
+    # A live sensor never ends; if it does, restart rather than sit idle.
+    machine.reset()
