@@ -96,7 +96,7 @@ class Sender:
         while self.queue.pending:
             batch = self.queue.oldest(self.batch)
             payload = cbor.dumps({0: PAYLOAD_VERSION, 1: self.meter_id,
-                                  2: [list(r) for r in batch],
+                                  2: [list(r) if r[4] > 1 else list(r[:4]) for r in batch],
                                   3: self.queue.pending - len(batch), 4: FW_VERSION})
             try:
                 code, body = self.link.post(READINGS_PATH, payload)

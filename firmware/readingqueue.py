@@ -3,13 +3,20 @@
 # OSCORE-protected response. It survives a restart at any moment.
 #
 # The file is a log of text lines, each ending with its own CRC-32:
-#   R <seq> <interval end> <energy Wh> <register Wh> <crc>   a reading
-#   A <seq> <crc>                                           acked up to seq
+#   R <seq> <interval end> <energy Wh> <register Wh> <span> <crc>   a reading
+#   A <seq> <crc>                                                  acked up to seq
 # A torn or corrupt line ends the valid log; the next start rewrites the
 # file from the valid part (compaction), so later appends never land behind
 # garbage. Readings are sent oldest first, so "acked up to seq" is all that
 # an acknowledgement needs to record. Everything streams line by line: a
 # long backlog never has to fit in RAM.
+#
+# Bounded: once `max_pending` readings wait (30 days of 15-minute readings
+# by default), the oldest two pending readings of the same UTC day are
+# merged into one that spans both intervals (span > 1): energy and register
+# stay exact, only the time resolution of that old stretch is lost, and the
+# gateway counts a merged reading for its bill, never for neighbourhood
+# demand. Energy is never dropped.
 import binascii
 import os
 
@@ -21,7 +28,7 @@ def _line(body):
 
 
 def _reading_line(r):
-    return _line("R %d %d %d %d" % r)
+    return _line("R %d %d %d %d %d" % r)
 
 
 def _parse(line):
@@ -32,8 +39,9 @@ def _parse(line):
         if int(crc, 16) != binascii.crc32(body.encode()) & 0xFFFFFFFF:
             return None
         parts = body.split(" ")
-        if parts[0] == "R" and len(parts) == 5:
-            return ("R", int(parts[1]), int(parts[2]), int(parts[3]), int(parts[4]))
+        if parts[0] == "R" and len(parts) == 6:
+            return ("R", int(parts[1]), int(parts[2]), int(parts[3]), int(parts[4]),
+                    int(parts[5]))
         if parts[0] == "A" and len(parts) == 2:
             return ("A", int(parts[1]))
     except ValueError:
@@ -41,12 +49,20 @@ def _parse(line):
     return None
 
 
+DAY = 86400
+
+
 class ReadingQueue:
-    def __init__(self, path, compact_bytes=8192):
+    def __init__(self, path, compact_bytes=8192, max_pending=2880):
         self.path = path
         self.compact_bytes = compact_bytes
-        self.last = None  # newest reading ever queued: (seq, end, energy, register)
+        self.max_pending = max_pending
+        self.last = None  # newest reading ever queued: (seq, end, energy, register, span)
         self.acked = -1
+        self.merges = 0
+        # A compaction cut short by a power loss left only its temporary
+        # file; the log itself was never touched.
+        fsutil.remove(path + ".tmp")
         self._load()
         self._compact()
 
@@ -68,20 +84,38 @@ class ReadingQueue:
             elif rec[1] > self.acked:
                 self.acked = rec[1]
 
-    def _compact(self):
+    def _compact(self, merge=False):
         # Rewrite with pending readings only. With nothing pending, keep the
         # newest reading and its ack: they carry the register and sequence
-        # number that the meter continues from.
+        # number that the meter continues from. With merge="day", the first
+        # two consecutive pending readings of one UTC day become one; with
+        # merge="any", the first two pending readings.
         tmp = self.path + ".tmp"
         pending = 0
         size = 0
+        prev = None
         with open(tmp, "w") as out:
             for rec in self._records():
-                if rec[0] == "R" and rec[1] > self.acked:
-                    line = _reading_line(rec[1:])
+                if rec[0] != "R" or rec[1] <= self.acked:
+                    continue
+                r = rec[1:]
+                if merge and prev is not None and (merge == "any" or
+                                                   (prev[1] - 1) // DAY == (r[1] - 1) // DAY):
+                    r = (r[0], r[1], prev[2] + r[2], r[3], prev[4] + r[4])
+                    prev = None
+                    merge = False
+                    pending -= 1
+                    self.merges += 1
+                if prev is not None:
+                    line = _reading_line(prev)
                     out.write(line)
                     size += len(line)
-                    pending += 1
+                prev = r
+                pending += 1
+            if prev is not None:
+                line = _reading_line(prev)
+                out.write(line)
+                size += len(line)
             if pending == 0 and self.last is not None:
                 line = _reading_line(self.last) + _line("A %d" % self.last[0])
                 out.write(line)
@@ -100,9 +134,13 @@ class ReadingQueue:
     def append(self, seq, end, energy, register):
         if self.last is not None and seq <= self.last[0]:
             raise ValueError("reading sequence numbers must increase")
-        self._append(_reading_line((seq, end, energy, register)))
-        self.last = (seq, end, energy, register)
+        self._append(_reading_line((seq, end, energy, register, 1)))
+        self.last = (seq, end, energy, register, 1)
         self.pending += 1
+        if self.pending > self.max_pending:
+            self._compact(merge="day")
+            if self.pending > self.max_pending:  # every old day is down to one reading
+                self._compact(merge="any")
 
     def oldest(self, n):
         """Up to n pending readings, oldest first."""

@@ -1,6 +1,6 @@
 """The CBOR payload of POST /readings and its response (docs/protocol.md).
 
-Request:  {0: 1, 1: meter_id, 2: [[seq, interval_end, energy_wh, register_wh], ...],
+Request:  {0: 1, 1: meter_id, 2: [[seq, interval_end, energy_wh, register_wh(, span)], ...],
            3: backlog (optional), 4: firmware version (optional)}
 Response: {0: 1, 1: [acknowledged seq, ...]}
 
@@ -21,6 +21,7 @@ MAX_PAYLOAD = 1024  # one CoAP datagram; batches never need blockwise
 MAX_BATCH = 64
 MAX_ENERGY_WH = 10_000_000  # 10 MWh in one interval: no household gets near
 MAX_SEQ = (1 << 40) - 1
+MAX_SPAN = 96 * 366  # a merged reading covers at most a year of 15-minute intervals
 
 
 class PayloadError(ValueError):
@@ -63,17 +64,21 @@ def parse(data: bytes, interval_s: int) -> Batch:
         raise PayloadError(f"readings (key 2) must be a list of 1..{MAX_BATCH}")
     readings = []
     for item in items:
-        if not isinstance(item, list) or len(item) != 4:
-            raise PayloadError("each reading must be [seq, interval_end, energy_wh, register_wh]")
+        if not isinstance(item, list) or len(item) not in (4, 5):
+            raise PayloadError("each reading must be [seq, interval_end, energy_wh, register_wh]"
+                               " with an optional span")
         seq = _uint(item[0], "seq", MAX_SEQ)
         end = _uint(item[1], "interval_end", MAX_SEQ)
         energy = _uint(item[2], "energy_wh", MAX_ENERGY_WH)
         register = _uint(item[3], "register_wh", (1 << 53) - 1)
+        span = _uint(item[4], "span", MAX_SPAN) if len(item) == 5 else 1
+        if span < 1:
+            raise PayloadError("span must be at least 1")
         if end % interval_s:
             raise PayloadError(f"interval_end is not on a {interval_s} s boundary")
         if readings and (seq <= readings[-1].seq or end <= readings[-1].interval_end):
             raise PayloadError("readings must be in increasing seq and time order")
-        readings.append(Reading(seq, end, energy, register))
+        readings.append(Reading(seq, end, energy, register, span))
     backlog = obj.get(3)
     if backlog is not None:
         backlog = _uint(backlog, "backlog", MAX_SEQ)

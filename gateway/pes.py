@@ -11,7 +11,9 @@ ending at t, on day d:
 where (+) is ciphertext multiplication mod n^2 and E uses the Paillier key
 epoch in force on day d. A reading that arrives after its interval was
 sealed counts for the bill only: two different releases of one interval
-would let anyone subtract one household out.
+would let anyone subtract one household out. So does a merged reading
+(span > 1) from a meter whose queue overflowed: its energy is exact, its
+split over the intervals is not known.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class Reading:
     interval_end: int
     energy_wh: int
     register_wh: int
+    span: int = 1  # intervals covered; > 1 when a full meter queue merged old readings
 
 
 @dataclass
@@ -120,7 +123,10 @@ class PES:
                     continue
                 day = day_of(r.interval_end)
                 kid, c = enc.get(r.seq) or self.encrypt(day, r.energy_wh)
-                self._add_demand(db, info.neighbourhood, r.interval_end, kid, c, result)
+                if r.span == 1:
+                    self._add_demand(db, info.neighbourhood, r.interval_end, kid, c, result)
+                else:
+                    result.late += 1  # its intervals' demand is unknown: bill only
                 band = info.tariff.band(r.interval_end - self.interval_s)
                 self._add_bill(db, meter_id, day, band, kid, c)
                 if info.customer_pub is not None:

@@ -74,3 +74,14 @@ def test_unregistered_meter_is_a_store_error(pes):
     pes, _ = pes
     with pytest.raises(StoreError):
         pes.ingest("ghost", [Reading(0, DAY0 + 900, 1, 1)], None, None)
+
+
+def test_merged_reading_counts_for_the_bill_only(pes):
+    pes, priv = pes
+    r = pes.ingest("m1", [Reading(0, DAY0 + 900, 5, 5), Reading(1, DAY0 + 3600, 30, 35, span=3)],
+                   None, None)
+    assert (r.accepted, r.late) == (2, 1)
+    ends = [e for (e,) in pes.store.db.execute("SELECT interval_end FROM demand")]
+    assert ends == [DAY0 + 900]
+    (c,) = pes.store.db.execute("SELECT ciphertext FROM bill_days WHERE meter_id='m1'").fetchone()
+    assert priv.decrypt(paillier.from_bytes(priv.public_key, c)) == 35

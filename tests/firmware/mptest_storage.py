@@ -28,8 +28,8 @@ def test_queue_survives_restart_and_keeps_order():
         q.append(i, 900 * (i + 1), 10 + i, 100 + i)
     q2 = ReadingQueue(p)  # a reboot
     eq(q2.pending, 5)
-    eq(q2.oldest(3), [(0, 900, 10, 100), (1, 1800, 11, 101), (2, 2700, 12, 102)])
-    eq(q2.last, (4, 4500, 14, 104))
+    eq(q2.oldest(3), [(0, 900, 10, 100, 1), (1, 1800, 11, 101, 1), (2, 2700, 12, 102, 1)])
+    eq(q2.last, (4, 4500, 14, 104, 1))
 
 
 def test_ack_removes_only_the_acknowledged_batch():
@@ -51,7 +51,7 @@ def test_fully_acked_queue_remembers_last_reading():
     q.ack(q.oldest(8))
     q2 = ReadingQueue(p)
     eq(q2.pending, 0)
-    eq(q2.last, (7, 900, 3, 42))
+    eq(q2.last, (7, 900, 3, 42, 1))
     eq(q2.oldest(8), [])
 
 
@@ -61,7 +61,7 @@ def test_torn_tail_is_dropped_and_later_appends_survive():
     q.append(0, 900, 5, 5)
     q.append(1, 1800, 6, 11)
     with open(p, "a") as f:
-        f.write("R 2 2700 7 1")  # power lost in the middle of a write
+        f.write("R 2 2700 7 1")  # power lost in the middle of a write (no span, no CRC)
     q2 = ReadingQueue(p)
     eq(q2.pending, 2)
     q2.append(2, 2700, 7, 18)
@@ -106,3 +106,93 @@ def test_unreadable_sequence_file_refuses_to_guess():
     except SequenceStoreError:
         return
     raise AssertionError("a corrupt sequence file was accepted")
+
+
+# --- power loss at every byte ------------------------------------------------
+
+import readingqueue  # noqa: E402
+
+
+def _state(path):
+    q = ReadingQueue(path)
+    pending = q.oldest(1 << 20)
+    seqs = [r[0] for r in pending]
+    if len(seqs) != len(set(seqs)):
+        raise AssertionError("a reading appears twice: %r" % seqs)
+    return seqs, q.last
+
+
+def _prepared(name):
+    p = fresh(name)
+    q = ReadingQueue(p)
+    for i in range(6):
+        q.append(i, 900 * (i + 1), i + 1, (i + 1) * (i + 2) // 2)
+    q.ack(q.oldest(2))  # 0 and 1 acknowledged, 2..5 pending
+    with open(p, "rb") as f:
+        return p, f.read()
+
+
+def _cut_each(base, line, before, after, name):
+    for k in range(len(line) + 1):
+        p = fresh(name)
+        with open(p, "wb") as f:
+            f.write(base + line[:k])
+        seqs, _ = _state(p)
+        want = after if k == len(line) else before
+        if seqs != want:
+            raise AssertionError("cut at byte %d of %r: %r, want %r" % (k, line, seqs, want))
+        # The queue stays usable: the next append lands on a clean line.
+        q = ReadingQueue(p)
+        q.append(100, 900 * 100, 1, 999)
+        seqs2, _ = _state(p)
+        if seqs2 != want + [100]:
+            raise AssertionError("after cut at %d the next append was lost: %r" % (k, seqs2))
+
+
+def test_power_loss_at_every_byte_of_an_append():
+    p, base = _prepared("cutappend")
+    line = readingqueue._reading_line((6, 6300, 7, 28, 1)).encode()
+    _cut_each(base, line, [2, 3, 4, 5], [2, 3, 4, 5, 6], "cutA")
+
+
+def test_power_loss_at_every_byte_of_an_ack():
+    p, base = _prepared("cutack")
+    line = readingqueue._line("A 4").encode()
+    _cut_each(base, line, [2, 3, 4, 5], [5], "cutB")
+
+
+def test_power_loss_during_compaction_keeps_the_old_log():
+    p, base = _prepared("cutcompact")
+    q = ReadingQueue(p)
+    with open(p, "rb") as f:
+        log = f.read()
+    # Compaction writes <path>.tmp, then renames: cut the temporary file
+    # anywhere; the log itself is untouched until the rename.
+    new = b"".join(readingqueue._reading_line(r).encode() for r in q.oldest(10))
+    for k in range(len(new) + 1):
+        with open(p, "wb") as f:
+            f.write(log)
+        with open(p + ".tmp", "wb") as f:
+            f.write(new[:k])
+        seqs, _ = _state(p)
+        eq(seqs, [2, 3, 4, 5])
+        eq(fsutil.exists(p + ".tmp"), False)
+
+
+def test_bounded_queue_merges_oldest_same_day_and_keeps_energy():
+    p = fresh("bounded")
+    q = ReadingQueue(p, max_pending=10)
+    register = 0
+    for i in range(30):  # 30 readings, 3 per "day" of 2700 s... use real days:
+        register += i + 1
+        q.append(i, 86400 * (i // 10) + 900 * (i % 10 + 1), i + 1, register)
+    pending = q.oldest(100)
+    eq(len(pending), 10)
+    eq(sum(r[2] for r in pending), sum(range(1, 31)))  # no energy dropped
+    eq(pending[-1][3], register)  # the register is exact
+    eq(sum(r[4] for r in pending), 30)  # every interval still accounted for
+    for r in pending:  # merged readings never straddle a day
+        if r[4] > 1 and (r[1] - 1) // 86400 != (r[1] - 900 * r[4]) // 86400:
+            raise AssertionError(r)
+    q2 = ReadingQueue(p, max_pending=10)
+    eq(q2.oldest(100), pending)
