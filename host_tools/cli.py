@@ -100,9 +100,12 @@ def main(argv=None) -> int:
     except Exception as e:  # one clear line, never a traceback
         from authority.policy import Refusal
         from gateway.store import StoreError
+        from host_tools.build import BuildError
+        from host_tools.deploy import DeployError
         from host_tools.fleet import FleetError
 
-        known = (ConfigError, StoreError, FleetError, Refusal, OSError, ValueError)
+        known = (ConfigError, StoreError, FleetError, Refusal, BuildError, DeployError, OSError,
+                 ValueError)
         if not isinstance(e, known):
             logging.getLogger("gridveil").debug("unexpected error", exc_info=True)
         print(f"gridveil: error: {e}", file=sys.stderr)

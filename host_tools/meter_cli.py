@@ -53,6 +53,43 @@ def cmd_sample_data(args):
     print(f"wrote {len(paths)} files to {args.out}")
 
 
+def cmd_build(args):
+    from . import build
+
+    out = Path(args.out or f"build/{args.target}")
+    files = build.build(args.target, out)
+    size = sum((out / f).stat().st_size for f in files)
+    print(f"built {len(files)} files ({size} bytes) for {args.target} in {out}")
+
+
+def cmd_deploy(args):
+    from . import deploy
+
+    meter_dir = Path(args.meter_dir) if args.meter_dir else home(args) / "meters" / args.meter
+    deploy.deploy(args.port, Path(args.build), meter_dir, reset=not args.no_reset)
+
+
+def cmd_monitor(args):
+    from . import monitor
+
+    monitor.monitor(args.port, args.baud, args.duration)
+
+
+def cmd_board_emulator(args):
+    import time
+
+    from .boardsim import BoardEmulator
+
+    emu = BoardEmulator(Path(args.fs), args.heap, Path(args.link) if args.link else None).start()
+    print(f"emulated board on {emu.port}" + (f" (also {args.link})" if args.link else "")
+          + f", flash in {args.fs}; Ctrl-C to stop", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        emu.close()
+
+
 def register(subparsers) -> None:
     x = sub(subparsers, "provision", "register a meter and write its device files")
     x.add_argument("meter_id")
@@ -72,6 +109,33 @@ def register(subparsers) -> None:
     x.add_argument("--heap", default="64K", help="MicroPython heap per meter (default 64K)")
     x.add_argument("--timeout", type=float, default=600, help="seconds before giving up")
     x.set_defaults(func=cmd_fleet)
+
+    x = sub(subparsers, "build", "compile the firmware and a board layer to .mpy with mpy-cross")
+    x.add_argument("--target", default="esp32", choices=("esp32", "esp32c3", "esp32s3", "unix"))
+    x.add_argument("--out", help="output folder (default build/<target>)")
+    x.set_defaults(func=cmd_build)
+
+    x = sub(subparsers, "deploy", "copy a build and a meter's files to a board with mpremote,"
+                                  " verify them and reset the board")
+    x.add_argument("--port", required=True, help="serial port, e.g. /dev/ttyUSB0")
+    x.add_argument("--meter", help="meter id (device files in <home>/meters/<id>)")
+    x.add_argument("--meter-dir", help="or the folder with its settings.json and secrets.json")
+    x.add_argument("--build", default="build/esp32", help="build folder (default build/esp32)")
+    x.add_argument("--no-reset", action="store_true", help="do not reset the board afterwards")
+    x.set_defaults(func=cmd_deploy)
+
+    x = sub(subparsers, "monitor", "serial console that reconnects when the board resets")
+    x.add_argument("--port", required=True)
+    x.add_argument("--baud", type=int, default=115200)
+    x.add_argument("--duration", type=float, help="stop after this many seconds")
+    x.set_defaults(func=cmd_monitor)
+
+    x = sub(subparsers, "board-emulator", "an emulated board on a pseudo-terminal (raw REPL,"
+                                          " mpremote-compatible) running the Unix port")
+    x.add_argument("--fs", required=True, help="folder that is the board's flash")
+    x.add_argument("--link", help="also make this path a symlink to the pty")
+    x.add_argument("--heap", default="64K")
+    x.set_defaults(func=cmd_board_emulator)
 
     x = sub(subparsers, "sample-data", "generate synthetic household consumption files")
     x.add_argument("--out", default="data/sample")
