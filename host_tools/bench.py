@@ -20,7 +20,6 @@ import platform
 import resource
 import sqlite3
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -32,7 +31,7 @@ from authority import setup as authority_setup
 from common import paillier
 from gateway.config import GatewayHome
 
-from . import demo, fleet, groundtruth
+from . import build, demo, fleet, groundtruth
 from .oscore_peer import RawPeer, context_for, readings_payload
 
 BATCH = 8
@@ -102,45 +101,67 @@ def bench_naive(home: Path, readings: dict[str, list[list[int]]]) -> float:
     return sum(len(r) for r in readings.values()) / elapsed
 
 
-def _run_meter(home: Path, heap: str) -> tuple[bool, float]:
-    """Replay household01's day on one fresh meter; (ok, CPU seconds)."""
+def _run_meter(home: Path, heap: str, mpy_lib: Path | None = None) -> tuple[bool, float]:
+    """Replay household01's day on one meter; (ok, CPU seconds). With
+    mpy_lib, the firmware is loaded from that folder of .mpy files."""
     d = home / "meters" / "m01"
     # Replay the day again from the start; the OSCORE sequence numbers carry
     # on (the gateway would rightly refuse reused ones) and the gateway
     # acknowledges the readings it already has as duplicates.
     (d / "queue.log").unlink(missing_ok=True)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    p = fleet.start_meter(d, heap)
+    if mpy_lib is None:  # from sources, compiled on the device at import
+        p = subprocess.Popen([fleet.micropython(), "-X", f"heapsize={heap}",
+                              str(fleet.FIRMWARE / "main.py")], cwd=d, env=fleet.mp_env(),
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    else:
+        env = dict(fleet.mp_env(), MICROPYPATH=f"{mpy_lib}:{mpy_lib.parent}:.frozen")
+        p = subprocess.Popen([fleet.micropython(), "-X", f"heapsize={heap}", "-c", "import main"],
+                             cwd=d, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     out = p.communicate(timeout=300)[0].decode()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return p.returncode == 0 and "96 readings delivered" in out, cpu
 
 
+def _smallest_heap(home: Path, mpy_lib: Path | None) -> int:
+    lo, hi = 8, 64  # KiB: lo fails, hi works
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _run_meter(home, f"{mid}K", mpy_lib)[0]:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def ct_accuracy() -> list[tuple[float, float, float, float]]:
+    out = subprocess.run([fleet.micropython(), str(fleet.REPO / "host_tools" / "mp" / "ct_accuracy.py")],
+                         env=fleet.mp_env([fleet.REPO / "host_tools" / "mp"]), capture_output=True,
+                         text=True, check=True).stdout
+    return [tuple(float(x) for x in line.split()[1:]) for line in out.splitlines()
+            if line.startswith("CT ")]
+
+
 def bench_firmware(home: Path) -> dict:
-    """Smallest heap that completes a day (1 KiB steps), CPU per reading."""
-    gw = demo.start_gateway(home, home / "gateway" / "gateway-fw.log")
-    try:
-        ok, cpu = _run_meter(home, "64K")
-        if not ok:
-            raise RuntimeError("the firmware failed at 64K")
-        lo, hi = 8, 64  # KiB: lo fails, hi works
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if _run_meter(home, f"{mid}K")[0]:
-                hi = mid
-            else:
-                lo = mid
-    finally:
-        demo.stop_gateway(gw)
+    """Smallest heap that completes a day (1 KiB steps) from sources and
+    from an mpy-cross build, CPU per reading, .mpy sizes, CT accuracy."""
     with tempfile.TemporaryDirectory() as t:
-        sizes = {}
-        mpy_cross = Path(sys.executable).with_name("mpy-cross")
-        for src in sorted(fleet.FIRMWARE.glob("*.py")):
-            dst = Path(t) / (src.stem + ".mpy")
-            subprocess.run([str(mpy_cross), "-o", str(dst), str(src)], check=True)
-            sizes[src.stem] = dst.stat().st_size
-    return {"min_heap_kib": hi, "cpu_ms_per_reading": cpu * 1000 / 96, "mpy": sizes}
+        files = build.build("esp32", Path(t) / "esp32")
+        sizes = {Path(f).stem: (Path(t) / "esp32" / f).stat().st_size
+                 for f in files if f.endswith(".mpy")}
+        build.build("unix", Path(t) / "unix")
+        gw = demo.start_gateway(home, home / "gateway" / "gateway-fw.log")
+        try:
+            ok, cpu = _run_meter(home, "64K")
+            if not ok:
+                raise RuntimeError("the firmware failed at 64K")
+            heap_src = _smallest_heap(home, None)
+            heap_mpy = _smallest_heap(home, Path(t) / "unix" / "lib")
+        finally:
+            demo.stop_gateway(gw)
+    return {"min_heap_kib": heap_src, "min_heap_mpy_kib": heap_mpy,
+            "cpu_ms_per_reading": cpu * 1000 / 96, "mpy": sizes, "ct": ct_accuracy()}
 
 
 def main(readings: int = 400, bits: int = 2048, out: Path | None = None) -> None:
@@ -165,9 +186,12 @@ def main(readings: int = 400, bits: int = 2048, out: Path | None = None) -> None
     for name, rate in rows:
         print(f"  {name:<62} {rate:8.1f} readings/s")
     mpy_total = sum(fw["mpy"].values())
-    print(f"  firmware: runs a day in {fw['min_heap_kib']} KiB of heap (limit 64 KiB);"
+    print(f"  firmware: runs a day in {fw['min_heap_kib']} KiB of heap from sources,"
+          f" {fw['min_heap_mpy_kib']} KiB from .mpy (limit 64 KiB);"
           f" {fw['cpu_ms_per_reading']:.2f} ms CPU per reading on the Unix port;"
           f" {mpy_total} bytes of .mpy")
+    worst = max(abs(row[1]) for row in fw["ct"] if row[0] >= 1)
+    print(f"  CT clamp: RMS error at most {worst:.2f} % from 1 A up (synthetic waveforms)")
     summary = f"ingest: {ingest:.1f} readings/s; naive: {naive:.1f} readings/s; ratio {ingest / naive:.2f}"
     if out:
         write_markdown(out, bits, n, rows, fw, summary)
@@ -177,6 +201,7 @@ def main(readings: int = 400, bits: int = 2048, out: Path | None = None) -> None
 
 def write_markdown(path: Path, bits: int, n: int, rows, fw: dict, summary: str) -> None:
     mpy = "\n".join(f"| `{k}.mpy` | {v} |" for k, v in fw["mpy"].items())
+    ct = "\n".join(f"| {a:g} | {e1:+.3f} | {e2:+.3f} | {e3:+.3f} |" for a, e1, e2, e3 in fw["ct"])
     cpu = platform.processor() or platform.machine()
     text = f"""# Benchmarks
 
@@ -206,13 +231,28 @@ Paillier encryption (a 2048-bit exponentiation modulo n^2) dominates both.
 ## Firmware (MicroPython Unix port)
 
 - smallest heap that completes one day (96 readings, Echo handshake
-  included): **{fw['min_heap_kib']} KiB** (tests run it at 64 KiB)
-- CPU time per reading, whole firmware (replay parsing, register, queue on
+  included): **{fw['min_heap_kib']} KiB** from `.py` sources,
+  **{fw['min_heap_mpy_kib']} KiB** from the `gridveil build` `.mpy` files
+  (the fleet, the demo and the tests run the `.mpy` build at 64 KiB)
+- CPU time per reading, whole firmware run from sources (replay parsing, register, queue on
   file, OSCORE, CoAP): **{fw['cpu_ms_per_reading']:.2f} ms**
-- compiled with `mpy-cross`: {sum(fw['mpy'].values())} bytes in total
+- `gridveil build --target esp32` output: {sum(fw['mpy'].values())} bytes of `.mpy` in total
 
 | module | bytes |
 | --- | ---: |
 {mpy}
+
+## CT clamp accuracy
+
+The driver (`firmware/ctclamp.py`) against synthetic ADC signals of known
+RMS current (`host_tools/mp/ctwave.py`): 12-bit samples of a mid-rail
+biased burden resistor, 2 mA per count, 40 samples per cycle over 10
+cycles. Error of the measured RMS current, in percent; "distorted" adds a
+20 % third harmonic, ±40 counts of noise and a bias 2768 counts off
+mid-rail:
+
+| current (A) | 50 Hz sine | 50.5 Hz sine (not whole cycles) | distorted, noisy, off mid-rail |
+| ---: | ---: | ---: | ---: |
+{ct}
 """
     Path(path).write_text(text)

@@ -3,6 +3,7 @@ process per meter, each in its own directory (its "flash")."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -41,9 +42,34 @@ def mp_env(extra_path: list[Path] | None = None) -> dict:
     return env
 
 
+def unix_build() -> Path:
+    """The firmware and the Unix board compiled with mpy-cross, as a real
+    board runs it. Cached under build/ by a hash of the sources, so a
+    change rebuilds and concurrent runs never see a half-written build."""
+    from . import build
+
+    sources = sorted(FIRMWARE.glob("*.py")) + sorted(UNIX_BOARD.glob("*.py"))
+    digest = hashlib.sha256()
+    for p in sources:
+        digest.update(p.name.encode() + b"\0" + p.read_bytes())
+    root = REPO / "build"
+    out = root / f"unix-{digest.hexdigest()[:12]}"
+    if not out.exists():
+        tmp = root / f".unix-{os.getpid()}"
+        build.build("unix", tmp)
+        try:
+            os.rename(tmp, out)
+        except OSError:  # another process finished the same build first
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
 def start_meter(meter_dir: Path, heap: str = "64K", log=None) -> subprocess.Popen:
-    return subprocess.Popen([micropython(), "-X", f"heapsize={heap}", str(FIRMWARE / "main.py")],
-                            cwd=meter_dir, env=mp_env(), stdout=log or subprocess.PIPE,
+    """One emulated meter running the .mpy build from its own folder."""
+    b = unix_build()
+    env = dict(os.environ, MICROPYPATH=f"{b / 'lib'}:{b}:.frozen")
+    return subprocess.Popen([micropython(), "-X", f"heapsize={heap}", "-c", "import main"],
+                            cwd=meter_dir, env=env, stdout=log or subprocess.PIPE,
                             stderr=subprocess.STDOUT)
 
 
