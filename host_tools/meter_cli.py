@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from common.files import ConfigError
+from common.files import ConfigError, read_json
 
-from .cli_common import home, sub
+from .cli_common import home, read_secret_file, sub
 
 
 def cmd_provision(args):
@@ -17,10 +17,23 @@ def cmd_provision(args):
         if not Path(args.replay).exists():
             raise ConfigError(f"replay file not found: {args.replay}")
         extra["replay"] = {"file": str(Path(args.replay).resolve()), "speed": args.speed}
+    if args.board_settings:
+        board = read_json(Path(args.board_settings), "board settings")
+        if not isinstance(board, dict) or set(board) - {"board", "sensor"}:
+            raise ConfigError("board settings must be a JSON object with \"board\" and"
+                              " \"sensor\" (see docs/hardware.md)")
+        extra.update(board)
+    secrets = {}
+    if args.wifi_ssid:
+        pw = read_secret_file(args.wifi_password_file, "GRIDVEIL_WIFI_PASSWORD", "Wi-Fi password")
+        if pw is None:
+            raise ConfigError("give the Wi-Fi password with --wifi-password-file or"
+                              " $GRIDVEIL_WIFI_PASSWORD")
+        secrets = {"wifi_ssid": args.wifi_ssid, "wifi_password": pw}
     out = Path(args.out) if args.out else home(args) / "meters" / args.meter_id
     provision.provision_meter(home(args) / "gateway", args.meter_id, args.neighbourhood, out,
                               customer_id=args.customer, tariff_id=args.tariff,
-                              host=args.gateway_host, extra=extra)
+                              host=args.gateway_host, extra=extra, extra_secrets=secrets)
     print(f"meter {args.meter_id} registered in neighbourhood {args.neighbourhood};"
           f" device files in {out} (secrets.json is owner-only; keep it off shared disks)")
 
@@ -100,6 +113,11 @@ def register(subparsers) -> None:
     x.add_argument("--out", help="device directory (default <home>/meters/<meter_id>)")
     x.add_argument("--gateway-host", help="address the meter sends to")
     x.add_argument("--replay", help="consumption file to replay (emulator board)")
+    x.add_argument("--board-settings", help="JSON file with the board's \"board\" and"
+                                            " \"sensor\" settings (ESP32; see docs/hardware.md)")
+    x.add_argument("--wifi-ssid", help="Wi-Fi network for an ESP32 (goes to secrets.json)")
+    x.add_argument("--wifi-password-file", help="file with the Wi-Fi password"
+                                                " (or $GRIDVEIL_WIFI_PASSWORD)")
     x.add_argument("--speed", type=int, default=0,
                    help="replay speed-up over real time; 0 = as fast as possible")
     x.set_defaults(func=cmd_provision)

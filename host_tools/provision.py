@@ -96,8 +96,11 @@ def _next_kid(store: Store) -> bytes:
 
 def provision_meter(gateway_home: Path, meter_id: str, neighbourhood: str, out_dir: Path,
                     customer_id: str | None = None, host: str | None = None,
-                    extra: dict | None = None, tariff_id: str = "flat") -> Path:
-    """Register a meter with the gateway and write its device files."""
+                    extra: dict | None = None, tariff_id: str = "flat",
+                    extra_secrets: dict | None = None) -> Path:
+    """Register a meter with the gateway and write its device files.
+    `extra` goes into settings.json (board, sensor, replay); `extra_secrets`
+    into secrets.json (Wi-Fi credentials)."""
     if not meter_id or len(meter_id) > 64 or not meter_id.isprintable() or " " in meter_id:
         raise ConfigError("meter id must be 1..64 printable characters without spaces")
     h = GatewayHome(gateway_home)
@@ -125,7 +128,8 @@ def provision_meter(gateway_home: Path, meter_id: str, neighbourhood: str, out_d
             write_json(out_dir / "secrets.json", {
                 "master_secret": secret.master_secret.hex(),
                 "master_salt": secret.master_salt.hex(),
-                "sender_id": kid.hex(), "recipient_id": ks.gateway_id.hex()}, secret=True)
+                "sender_id": kid.hex(), "recipient_id": ks.gateway_id.hex(),
+                **(extra_secrets or {})}, secret=True)
             ks.save()
         except BaseException:
             store.db.execute("DELETE FROM meters WHERE meter_id=?", (meter_id,))

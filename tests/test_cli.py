@@ -3,6 +3,7 @@ input answered with one clear line and a non-zero exit, never a traceback."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -90,8 +91,6 @@ def test_provision_never_prints_secrets(tmp_path):
     assert r.returncode == 0, r.stderr
     r = gridveil("provision", "m1", "--neighbourhood", "north", "--customer", "c1", home=tmp_path)
     assert r.returncode == 0, r.stderr
-    import json
-
     secrets = json.loads((tmp_path / "meters" / "m1" / "secrets.json").read_text())
     assert (tmp_path / "meters" / "m1" / "secrets.json").stat().st_mode & 0o077 == 0
     assert (tmp_path / "gateway" / "keystore.json").stat().st_mode & 0o077 == 0
@@ -99,3 +98,16 @@ def test_provision_never_prints_secrets(tmp_path):
         assert v not in r.stdout + r.stderr
     clean_failure(gridveil("provision", "m1", "--neighbourhood", "north", home=tmp_path),
                   "already")
+    # An ESP32 meter: board settings merged, Wi-Fi password read from a file.
+    (tmp_path / "wifi").write_text("wifi-secret-42\n")
+    (tmp_path / "board.json").write_text(json.dumps(
+        {"board": {"chip": "esp32c3"}, "sensor": {"type": "pulse", "pin": 4, "imp_per_kwh": 800}}))
+    r = gridveil("provision", "m2", "--neighbourhood", "north", "--board-settings",
+                 str(tmp_path / "board.json"), "--wifi-ssid", "home", "--wifi-password-file",
+                 str(tmp_path / "wifi"), home=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "wifi-secret-42" not in r.stdout + r.stderr
+    s2 = json.loads((tmp_path / "meters" / "m2" / "secrets.json").read_text())
+    assert s2["wifi_password"] == "wifi-secret-42"
+    settings = json.loads((tmp_path / "meters" / "m2" / "settings.json").read_text())
+    assert settings["sensor"]["imp_per_kwh"] == 800 and "wifi_password" not in settings
