@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench privacy-report lint clean
+.PHONY: install demo demo-serve test bench privacy-report lint clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "GridVeil needs Python >= 3.10")'
@@ -21,6 +21,9 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/gridveil demo
+
+demo-serve: $(STAMP)
+	$(BIN)/gridveil demo --serve
 
 test: $(STAMP)
 	$(BIN)/pytest

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from common.files import ConfigError
 
-from . import authority_cli, customer_cli, gateway_cli, meter_cli
+from . import authority_cli, customer_cli, gateway_cli, meter_cli, web_cli
 from .cli_common import DEFAULT_HOME, home, sub
 
 
@@ -41,7 +41,8 @@ def cmd_report(args):
 def cmd_demo(args):
     from . import demo
 
-    return 0 if demo.run(Path(args.dir), bits=args.bits, heap=args.heap) else 1
+    return 0 if demo.run(Path(args.dir), bits=args.bits, heap=args.heap, serve=args.serve,
+                         web_port=args.web_port) else 1
 
 
 def cmd_bench(args):
@@ -64,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     gateway_cli.register(s)
     meter_cli.register(s)
     customer_cli.register(s)
+    web_cli.register(s)
 
     x = sub(s, "report", "as the MDMS: release demand and bills through the key authority")
     x.add_argument("--period-days", type=int, default=1, help="billing period in days (default 1)")
@@ -76,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="scratch state directory, wiped at the start (default var/demo)")
     x.add_argument("--bits", type=int, default=2048, help="Paillier key size (default 2048)")
     x.add_argument("--heap", default="64K", help="MicroPython heap per meter")
+    x.add_argument("--serve", action="store_true",
+                   help="keep serving the dashboard and portal afterwards (Ctrl-C to stop)")
+    x.add_argument("--web-port", type=int, default=8080)
     x.set_defaults(func=cmd_demo)
 
     x = sub(s, "bench", "ingest throughput against a naive baseline")

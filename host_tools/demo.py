@@ -143,8 +143,46 @@ def check_customer_copies(home: Path, store: Store, files: list[Path],
                   " readings with their passwords; all equal the data")
 
 
+WEB_ROLES = ("admin", "operator", "analyst", "billing", "auditor", "guardian")
+
+
+def setup_web(home: Path, released: report.Released) -> Path:
+    """Dashboard accounts for the demo (passwords in an owner-only file) and
+    the released values for the dashboard to show."""
+    import secrets
+
+    from mdms.pages import add_user
+    from mdms.store import MdmsStore
+
+    class _W:
+        store = MdmsStore(home / "mdms" / "mdms.db")
+
+    lines = []
+    for role in WEB_ROLES:
+        pw = secrets.token_urlsafe(12)
+        add_user(_W, role, role, pw)
+        lines.append(f"{role:<9} user {role:<9} password {pw}")
+    lines.append(f"customers c01..c10 password {DEMO_PASSWORD}")
+    _W.store.save_released(released)
+    _W.store.close()
+    accounts = home / "web-accounts.txt"
+    from common.files import write_atomic
+
+    write_atomic(accounts, ("\n".join(lines) + "\n").encode(), secret=True)
+    return accounts
+
+
+def serve_web(home: Path, port: int) -> None:
+    import uvicorn
+
+    from mdms.app import create_app
+    from mdms.web import WebConfig
+
+    uvicorn.run(create_app(WebConfig(home)), host="127.0.0.1", port=port, log_level="warning")
+
+
 def run(home: Path, bits: int = 2048, files: list[Path] | None = None, heap: str = "64K",
-        out=print) -> bool:
+        out=print, serve: bool = False, web_port: int = 8080) -> bool:
     files = files or sorted(SAMPLE_DIR.glob("household*.csv"))
     if not files:
         raise DemoError(f"no sample data in {SAMPLE_DIR}; run `gridveil sample-data`")
@@ -186,6 +224,14 @@ def run(home: Path, bits: int = 2048, files: list[Path] | None = None, heap: str
         ok, line = False, line.replace("CROSS-CHECK OK", "CROSS-CHECK FAILED (customer copies)")
     authority.close()
     store.close()
-    out(f"\n(finished in {time.monotonic() - t0:.1f} s; state kept in {home})")
+    accounts = setup_web(home, released)
+    web_cmd = f"gridveil --home {home} web --port {web_port}"
+    out(f"\nweb: `{web_cmd}` serves the dashboard at http://127.0.0.1:{web_port}/ and the"
+        f" customer portal at http://127.0.0.1:{web_port}/portal (accounts in {accounts});"
+        " `make demo-serve` runs the demo and keeps them up")
+    out(f"(finished in {time.monotonic() - t0:.1f} s; state kept in {home})")
     out(line)
+    if serve and ok:
+        out(f"serving on http://127.0.0.1:{web_port}/ until Ctrl-C")
+        serve_web(home, web_port)
     return ok

@@ -82,6 +82,15 @@ def create_customer(home: Path, gateway_home: Path, customer_id: str, password: 
     finally:
         store.close()
     write_json(path, keyfile, secret=True)
+    # The web portal keeps a slow hash of the login verifier, never the password.
+    from mdms.portal import register_customer
+    from mdms.store import MdmsStore
+
+    web = MdmsStore(Path(home) / "mdms" / "mdms.db")
+    try:
+        register_customer(web, customer_id, keyfile, password)
+    finally:
+        web.close()
     return path
 
 

@@ -30,8 +30,11 @@ def meter_prices(store: Store) -> dict[str, dict[int, int]]:
 
 
 def release_aggregates(store: Store, authority: Authority, out: Released,
-                       with_dp: bool = False) -> None:
+                       with_dp: bool = False, skip: set = frozenset()) -> None:
+    """Ask for every sealed aggregate not in `skip` {(nbh, interval end)}."""
     for rec, sig in seal.sealed_aggregates(store):
+        if (rec.neighbourhood, rec.interval_end) in skip:
+            continue
         try:
             out.aggregates[(rec.neighbourhood, rec.interval_end)] = \
                 authority.release_aggregate(rec, sig, with_dp)
@@ -39,9 +42,11 @@ def release_aggregates(store: Store, authority: Authority, out: Released,
             out.refusals.append(f"{rec.neighbourhood} @ {rec.interval_end}: {r}")
 
 
-def release_bills(store: Store, authority: Authority, out: Released, period_days: int = 1) -> None:
+def release_bills(store: Store, authority: Authority, out: Released, period_days: int = 1,
+                  skip: set = frozenset()) -> None:
     """One bill per meter per run of `period_days` consecutive signed days;
-    a leftover shorter run is not billed yet."""
+    a leftover shorter run is not billed yet. `skip` {(meter, first day)}
+    holds bills already released."""
     prices = meter_prices(store)
     by_meter = defaultdict(list)
     for rec, sig in seal.signed_bill_days(store):
@@ -50,6 +55,8 @@ def release_bills(store: Store, authority: Authority, out: Released, period_days
         days.sort(key=lambda x: x[0].day)
         for i in range(0, len(days) - period_days + 1, period_days):
             chunk = days[i:i + period_days]
+            if (meter_id, chunk[0][0].day) in skip:
+                continue
             start = chunk[0][0].day * DAY
             req = BillRequest(meter_id, start, start + period_days * DAY, prices[meter_id], chunk)
             try:

@@ -1,0 +1,109 @@
+"""Passwords, sessions, CSRF and login throttling for the web app.
+
+- Passwords (and customers' login verifiers) are hashed with scrypt
+  (n = 2^14, r = 8, p = 1: 16 MiB per hash, memory-hard) and compared in
+  constant time.
+- A session is a random 256-bit token in an HttpOnly, SameSite=Strict
+  cookie (Secure when served over HTTPS); the database keeps only its
+  SHA-256, with the role and a per-session CSRF token.
+- Every state-changing request must carry the session's CSRF token (form
+  field `csrf` or header `X-CSRF-Token`); the login form uses a
+  double-submit cookie.
+- Five failed logins for one account within 15 minutes lock it for 5
+  minutes, doubling with each further failure; twenty from one client
+  address (a shared NAT has many users) lock that address the same way.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import time
+
+from .store import MdmsStore
+
+SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+SESSION_S = 8 * 3600
+MAX_FAILURES = 5
+MAX_FAILURES_PER_CLIENT = 20
+WINDOW_S = 15 * 60
+LOCK_S = 5 * 60
+COOKIE = "gv_session"
+LOGIN_CSRF_COOKIE = "gv_login_csrf"
+
+
+def hash_secret(secret: bytes) -> str:
+    salt = secrets.token_bytes(16)
+    h = hashlib.scrypt(secret, salt=salt, dklen=32, **SCRYPT)
+    return (f"scrypt${SCRYPT['n']}${SCRYPT['r']}${SCRYPT['p']}$"
+            f"{base64.b64encode(salt).decode()}${base64.b64encode(h).decode()}")
+
+
+def check_secret(secret: bytes, stored: str) -> bool:
+    try:
+        _, n, r, p, salt, h = stored.split("$")
+        got = hashlib.scrypt(secret, salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p),
+                             dklen=32)
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(got, base64.b64decode(h))
+
+
+class Throttle:
+    def __init__(self, store: MdmsStore):
+        self.store = store
+
+    def locked_for(self, *keys: str) -> float:
+        now = time.time()
+        rows = [self.store.db.execute("SELECT locked_until FROM login_failures WHERE key=?",
+                                      (k,)).fetchone() for k in keys]
+        return max([0.0] + [r[0] - now for r in rows if r and r[0] > now])
+
+    def failed(self, *keys: str) -> None:
+        now = time.time()
+        for k in keys:
+            row = self.store.db.execute("SELECT count, first_at, locked_until FROM login_failures"
+                                        " WHERE key=?", (k,)).fetchone()
+            count, first = (row[0], row[1]) if row and now - row[1] < WINDOW_S else (0, now)
+            count += 1
+            locked = row[2] if row else 0
+            limit = MAX_FAILURES_PER_CLIENT if k.startswith("ip:") else MAX_FAILURES
+            if count >= limit:
+                locks = count - limit
+                locked = now + LOCK_S * (2 ** min(locks, 6))
+            self.store.db.execute("INSERT OR REPLACE INTO login_failures VALUES (?, ?, ?, ?)",
+                                  (k, count, first, locked))
+
+    def succeeded(self, *keys: str) -> None:
+        for k in keys:
+            self.store.db.execute("DELETE FROM login_failures WHERE key=?", (k,))
+
+
+class Sessions:
+    def __init__(self, store: MdmsStore):
+        self.store = store
+
+    def create(self, username: str, role: str) -> tuple[str, str]:
+        token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
+        self.store.db.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, ?)",
+                              (_h(token), username, role, csrf, time.time() + SESSION_S))
+        return token, csrf
+
+    def get(self, token: str | None) -> dict | None:
+        if not token:
+            return None
+        rows = self.store.rows("SELECT username, role, csrf, expires FROM sessions"
+                               " WHERE token_hash=?", (_h(token),))
+        if not rows or rows[0]["expires"] < time.time():
+            return None
+        return rows[0]
+
+    def end(self, token: str | None) -> None:
+        if token:
+            self.store.db.execute("DELETE FROM sessions WHERE token_hash=?", (_h(token),))
+
+
+def _h(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()

@@ -1,0 +1,245 @@
+"""Staff pages: login, admin, operator, analyst, billing, auditor, privacy
+guardian. What each role may open is decided in web.ROLE_MATRIX, never
+here."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import secrets
+import time
+from collections import defaultdict
+
+from markupsafe import Markup
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from authority.ledger import Ledger
+from authority.setup import holder_dirs
+from common.files import ConfigError
+from gateway.config import GatewayHome
+from gateway.store import Store, StoreError
+
+from . import auth, releases
+from .web import HOME_PAGE, ROLES, Web, client_key
+
+DAY = 86400
+
+
+def utc(ts) -> str:
+    if ts is None:
+        return "-"
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+
+def gateway_store(web: Web) -> Store | None:
+    try:
+        return Store(GatewayHome(web.cfg.home / "gateway").db, readonly=True)
+    except StoreError:
+        return None
+
+
+def add_user(web: Web, username: str, role: str, password: str) -> None:
+    if role not in ROLES or role == "customer":
+        raise ConfigError(f"role must be one of {[r for r in ROLES if r != 'customer']}")
+    if not username or len(username) > 64 or not username.isprintable():
+        raise ConfigError("user name must be 1..64 printable characters")
+    if len(password) < 12:
+        raise ConfigError("passwords need at least 12 characters")
+    try:
+        web.store.db.execute("INSERT INTO users VALUES (?, ?, ?, ?)",
+                             (username, role, auth.hash_secret(password.encode()), time.time()))
+    except Exception:
+        raise ConfigError(f"user {username} already exists") from None
+
+
+def routes(web: Web):
+    async def index(request: Request):
+        s = request.state.session
+        return RedirectResponse(HOME_PAGE[s["role"]] if s else "/login", status_code=303)
+
+    async def login_page(request: Request):
+        token = secrets.token_urlsafe(16)
+        r = web.render(request, "login.html", login_csrf=token)
+        r.set_cookie(auth.LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict",
+                     secure=web.cfg.secure_cookies)
+        return r
+
+    async def login(request: Request):
+        form = await request.form()
+        user, pw = str(form.get("username", "")), str(form.get("password", ""))
+        if not secrets.compare_digest(str(form.get("csrf", "")),
+                                      request.cookies.get(auth.LOGIN_CSRF_COOKIE, "-")):
+            return web.render(request, "login.html", 403, error="Your login form expired; try"
+                              " again.", login_csrf="")
+        keys = ("user:" + user, client_key(request))
+        wait = web.throttle.locked_for(*keys)
+        if wait > 0:
+            return web.render(request, "login.html", 429, login_csrf="",
+                              error=f"Too many failed logins; try again in {int(wait) + 1} s.")
+        rows = web.store.rows("SELECT role, pw_hash FROM users WHERE username=?", (user,))
+        ok = bool(rows) and auth.check_secret(pw.encode(), rows[0]["pw_hash"])
+        if not rows:
+            auth.check_secret(pw.encode(), auth.hash_secret(b"x"))  # same time either way
+        if not ok:
+            web.throttle.failed(*keys)
+            return web.render(request, "login.html", 401, error="Wrong user name or password.",
+                              login_csrf="")
+        web.throttle.succeeded(*keys)
+        token, _ = web.sessions.create(user, rows[0]["role"])
+        r = RedirectResponse(HOME_PAGE[rows[0]["role"]], status_code=303)
+        r.set_cookie(auth.COOKIE, token, max_age=auth.SESSION_S, httponly=True,
+                     samesite="strict", secure=web.cfg.secure_cookies)
+        return r
+
+    async def logout(request: Request):
+        web.sessions.end(request.cookies.get(auth.COOKIE))
+        r = RedirectResponse("/login", status_code=303)
+        r.delete_cookie(auth.COOKIE)
+        return r
+
+    async def admin(request: Request, error: str = ""):
+        users = web.store.rows("SELECT username, role, created FROM users ORDER BY username")
+        gw = gateway_store(web)
+        meters = gw.meters() if gw else []
+        if gw:
+            gw.close()
+        nbhs = defaultdict(int)
+        for m in meters:
+            nbhs[m["neighbourhood"]] += 1
+        return web.render(request, "admin.html", users=users, meters=meters,
+                          neighbourhoods=sorted(nbhs.items()), roles=ROLES[:-1], error=error,
+                          utc=utc)
+
+    async def admin_users(request: Request):
+        form = await request.form()
+        try:
+            add_user(web, str(form.get("username", "")), str(form.get("role", "")),
+                     str(form.get("password", "")))
+        except ConfigError as e:
+            return await admin(request, str(e))
+        return RedirectResponse("/admin", status_code=303)
+
+    async def operator(request: Request):
+        gw = gateway_store(web)
+        meters, rejects = ([], {})
+        if gw:
+            meters, rejects = gw.meters(), gw.rejects()
+            gw.close()
+        per_meter = defaultdict(dict)
+        for (m, reason), n in rejects.items():
+            per_meter[m][reason] = n
+        return web.render(request, "operator.html", meters=meters, rejects=per_meter, utc=utc,
+                          now=time.time())
+
+    async def analyst(request: Request):
+        rows = web.store.rows("SELECT neighbourhood, interval_end, wh, noisy FROM"
+                              " released_aggregates ORDER BY interval_end")
+        hourly, profile, peaks = releases.demand_views(rows)
+        pending = web.store.rows("SELECT id, requested_at FROM requests WHERE kind='aggregates'"
+                                 " AND status='pending'")
+        return web.render(request, "analyst.html", hourly=hourly, peaks=peaks,
+                          chart=Markup(json.dumps({"hourly": hourly, "profile": profile})
+                                       .replace("</", "<\\/")),
+                          pending=pending, count=len(rows), utc=utc)
+
+    async def demand_csv(request: Request):
+        rows = web.store.rows("SELECT neighbourhood, interval_end, wh, noisy FROM"
+                              " released_aggregates ORDER BY neighbourhood, interval_end")
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["neighbourhood", "interval_end_utc", "energy_wh", "noisy"])
+        for r in rows:
+            w.writerow([r["neighbourhood"], utc(r["interval_end"]), r["wh"], r["noisy"]])
+        return Response(buf.getvalue(), media_type="text/csv", headers={
+            "Content-Disposition": "attachment; filename=neighbourhood-demand.csv"})
+
+    async def request_release(request: Request):
+        kind = "aggregates" if request.url.path.startswith("/analyst") else "bills"
+        form = await request.form()
+        params = {"dp": form.get("dp") == "on"} if kind == "aggregates" else \
+            {"period_days": max(1, min(400, int(form.get("period_days") or 1)))}
+        web.store.add_request(kind, params, request.state.session["username"])
+        return RedirectResponse("/analyst" if kind == "aggregates" else "/billing",
+                                status_code=303)
+
+    def _bills(request: Request):
+        q = request.query_params
+        try:
+            start = dt.date.fromisoformat(q["from"]) if q.get("from") else None
+            end = dt.date.fromisoformat(q["to"]) if q.get("to") else None
+        except ValueError:
+            start = end = None
+        rows = web.store.rows("SELECT meter_id, first_day, days, amount_uct FROM bills"
+                              " ORDER BY meter_id, first_day")
+        epoch = dt.date(1970, 1, 1)
+        out = []
+        for r in rows:
+            first = epoch + dt.timedelta(days=r["first_day"])
+            last = first + dt.timedelta(days=r["days"] - 1)
+            if (start and last < start) or (end and first > end):
+                continue
+            out.append({**r, "first": first, "last": last, "eur": r["amount_uct"] / 1e8})
+        return out, (q.get("from") or ""), (q.get("to") or "")
+
+    async def billing(request: Request):
+        bills, start, end = _bills(request)
+        pending = web.store.rows("SELECT id, params FROM requests WHERE kind='bills'"
+                                 " AND status='pending'")
+        return web.render(request, "billing.html", bills=bills, start=start, end=end,
+                          pending=pending, total=sum(b["eur"] for b in bills))
+
+    async def bills_csv(request: Request):
+        bills, _, _ = _bills(request)
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["meter_id", "first_day", "last_day", "amount_micro_cents", "amount_eur"])
+        for b in bills:
+            w.writerow([b["meter_id"], b["first"], b["last"], b["amount_uct"], f"{b['eur']:.2f}"])
+        return Response(buf.getvalue(), media_type="text/csv",
+                        headers={"Content-Disposition": "attachment; filename=bills.csv"})
+
+    async def auditor(request: Request):
+        logs = []
+        try:
+            dirs = holder_dirs(web.cfg.home / "authority")
+        except ConfigError:
+            dirs = {}
+        for role, d in dirs.items():
+            led = Ledger(d / "authority.db")
+            ok, msg = led.verify()
+            entries = led.entries()[-300:]
+            led.close()
+            logs.append({"role": role, "ok": ok, "message": msg, "entries": entries})
+        requests = web.store.rows("SELECT * FROM requests ORDER BY id DESC LIMIT 100")
+        return web.render(request, "auditor.html", logs=logs, requests=requests, utc=utc)
+
+    async def guardian(request: Request):
+        pending = web.store.rows("SELECT * FROM requests WHERE status='pending' ORDER BY id")
+        done = web.store.rows("SELECT * FROM requests WHERE status!='pending' ORDER BY id DESC"
+                              " LIMIT 50")
+        return web.render(request, "guardian.html", pending=pending, done=done, utc=utc)
+
+    async def guardian_decide(request: Request):
+        form = await request.form()
+        try:
+            rid = int(form.get("id", ""))
+        except ValueError:
+            return RedirectResponse("/guardian", status_code=303)
+        who = request.state.session["username"]
+        if form.get("decision") == "approve":
+            releases.approve(web, rid, who)
+        else:
+            releases.decline(web, rid, who)
+        return RedirectResponse("/guardian", status_code=303)
+
+    return [("/", index, ["GET"]), ("/login", login_page, ["GET"]), ("/login", login, ["POST"]),
+            ("/logout", logout, ["POST"]), ("/admin", admin, ["GET"]),
+            ("/admin/users", admin_users, ["POST"]), ("/operator", operator, ["GET"]),
+            ("/analyst", analyst, ["GET"]), ("/analyst/demand.csv", demand_csv, ["GET"]),
+            ("/analyst/request", request_release, ["POST"]), ("/billing", billing, ["GET"]),
+            ("/billing/bills.csv", bills_csv, ["GET"]),
+            ("/billing/request", request_release, ["POST"]), ("/auditor", auditor, ["GET"]),
+            ("/guardian", guardian, ["GET"]), ("/guardian/decide", guardian_decide, ["POST"])]

@@ -1,0 +1,141 @@
+// The customer portal: everything secret happens here, in the browser.
+// From the password, PBKDF2 derives a login verifier (sent to the server)
+// and, with another salt, a wrapping key (never sent) that unwraps the
+// customer's RSA-OAEP private key; that opens each day's AES-GCM key, which
+// opens each reading. See common/customer.py for the same steps in Python.
+(function () {
+  const enc = new TextEncoder();
+  const b64d = (s) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
+  const b64e = (buf) => btoa(String.fromCharCode(...new Uint8Array(buf)));
+  const status = (msg) => { document.getElementById("status").textContent = msg; };
+
+  // Minimal CBOR reader for [seq, interval_end, energy_wh, register_wh].
+  function cborUints(bytes) {
+    let i = 0;
+    const head = () => {
+      const b = bytes[i++], major = b >> 5, info = b & 31;
+      let n = info;
+      if (info >= 24) {
+        const size = 1 << (info - 24);
+        n = 0;
+        for (let k = 0; k < size; k++) n = n * 256 + bytes[i++];
+      }
+      return [major, n];
+    };
+    const [major, len] = head();
+    if (major !== 4) throw new Error("not a CBOR array");
+    const out = [];
+    for (let k = 0; k < len; k++) {
+      const [m, n] = head();
+      if (m !== 0) throw new Error("not an unsigned integer");
+      out.push(n);
+    }
+    return out;
+  }
+
+  async function deriveKeys(password, p) {
+    const base = await crypto.subtle.importKey("raw", enc.encode(password), "PBKDF2", false,
+                                               ["deriveBits", "deriveKey"]);
+    const verifier = await crypto.subtle.deriveBits(
+      { name: "PBKDF2", hash: "SHA-256", salt: b64d(p.salt_auth), iterations: p.iterations },
+      base, 256);
+    const wrapKey = await crypto.subtle.deriveKey(
+      { name: "PBKDF2", hash: "SHA-256", salt: b64d(p.salt_wrap), iterations: p.iterations },
+      base, { name: "AES-GCM", length: 256 }, false, ["decrypt"]);
+    return { verifier, wrapKey };
+  }
+
+  async function decryptAll(data, wrapKey) {
+    const w = data.wrapped_private_key;
+    const pkcs8 = await crypto.subtle.decrypt(
+      { name: "AES-GCM", iv: b64d(w.nonce), additionalData: enc.encode(data.customer) },
+      wrapKey, b64d(w.ciphertext));
+    const priv = await crypto.subtle.importKey("pkcs8", pkcs8,
+                                               { name: "RSA-OAEP", hash: "SHA-256" }, false, ["decrypt"]);
+    const dayKeys = new Map();
+    for (const k of data.day_keys) {
+      const raw = await crypto.subtle.decrypt({ name: "RSA-OAEP" }, priv, b64d(k.wrapped));
+      dayKeys.set(`${k.meter}|${k.day}|${k.key_no}`,
+                  await crypto.subtle.importKey("raw", raw, "AES-GCM", false, ["decrypt"]));
+    }
+    const rows = [];
+    for (const r of data.readings) {
+      const key = dayKeys.get(`${r.meter}|${r.day}|${r.key_no}`);
+      const pt = await crypto.subtle.decrypt(
+        { name: "AES-GCM", iv: b64d(r.nonce),
+          additionalData: enc.encode(`gridveil-reading-v1|${r.meter}|${r.seq}`) },
+        key, b64d(r.ct));
+      const [seq, end, wh, register] = cborUints(new Uint8Array(pt));
+      rows.push({ meter: r.meter, seq, end, wh, register });
+    }
+    return rows;
+  }
+
+  function render(customer, rows) {
+    document.getElementById("login-card").hidden = true;
+    document.getElementById("app").hidden = false;
+    document.getElementById("who").textContent = customer;
+    const iso = (t) => new Date(t * 1000).toISOString().slice(0, 16).replace("T", " ");
+    const total = rows.reduce((s, r) => s + r.wh, 0);
+    document.getElementById("total").textContent = `total ${(total / 1000).toFixed(3)} kWh`;
+    document.getElementById("count").textContent = rows.length;
+    const days = new Map();
+    for (const r of rows) {
+      const d = new Date((r.end - 1) * 1000).toISOString().slice(0, 10);
+      days.set(d, (days.get(d) || 0) + r.wh);
+    }
+    const tbody = document.querySelector("#readings tbody");
+    tbody.replaceChildren(...rows.map((r) => {
+      const tr = document.createElement("tr");
+      for (const v of [r.meter, r.seq, iso(r.end), r.wh, r.register]) {
+        const td = document.createElement("td");
+        td.textContent = v;
+        tr.appendChild(td);
+      }
+      tr.dataset.end = r.end;
+      tr.dataset.wh = r.wh;
+      return tr;
+    }));
+    document.querySelector("#daily tbody").replaceChildren(...[...days].map(([d, wh]) => {
+      const tr = document.createElement("tr");
+      tr.innerHTML = "<td></td><td class='num'></td>";
+      tr.children[0].textContent = d;
+      tr.children[1].textContent = (wh / 1000).toFixed(3);
+      return tr;
+    }));
+    const csv = ["meter_id,seq,interval_end_utc,energy_wh,register_wh"]
+      .concat(rows.map((r) => [r.meter, r.seq, iso(r.end), r.wh, r.register].join(","))).join("\n");
+    document.getElementById("csv").href = URL.createObjectURL(new Blob([csv], { type: "text/csv" }));
+    if (window.Plotly) {
+      const layout = { margin: { t: 10, r: 10, b: 40, l: 50 } };
+      Plotly.newPlot("intervals", [{ type: "bar", x: rows.map((r) => iso(r.end)), y: rows.map((r) => r.wh),
+                                     marker: { color: "#0f6e66" } }], layout, { displaylogo: false });
+      Plotly.newPlot("days", [{ type: "bar", x: [...days.keys()], y: [...days.values()].map((v) => v / 1000),
+                                marker: { color: "#10303f" } }],
+                     { ...layout, xaxis: { type: "category" } }, { displaylogo: false });
+    }
+    document.body.dataset.ready = "yes";
+  }
+
+  document.getElementById("portal-login").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const customer = document.getElementById("customer").value.trim();
+    const password = document.getElementById("password").value;
+    try {
+      status("Deriving keys from your password…");
+      const params = await (await fetch("/api/portal/params?customer=" + encodeURIComponent(customer))).json();
+      const { verifier, wrapKey } = await deriveKeys(password, params);
+      document.getElementById("password").value = "";
+      const login = await fetch("/api/portal/login", {
+        method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ customer, verifier: b64e(verifier) }) });
+      if (!login.ok) { status((await login.json()).error || "Login failed."); return; }
+      status("Fetching your sealed readings…");
+      const data = await (await fetch("/api/portal/data")).json();
+      status("Decrypting on this device…");
+      render(customer, await decryptAll(data, wrapKey));
+    } catch (e) {
+      status("Could not unlock your readings: " + e.message);
+    }
+  });
+})();

@@ -1,0 +1,168 @@
+"""The web app's frame: configuration, sessions, the role matrix, CSRF,
+security headers, templates. Pages live in pages.py (staff) and
+portal.py (customers); every route declares its roles here, in ROLE_MATRIX,
+and the tests walk that matrix for every role."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+
+from . import auth
+from .store import MdmsStore
+
+log = logging.getLogger("gridveil.web")
+HERE = Path(__file__).resolve().parent
+MAX_BODY = 1 << 20
+ROLES = ("admin", "operator", "analyst", "billing", "auditor", "guardian", "customer")
+HOME_PAGE = {"admin": "/admin", "operator": "/operator", "analyst": "/analyst",
+             "billing": "/billing", "auditor": "/auditor", "guardian": "/guardian",
+             "customer": "/portal/app"}
+
+# (method, path) -> roles allowed. Anything not listed here and not public
+# is refused: a route must be added to this table to be reachable at all.
+ROLE_MATRIX: dict[tuple[str, str], frozenset[str]] = {
+    ("GET", "/admin"): frozenset({"admin"}),
+    ("POST", "/admin/users"): frozenset({"admin"}),
+    ("GET", "/operator"): frozenset({"operator"}),
+    ("GET", "/analyst"): frozenset({"analyst"}),
+    ("GET", "/analyst/demand.csv"): frozenset({"analyst"}),
+    ("POST", "/analyst/request"): frozenset({"analyst"}),
+    ("GET", "/billing"): frozenset({"billing"}),
+    ("GET", "/billing/bills.csv"): frozenset({"billing"}),
+    ("POST", "/billing/request"): frozenset({"billing"}),
+    ("GET", "/auditor"): frozenset({"auditor"}),
+    ("GET", "/guardian"): frozenset({"guardian"}),
+    ("POST", "/guardian/decide"): frozenset({"guardian"}),
+    ("GET", "/portal/app"): frozenset({"customer"}),
+    ("GET", "/api/portal/data"): frozenset({"customer"}),
+}
+PUBLIC = {("GET", "/"), ("GET", "/login"), ("POST", "/login"), ("POST", "/logout"),
+          ("GET", "/portal"), ("GET", "/api/portal/params"), ("POST", "/api/portal/login")}
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; "
+                               "style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+                               "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
+                               "form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+@dataclass
+class WebConfig:
+    home: Path  # the GridVeil home: gateway/, authority/, customers/, mdms/
+    secure_cookies: bool = False  # set behind HTTPS
+
+    @property
+    def mdms_db(self) -> Path:
+        return self.home / "mdms" / "mdms.db"
+
+
+class Web:
+    """Shared state of one running app."""
+
+    def __init__(self, cfg: WebConfig):
+        self.cfg = cfg
+        self.store = MdmsStore(cfg.mdms_db)
+        self.sessions = auth.Sessions(self.store)
+        self.throttle = auth.Throttle(self.store)
+        self.templates = Environment(loader=FileSystemLoader(HERE / "templates"),
+                                     autoescape=select_autoescape(["html"]))
+
+    def render(self, request: Request, name: str, status: int = 200, **ctx) -> HTMLResponse:
+        session = request.state.session
+        ctx.update(session=session, csrf=session["csrf"] if session else "",
+                   nav=HOME_PAGE.get(session["role"]) if session else None)
+        return HTMLResponse(self.templates.get_template(name).render(**ctx), status_code=status)
+
+
+def client_key(request: Request) -> str:
+    return "ip:" + (request.client.host if request.client else "?")
+
+
+def wants_json(request: Request) -> bool:
+    return request.url.path.startswith("/api/") or "application/json" in \
+        request.headers.get("accept", "")
+
+
+def refuse(request: Request, status: int, message: str) -> Response:
+    if wants_json(request):
+        return JSONResponse({"error": message}, status_code=status)
+    if status == 401:
+        target = "/portal" if request.url.path.startswith("/portal") else "/login"
+        return RedirectResponse(target, status_code=303)
+    return HTMLResponse(f"<!doctype html><title>{status}</title><h1>{status}</h1><p>{message}</p>",
+                        status_code=status)
+
+
+def check_csrf(request: Request, body: bytes, session: dict) -> bool:
+    token = request.headers.get("x-csrf-token")
+    if token is None and request.headers.get("content-type", "").startswith(
+            "application/x-www-form-urlencoded"):
+        token = (parse_qs(body.decode(errors="replace")).get("csrf") or [None])[0]
+    return token is not None and hmac.compare_digest(str(token), session["csrf"])
+
+
+class Guard:
+    """ASGI middleware: session lookup, role matrix, CSRF, headers."""
+
+    def __init__(self, app, web: Web):
+        self.app = app
+        self.web = web
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers += [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+                message["headers"] = headers
+            await send(message)
+
+        request = Request(scope, receive)
+        path, method = scope["path"], scope["method"]
+        body = b""
+        if method == "POST":
+            body = await request.body()
+            if len(body) > MAX_BODY:
+                return await refuse(request, 413, "request too large")(scope, receive,
+                                                                        send_with_headers)
+
+        async def replay():  # the body was read here; hand it on unchanged
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        session = self.web.sessions.get(request.cookies.get(auth.COOKIE))
+        scope.setdefault("state", {})["session"] = session
+        if path.startswith("/static/") and method == "GET":
+            return await self.app(scope, receive, send_with_headers)
+        key = (method, path)
+        if key not in PUBLIC:
+            roles = ROLE_MATRIX.get(key)
+            if roles is None:
+                response = refuse(request, 404, "no such page")
+            elif session is None:
+                response = refuse(request, 401, "please log in")
+            elif session["role"] not in roles:
+                log.warning("%s (%s) refused %s %s", session["username"], session["role"],
+                            method, path)
+                response = refuse(request, 403, "your role may not see this")
+            elif method == "POST" and not check_csrf(request, body, session):
+                response = refuse(request, 403, "missing or wrong CSRF token")
+            else:
+                response = None
+            if response is not None:
+                return await response(scope, replay, send_with_headers)
+        await self.app(scope, replay, send_with_headers)

@@ -1,0 +1,291 @@
+"""The MDMS web app on a real uvicorn server: every page and API call
+against the role matrix for every role, CSRF, login throttling, and, in a
+real headless Chromium (Debian's chromium, driven by Playwright), each
+role's pages and the customer portal decrypting in the browser. Every
+request body, server log line and database file of a portal session is
+checked for the password, the decryption key and plaintext readings."""
+
+from __future__ import annotations
+
+import base64
+import http.cookiejar
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+from helpers.system import System
+
+from common import customer
+from host_tools import demo, groundtruth
+from mdms.web import HOME_PAGE, ROLE_MATRIX, ROLES
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, sample_files):
+    base = tmp_path_factory.mktemp("web")
+    s = System(base / "gv", sample_files, customers=True)
+    s.start_gateway()
+    runs = s.run_meters()
+    s.stop_gateway()
+    assert all(r.returncode == 0 for r in runs)
+    s.seal_all()
+    accounts = demo.setup_web(s.home, s.release())
+    passwords = dict(re.findall(r"^(\w+)\s+user \w+\s+password (\S+)", accounts.read_text(), re.M))
+    port = demo.free_udp_port()
+    log = open(base / "web.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "host_tools.cli", "--home", str(s.home), "-v",
+                             "web", "--port", str(port)], cwd=REPO, stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(url + "/login", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.1)
+    yield {"system": s, "url": url, "passwords": passwords, "log": base / "web.log"}
+    proc.terminate()
+    proc.wait()
+
+
+class Client:
+    """A cookie-keeping HTTP client that does not follow redirects."""
+
+    def __init__(self, url):
+        self.url = url
+        self.jar = http.cookiejar.CookieJar()
+
+        class NoRedirect(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, *a, **k):
+                return None
+
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar),
+                                                  NoRedirect)
+        self.csrf = None
+
+    def request(self, method, path, data=None, headers=None):
+        body = None
+        h = dict(headers or {})
+        if isinstance(data, dict):
+            body = urllib.parse.urlencode(data).encode()
+            h["Content-Type"] = "application/x-www-form-urlencoded"
+        elif data is not None:
+            body = data
+        req = urllib.request.Request(self.url + path, data=body, method=method, headers=h)
+        try:
+            with self.opener.open(req, timeout=30) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+    def cookie(self, name):
+        return next((c.value for c in self.jar if c.name == name), None)
+
+    def staff_login(self, user, password):
+        self.request("GET", "/login")
+        return self.request("POST", "/login", {"username": user, "password": password,
+                                               "csrf": self.cookie("gv_login_csrf")})
+
+    def customer_login(self, home, cid, password):
+        kf = json.loads((home / "customers" / f"{cid}.json").read_text())
+        verifier = base64.b64encode(customer.auth_verifier(kf, password)).decode()
+        status, body = self.request("POST", "/api/portal/login",
+                                    json.dumps({"customer": cid, "verifier": verifier}).encode(),
+                                    {"Content-Type": "application/json"})
+        if status == 200:
+            self.csrf = json.loads(body)["csrf"]
+        return status
+
+
+def logged_in(site, role):
+    c = Client(site["url"])
+    if role == "customer":
+        assert c.customer_login(site["system"].home, "c01", demo.DEMO_PASSWORD) == 200
+    else:
+        status, _ = c.staff_login(role, site["passwords"][role])
+        assert status == 303
+        _, page = c.request("GET", HOME_PAGE[role])
+        c.csrf = re.search(rb'name="csrf" value="([^"]+)"', page).group(1).decode()
+    return c
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_role_matrix_every_route(site, role):
+    c = logged_in(site, role)
+    for (method, path), allowed in ROLE_MATRIX.items():
+        data = {"csrf": c.csrf, "period_days": "1", "id": "999999", "decision": "decline",
+                "username": f"u-{role}", "role": "auditor", "password": "x" * 14} \
+            if method == "POST" else None
+        status, _ = c.request(method, path, data)
+        if role in allowed:
+            assert status in (200, 303), (role, method, path, status)
+        else:
+            assert status == 403, (role, method, path, status)
+
+
+def test_anonymous_csrf_and_unknown_routes(site):
+    c = Client(site["url"])
+    for (method, path) in ROLE_MATRIX:
+        status, _ = c.request(method, path, {} if method == "POST" else None)
+        assert status in (303, 401), (method, path, status)  # to the login page, or 401 for APIs
+    a = logged_in(site, "analyst")
+    assert a.request("POST", "/analyst/request", {"csrf": "forged"})[0] == 403
+    assert a.request("POST", "/analyst/request", {})[0] == 403
+    assert a.request("GET", "/debug")[0] == 404
+    status, _, = a.request("GET", "/operator")
+    assert status == 403
+
+
+def test_login_throttling(site):
+    admin = logged_in(site, "admin")
+    assert admin.request("POST", "/admin/users", {"csrf": admin.csrf, "username": "lockme",
+                                                  "role": "auditor",
+                                                  "password": "lockme-password"})[0] == 303
+    c = Client(site["url"])
+    for _ in range(5):
+        assert c.staff_login("lockme", "wrong password!")[0] == 401
+    status, body = c.staff_login("lockme", "lockme-password")
+    assert status == 429 and b"Too many failed logins" in body
+    p = Client(site["url"])
+    home = site["system"].home
+    for _ in range(5):
+        assert p.customer_login(home, "c09", "not the password") == 401
+    assert p.customer_login(home, "c09", demo.DEMO_PASSWORD) == 429
+    assert p.customer_login(home, "c08", demo.DEMO_PASSWORD) == 200  # others are not locked out
+
+
+def test_customer_sees_only_their_own_meter(site):
+    c = logged_in(site, "customer")
+    status, body = c.request("GET", "/api/portal/data")
+    data = json.loads(body)
+    assert status == 200 and data["meters"] == ["m01"]
+    assert {r["meter"] for r in data["readings"]} == {"m01"}
+    assert b'"wh"' not in body and b"energy" not in body  # ciphertext only
+    assert c.request("GET", "/api/portal/data?customer=c02")[1] == body  # no way to ask
+
+
+# --- in the browser ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        yield b
+        b.close()
+
+
+STAFF_TEXT = {"admin": "Administration", "operator": "Fleet health",
+              "analyst": "Neighbourhood demand", "billing": "Bills", "auditor": "Audit log",
+              "guardian": "Decryption requests"}
+
+
+@pytest.mark.parametrize("role", list(STAFF_TEXT))
+def test_each_role_in_the_browser(site, browser, role):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(site["url"] + "/login")
+    page.fill("input[name=username]", role)
+    page.fill("input[name=password]", site["passwords"][role])
+    page.click("button[type=submit]")
+    page.wait_for_load_state("networkidle")
+    assert page.url.endswith(HOME_PAGE[role])
+    assert page.locator("h1").first.inner_text() == STAFF_TEXT[role]
+    page.screenshot(path=str(ARTIFACTS / f"web-{role}.png"), full_page=True)
+    for other, path in HOME_PAGE.items():
+        if other not in (role, "customer"):
+            resp = page.goto(site["url"] + path)
+            assert resp.status == 403, (role, path)
+    if role == "auditor":
+        page.goto(site["url"] + "/auditor")
+        assert page.locator("[data-verified=yes]").count() == 2  # both key holders
+    assert errors == []
+    page.close()
+
+
+def test_guardian_approves_what_the_analyst_asked(site, browser):
+    page = browser.new_page()
+    for role, action in (("billing", "/billing"), ("guardian", "/guardian")):
+        page.goto(site["url"] + "/login")
+        page.fill("input[name=username]", role)
+        page.fill("input[name=password]", site["passwords"][role])
+        page.click("button[type=submit]")
+        page.wait_for_url("**" + action)
+        if role == "billing":
+            page.click("text=Request release of signed bill days")
+            page.wait_for_url("**/billing")
+            assert "wait for the privacy guardian" in page.content()
+        else:
+            page.click("#pending button[value=approve]")
+            page.wait_for_url("**/guardian")
+            assert "approved" in page.content()
+        page.click("header button")  # log out
+    page.close()
+
+
+def test_customer_portal_decrypts_in_the_browser(site, browser):
+    s = site["system"]
+    home = s.home
+    kf = json.loads((home / "customers" / "c03.json").read_text())
+    wrap_key = customer.derive(demo.DEMO_PASSWORD, base64.b64decode(kf["kdf"]["salt_wrap"]),
+                               kf["kdf"]["iterations"])
+    verifier = customer.auth_verifier(kf, demo.DEMO_PASSWORD)
+    log_start = site["log"].stat().st_size
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    bodies = []
+    page.on("request", lambda r: bodies.append((r.url, r.post_data_buffer or b"")))
+    page.goto(site["url"] + "/portal")
+    page.fill("#customer", "c03")
+    page.fill("#password", demo.DEMO_PASSWORD)
+    page.click("#portal-login button")
+    page.wait_for_selector("body[data-ready=yes]", timeout=60000)
+    page.screenshot(path=str(ARTIFACTS / "web-portal.png"))
+    shown = {int(tr.get_attribute("data-end")): int(tr.get_attribute("data-wh"))
+             for tr in page.locator("#readings tbody tr").all()}
+    truth = groundtruth.interval_energy(s.files[2])
+    assert shown == truth  # the customer's decrypted values are the ground truth
+    total = float(page.inner_text("#total").split()[1])
+    assert round(total * 1000) == sum(truth.values())
+    page.close()
+
+    secrets_ = [demo.DEMO_PASSWORD.encode(), wrap_key, base64.b64encode(wrap_key), wrap_key.hex().encode()]
+    sent = [b for _, b in bodies if b]
+    assert len(sent) == 1 and b'"verifier"' in sent[0]  # the only body: the login
+    for b in sent:
+        assert not any(x in b for x in secrets_)
+        assert b'"wh"' not in b
+    log = site["log"].read_bytes()[log_start:]
+    assert log  # the server did log the session's requests
+    for x in secrets_ + [verifier, base64.b64encode(verifier)]:
+        assert x not in log
+    for f in (home / "mdms").iterdir():
+        data = f.read_bytes()
+        for x in secrets_ + [verifier, base64.b64encode(verifier)]:
+            assert x not in data, f
+    # No table of the MDMS holds single readings: only released sums and bills.
+    import sqlite3
+
+    con = sqlite3.connect(home / "mdms" / "mdms.db")
+    tables = {t for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    con.close()
+    assert tables == {"users", "customer_logins", "sessions", "login_failures",
+                      "released_aggregates", "bills", "requests"}
