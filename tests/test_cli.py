@@ -18,7 +18,8 @@ COMMANDS = [[], ["authority"], ["authority", "init"], ["authority", "rotate"],
             ["gateway", "run"], ["gateway", "seal"], ["gateway", "status"], ["gateway", "rekey"],
             ["tariff"], ["tariff", "add"], ["customer"], ["customer", "create"],
             ["customer", "export"], ["provision"], ["fleet"], ["report"], ["sample-data"],
-            ["demo"], ["bench"]]
+            ["demo"], ["bench"], ["build"], ["deploy"], ["monitor"], ["board-emulator"],
+            ["web"], ["web-user"], ["web-user", "add"]]
 
 
 def gridveil(*args, home=None):
