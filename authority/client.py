@@ -7,13 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from common import records
-from common.files import read_json
 
 from . import threshold
 from .holder import Answer, BillRequest, KeyHolder
 from .keys import KeyDir
 from .policy import Refusal
-from .setup import LAYOUT, holder_dirs
+from .setup import holder_dirs
 
 
 class Authority:
@@ -67,6 +66,3 @@ class Authority:
     def release_bill(self, req: BillRequest) -> int:
         return self._ask_all(lambda h: h.release_bill(req, self.requester))
 
-
-def mode(home: Path) -> str:
-    return read_json(Path(home) / LAYOUT, "authority layout")["mode"]

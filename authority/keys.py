@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import secrets
 from pathlib import Path
 
@@ -68,15 +67,6 @@ def unseal(d: dict, passphrase: str | None, what: str) -> dict:
                                               b"gridveil-authority-key"))
     except InvalidTag:
         raise ConfigError(f"wrong passphrase for {what}") from None
-
-
-def passphrase_from(file: str | None) -> str | None:
-    if file:
-        try:
-            return Path(file).read_text().rstrip("\n")
-        except OSError as e:
-            raise ConfigError(f"cannot read passphrase file: {e}") from None
-    return os.environ.get(PASSPHRASE_ENV)
 
 
 class KeyDir:

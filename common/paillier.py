@@ -35,11 +35,6 @@ def save_public(path: Path, pub: PaillierPublicKey) -> None:
     write_json(path, {"kind": "gridveil-paillier-public", "n": str(pub.n), "key_id": key_id(pub)})
 
 
-def save_private(path: Path, priv: PaillierPrivateKey) -> None:
-    write_json(path, {"kind": "gridveil-paillier-private", "p": str(priv.p), "q": str(priv.q),
-                      "n": str(priv.public_key.n)}, secret=True)
-
-
 def load_public(path: Path) -> PaillierPublicKey:
     d = read_json(path, "Paillier public key")
     try:
@@ -48,19 +43,6 @@ def load_public(path: Path) -> PaillierPublicKey:
         return PaillierPublicKey(int(d["n"]))
     except (KeyError, ValueError, TypeError, AttributeError) as e:
         raise ConfigError(f"Paillier public key {path} is malformed: {e}") from None
-
-
-def load_private(path: Path) -> PaillierPrivateKey:
-    d = read_json(path, "Paillier private key", secret=True)
-    try:
-        if d.get("kind") != "gridveil-paillier-private":
-            raise ValueError("not a GridVeil Paillier private key")
-        p, q, n = int(d["p"]), int(d["q"]), int(d["n"])
-        if p * q != n:
-            raise ValueError("p * q != n")
-        return PaillierPrivateKey(PaillierPublicKey(n), p, q)
-    except (KeyError, ValueError, TypeError, AttributeError) as e:
-        raise ConfigError(f"Paillier private key {path} is malformed: {e}") from None
 
 
 def ciphertext_len(pub: PaillierPublicKey) -> int:

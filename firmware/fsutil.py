@@ -26,3 +26,16 @@ def remove(path):
         os.remove(path)
     except OSError:
         pass
+
+
+def load_json(name, hint):
+    """A settings file from flash; a clear message instead of a traceback."""
+    import json
+
+    try:
+        with open(name) as f:
+            return json.load(f)
+    except OSError:
+        raise SystemExit("board: %s is missing; %s" % (name, hint))
+    except ValueError:
+        raise SystemExit("board: %s is not valid JSON" % name)

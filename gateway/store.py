@@ -19,7 +19,6 @@ from common import tariff as tariff_mod
 from common.tariff import Tariff
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 -- Paillier public keys by epoch: readings of day >= from_day use key_id
 CREATE TABLE IF NOT EXISTS key_epochs (
     key_id TEXT PRIMARY KEY,
@@ -158,13 +157,6 @@ class Store:
             raise
 
     # --- registry -------------------------------------------------------
-    def meta(self, key: str, default=None):
-        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-        return row[0] if row else default
-
-    def set_meta(self, key: str, value: str) -> None:
-        self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
-
     def add_meter(self, meter_id: str, kid: bytes, neighbourhood: str, customer: str | None,
                   tariff: str = "flat"):
         if tariff != "flat" and tariff not in self.tariffs():

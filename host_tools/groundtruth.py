@@ -70,13 +70,6 @@ def aggregates(per_meter: dict[str, dict[int, int]],
     return dict(out)
 
 
-def day_energy(intervals: dict[int, int]) -> dict[int, int]:
-    out: dict[int, int] = defaultdict(int)
-    for end, wh in intervals.items():
-        out[(end - 1) // DAY] += wh
-    return dict(out)
-
-
 def bills(per_meter: dict[str, dict[int, int]], tariffs: dict, interval_s: int,
           period_days: int = 1) -> dict[tuple[str, int], int]:
     """{(meter, first day of period): micro-cents} for every complete period,

@@ -2,26 +2,17 @@
 # in settings.json. Everything device-specific is here; the firmware in
 # firmware/ is the same on every board. Settings (settings.json) and
 # secrets (secrets.json) are separate files; see docs/hardware.md.
-import json
 import os
 import time
 
 import clock
+import fsutil
 import machine
 import network
 import pins
 
+HINT = "run `gridveil deploy` again"
 EPOCH_TO_UNIX = -time.mktime((1970, 1, 1, 0, 0, 0, 0, 0))  # 0, or 946684800 on 2000-epoch ports
-
-
-def _load(name):
-    try:
-        with open(name) as f:
-            return json.load(f)
-    except OSError:
-        raise SystemExit("board: %s is missing; run `gridveil deploy` again" % name)
-    except ValueError:
-        raise SystemExit("board: %s is not valid JSON" % name)
 
 
 def make_sensor(cfg, chip):
@@ -52,8 +43,8 @@ class Board:
     name = "esp32"
 
     def __init__(self, wlan=None, ntp=None):
-        self.settings = _load("settings.json")
-        self.secrets = _load("secrets.json")
+        self.settings = fsutil.load_json("settings.json", HINT)
+        self.secrets = fsutil.load_json("secrets.json", HINT)
         b = self.settings.get("board", {})
         self.chip = b.get("chip") or pins.detect(os.uname().machine)
         self.wdt = machine.WDT(timeout=b.get("watchdog_ms", 120000))

@@ -2,29 +2,21 @@
 # Its sensor replays a recorded file, its clock is the file's own time
 # (optionally paced to a speed-up factor of real time), its flash is the
 # current directory, which holds settings.json and secrets.json.
-import json
 import sys
 import time
 
+import fsutil
 import replay
 
-
-def _load_json(name):
-    try:
-        with open(name) as f:
-            return json.load(f)
-    except OSError:
-        raise SystemExit("board: %s is missing; run `gridveil provision` first" % name)
-    except ValueError:
-        raise SystemExit("board: %s is not valid JSON" % name)
+HINT = "run `gridveil provision` first"
 
 
 class Board:
     name = "unix"
 
     def __init__(self):
-        self.settings = _load_json("settings.json")
-        self.secrets = _load_json("secrets.json")
+        self.settings = fsutil.load_json("settings.json", HINT)
+        self.secrets = fsutil.load_json("secrets.json", HINT)
         self.now = None
 
     def path(self, name):

@@ -75,12 +75,6 @@ class _Machine:
         sys.stdout.write(RESET)
         sys.exit(0)
 
-    def soft_reset(self):
-        self.reset()
-
-    def unique_id(self):
-        return b"\x00\x00\x00\x00\x00\x01"
-
 
 def _open(p, *a, **k):
     return open(_path(p), *a, **k)
