@@ -13,6 +13,7 @@ import time
 from collections import defaultdict
 
 from markupsafe import Markup
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
@@ -229,10 +230,9 @@ def routes(web: Web):
         except ValueError:
             return RedirectResponse("/guardian", status_code=303)
         who = request.state.session["username"]
-        if form.get("decision") == "approve":
-            releases.approve(web, rid, who)
-        else:
-            releases.decline(web, rid, who)
+        # Decryptions take seconds: off the event loop, so other pages stay live.
+        decide = releases.approve if form.get("decision") == "approve" else releases.decline
+        await run_in_threadpool(decide, web, rid, who)
         return RedirectResponse("/guardian", status_code=303)
 
     return [("/", index, ["GET"]), ("/login", login_page, ["GET"]), ("/login", login, ["POST"]),

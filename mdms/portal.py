@@ -51,9 +51,8 @@ def _keyfile(web: Web, customer_id: str) -> dict | None:
 
 def _decoy(web: Web, customer_id: str) -> dict:
     # Unknown ids get stable, plausible parameters: no account enumeration.
-    secret = web.store.db.execute("SELECT pw_hash FROM users ORDER BY created LIMIT 1").fetchone()
-    seed = (secret[0] if secret else "gridveil").encode()
-    mac = hmac.new(seed, customer_id.encode(), hashlib.sha256).digest()
+    mac = hmac.new(web.store.secret("portal-decoy"), customer_id.encode(),
+                   hashlib.sha256).digest()
     return {"iterations": 600_000, "salt_auth": b64(mac[:16]), "salt_wrap": b64(mac[16:])}
 
 

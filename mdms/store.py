@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 SCHEMA = """
+CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS users (
     username TEXT PRIMARY KEY,
     role TEXT NOT NULL,
@@ -80,6 +81,14 @@ class MdmsStore:
         cur = self.db.execute(sql, args)
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+    def secret(self, name: str) -> bytes:
+        """A random server-side key, made on first use (e.g. for decoys)."""
+        import secrets
+
+        self.db.execute("INSERT OR IGNORE INTO secrets VALUES (?, ?)",
+                        (name, secrets.token_bytes(32)))
+        return self.db.execute("SELECT value FROM secrets WHERE name=?", (name,)).fetchone()[0]
 
     # --- released values ----------------------------------------------------
     def save_released(self, released, period_days: int = 1, noisy: bool = False) -> None:

@@ -174,6 +174,11 @@ def test_customer_sees_only_their_own_meter(site):
     assert {r["meter"] for r in data["readings"]} == {"m01"}
     assert b'"wh"' not in body and b"energy" not in body  # ciphertext only
     assert c.request("GET", "/api/portal/data?customer=c02")[1] == body  # no way to ask
+    # Unknown customer ids get stable decoy parameters: ids cannot be enumerated.
+    a = json.loads(c.request("GET", "/api/portal/params?customer=nobody")[1])
+    b = json.loads(c.request("GET", "/api/portal/params?customer=nobody")[1])
+    real = json.loads(c.request("GET", "/api/portal/params?customer=c02")[1])
+    assert a == b and set(a) == set(real) and a["salt_auth"] != real["salt_auth"]
 
 
 # --- in the browser ---------------------------------------------------------------
@@ -287,5 +292,5 @@ def test_customer_portal_decrypts_in_the_browser(site, browser):
     con = sqlite3.connect(home / "mdms" / "mdms.db")
     tables = {t for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     con.close()
-    assert tables == {"users", "customer_logins", "sessions", "login_failures",
+    assert tables == {"secrets", "users", "customer_logins", "sessions", "login_failures",
                       "released_aggregates", "bills", "requests"}
