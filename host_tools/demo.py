@@ -1,11 +1,15 @@
 """`make demo`: the whole system on one machine, end to end, then checked.
 
-1. a key authority, a gateway, and 10 meters in 2 neighbourhoods of 5,
+1. a key authority split between the utility and the privacy guardian, a
+   gateway, and 10 meters with their customers in 2 neighbourhoods of 5,
    replaying the project's own sample data (data/sample/);
 2. the gateway (aiocoap, OSCORE) and 10 firmware processes on the
    MicroPython Unix port, one day at one-minute samples, 15-minute readings;
-3. seal, release through the key authority, print hourly demand and bills;
-4. recompute everything from the data files as plaintext ground truth.
+3. seal, release through both key holders, print hourly demand and bills;
+4. recompute everything from the data files as plaintext ground truth, and
+   let each customer decrypt their own sealed copies;
+5. set up the web dashboard and portal on the result (`--serve` keeps
+   them running).
 """
 
 from __future__ import annotations
