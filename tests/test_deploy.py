@@ -25,14 +25,6 @@ def gridveil(home, *args, timeout=300):
                           capture_output=True, text=True, cwd=REPO, timeout=timeout)
 
 
-def accepted(s, meter_id):
-    st = s.store(readonly=True)
-    try:
-        return {m["meter_id"]: m for m in st.meters()}[meter_id]["accepted"]
-    finally:
-        st.close()
-
-
 @pytest.fixture
 def deployed(tmp_path, sample_files):
     s = System(tmp_path / "gv", sample_files[:5])
@@ -57,9 +49,9 @@ def test_deploy_to_emulated_board_then_it_delivers(deployed):
     assert (emu.fs / "secrets.json").read_bytes() == \
         (s.home / "meters" / "m01" / "secrets.json").read_bytes()
     deadline = time.monotonic() + 90
-    while accepted(s, "m01") < 96 and time.monotonic() < deadline:
+    while s.accepted("m01") < 96 and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert accepted(s, "m01") == 96
+    assert s.accepted("m01") == 96
     assert emu.boots == 2  # power-on, then the reset after the deploy
 
 

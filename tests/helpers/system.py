@@ -104,6 +104,14 @@ class System:
         return demo.cross_check(self.files, self.assignment, released,
                                 {m: self.tariff for m in self.assignment}, period_days)
 
+    def accepted(self, meter_id: str) -> int:
+        """Readings the gateway has stored for this meter."""
+        s = self.store(readonly=True)
+        try:
+            return {m["meter_id"]: m for m in s.meters()}[meter_id]["accepted"]
+        finally:
+            s.close()
+
     def rejects(self) -> dict:
         s = self.store(readonly=True)
         try:
