@@ -113,39 +113,50 @@ class Gateway:
         bind = (self.config.bind, self.config.port)
         self.context = await aiocoap.Context.create_server_context(
             MeterSiteWrapper(site, self.keyring), bind=bind, transports=["udp6"])
-        self._tasks = [asyncio.create_task(self._every(self.config.seal_every_s, self.seal)),
-                       asyncio.create_task(self._every(1.0, self.flush_rejects))]
+        self._tasks = [asyncio.create_task(self._seal_loop()),
+                       asyncio.create_task(self._rejects_loop())]
         log.info("gateway listening on %s:%d for %d meters (Paillier key %s, clock %s)",
                  bind[0], bind[1], len(self.keyring), self.pes.key_id, self.config.clock)
 
-    async def _every(self, seconds: float, job) -> None:
+    async def _seal_loop(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(seconds)
+            await asyncio.sleep(self.config.seal_every_s)
             try:
-                await asyncio.get_running_loop().run_in_executor(self.executor, job)
+                await loop.run_in_executor(self.executor, self.seal_due)
             except StoreError as e:
-                log.error("%s failed: %s", job.__name__, e)
+                log.error("sealing failed: %s", e)
 
-    def seal(self, seal_all: bool = False) -> seal.SealResult:
+    def seal_due(self, seal_all: bool = False) -> seal.SealResult:
         c = self.config
         return seal.seal(self.store, self.signing_key, c.interval_s, c.grace_s, c.clock,
                          seal_all=seal_all, bill_grace_s=c.bill_grace_s)
 
-    def flush_rejects(self) -> None:
-        counts = dict(self.rejects)
-        if counts:
-            self.store.add_rejects(counts)
-            self.rejects.subtract(counts)
-            for k in [k for k, v in self.rejects.items() if v <= 0]:
-                del self.rejects[k]
+    async def _rejects_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            await self.flush_rejects()
+
+    async def flush_rejects(self) -> None:
+        """Write the rejected-message counters. The counter is only touched
+        on the event loop; the database write runs on the PES thread."""
+        counts = {k: v for k, v in self.rejects.items() if v > 0}
+        if not counts:
+            return
+        self.rejects.clear()
+        try:
+            await asyncio.get_running_loop().run_in_executor(self.executor,
+                                                             self.store.add_rejects, counts)
+        except StoreError as e:
+            log.error("cannot record rejected messages: %s", e)
+            self.rejects.update(counts)  # try again next time
 
     async def stop(self) -> None:
         for t in self._tasks:
             t.cancel()
         if self.context is not None:
             await self.context.shutdown()
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self.executor, self.flush_rejects)
+        await self.flush_rejects()
         self.executor.shutdown(wait=True)
         self.store.close()
         self.seq_store.close()
