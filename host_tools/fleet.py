@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -16,7 +15,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 FIRMWARE = REPO / "firmware"
 UNIX_BOARD = REPO / "boards" / "unix"
-PEAK_RE = re.compile(rb"mem: total=\d+, current=\d+, peak=(\d+)")
 
 
 class FleetError(Exception):
@@ -64,9 +62,10 @@ def unix_build() -> Path:
     return out
 
 
-def start_meter(meter_dir: Path, heap: str = "64K", log=None) -> subprocess.Popen:
+def start_meter(meter_dir: Path, heap: str = "64K", log=None,
+                build: Path | None = None) -> subprocess.Popen:
     """One emulated meter running the .mpy build from its own folder."""
-    b = unix_build()
+    b = build or unix_build()
     env = dict(os.environ, MICROPYPATH=f"{b / 'lib'}:{b}:.frozen")
     return subprocess.Popen([micropython(), "-X", f"heapsize={heap}", "-c", "import main"],
                             cwd=meter_dir, env=env, stdout=log or subprocess.PIPE,
@@ -77,14 +76,14 @@ def start_meter(meter_dir: Path, heap: str = "64K", log=None) -> subprocess.Pope
 class MeterRun:
     meter_dir: Path
     returncode: int
-    peak_heap: int | None
     output: str
 
 
 def run_fleet(meter_dirs: list[Path], heap: str = "64K", timeout: float = 600,
               progress=None) -> list[MeterRun]:
     """Run every meter until its replay ends and its queue is delivered."""
-    procs = [(d, start_meter(d, heap)) for d in meter_dirs]
+    b = unix_build()
+    procs = [(d, start_meter(d, heap, build=b)) for d in meter_dirs]
     deadline = time.monotonic() + timeout
     results: dict[Path, MeterRun] = {}
     outputs = {d: b"" for d, _ in procs}
@@ -98,9 +97,7 @@ def run_fleet(meter_dirs: list[Path], heap: str = "64K", timeout: float = 600,
                 except subprocess.TimeoutExpired:
                     continue
                 outputs[d] += out or b""
-                m = PEAK_RE.search(outputs[d])
-                results[d] = MeterRun(d, p.returncode, int(m.group(1)) if m else None,
-                                      outputs[d].decode(errors="replace"))
+                results[d] = MeterRun(d, p.returncode, outputs[d].decode(errors="replace"))
                 if progress:
                     progress(len(results), len(procs))
             if time.monotonic() > deadline:

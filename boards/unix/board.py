@@ -50,7 +50,7 @@ def finish(ok):
     try:
         import micropython
 
-        micropython.mem_info()  # the peak heap line is read by tests and bench
+        micropython.mem_info()  # heap use at the end, for the console log
     except ImportError:
         pass
     sys.stdout.flush() if hasattr(sys.stdout, "flush") else None
