@@ -123,6 +123,15 @@ def routes(web: Web):
             return await admin(request, str(e))
         return RedirectResponse("/admin", status_code=303)
 
+    async def admin_delete_user(request: Request):
+        form = await request.form()
+        user = str(form.get("username", ""))
+        if user == request.state.session["username"]:
+            return await admin(request, "you cannot delete your own account")
+        web.store.db.execute("DELETE FROM users WHERE username=?", (user,))
+        web.store.db.execute("DELETE FROM sessions WHERE username=? AND role!='customer'", (user,))
+        return RedirectResponse("/admin", status_code=303)
+
     async def operator(request: Request):
         gw = gateway_store(web)
         meters, rejects = ([], {})
@@ -237,7 +246,8 @@ def routes(web: Web):
 
     return [("/", index, ["GET"]), ("/login", login_page, ["GET"]), ("/login", login, ["POST"]),
             ("/logout", logout, ["POST"]), ("/admin", admin, ["GET"]),
-            ("/admin/users", admin_users, ["POST"]), ("/operator", operator, ["GET"]),
+            ("/admin/users", admin_users, ["POST"]),
+            ("/admin/users/delete", admin_delete_user, ["POST"]), ("/operator", operator, ["GET"]),
             ("/analyst", analyst, ["GET"]), ("/analyst/demand.csv", demand_csv, ["GET"]),
             ("/analyst/request", request_release, ["POST"]), ("/billing", billing, ["GET"]),
             ("/billing/bills.csv", bills_csv, ["GET"]),

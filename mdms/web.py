@@ -31,6 +31,7 @@ HOME_PAGE = {"admin": "/admin", "operator": "/operator", "analyst": "/analyst",
 ROLE_MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/admin"): frozenset({"admin"}),
     ("POST", "/admin/users"): frozenset({"admin"}),
+    ("POST", "/admin/users/delete"): frozenset({"admin"}),
     ("GET", "/operator"): frozenset({"operator"}),
     ("GET", "/analyst"): frozenset({"analyst"}),
     ("GET", "/analyst/demand.csv"): frozenset({"analyst"}),

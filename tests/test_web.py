@@ -164,6 +164,10 @@ def test_login_throttling(site):
         assert p.customer_login(home, "c09", "not the password") == 401
     assert p.customer_login(home, "c09", demo.DEMO_PASSWORD) == 429
     assert p.customer_login(home, "c08", demo.DEMO_PASSWORD) == 200  # others are not locked out
+    # The admin removes the account: it cannot log in any more.
+    assert admin.request("POST", "/admin/users/delete", {"csrf": admin.csrf,
+                                                         "username": "lockme"})[0] == 303
+    assert b"lockme" not in admin.request("GET", "/admin")[1]
 
 
 def test_customer_sees_only_their_own_meter(site):
@@ -270,10 +274,13 @@ def test_customer_portal_decrypts_in_the_browser(site, browser):
     assert shown == truth  # the customer's decrypted values are the ground truth
     total = float(page.inner_text("#total").split()[1])
     assert round(total * 1000) == sum(truth.values())
+    page.click("#portal-logout")
+    page.wait_for_url("**/portal")
+    assert page.goto(site["url"] + "/api/portal/data").status == 401
     page.close()
 
     secrets_ = [demo.DEMO_PASSWORD.encode(), wrap_key, base64.b64encode(wrap_key), wrap_key.hex().encode()]
-    sent = [b for _, b in bodies if b]
+    sent = [b for u, b in bodies if b and not u.endswith("/logout")]
     assert len(sent) == 1 and b'"verifier"' in sent[0]  # the only body: the login
     for b in sent:
         assert not any(x in b for x in secrets_)

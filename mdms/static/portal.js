@@ -130,6 +130,11 @@
         method: "POST", headers: { "Content-Type": "application/json" },
         body: JSON.stringify({ customer, verifier: b64e(verifier) }) });
       if (!login.ok) { status((await login.json()).error || "Login failed."); return; }
+      const { csrf } = await login.json();
+      document.getElementById("portal-logout").onclick = async () => {
+        await fetch("/logout", { method: "POST", headers: { "X-CSRF-Token": csrf } });
+        location.assign("/portal");  // the keys lived in this page only: gone with it
+      };
       status("Fetching your sealed readings…");
       const data = await (await fetch("/api/portal/data")).json();
       status("Decrypting on this device…");
