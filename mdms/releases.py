@@ -7,12 +7,15 @@ from __future__ import annotations
 import json
 import os
 from collections import defaultdict
+from pathlib import Path
 
+from authority.api import HttpHolder
 from authority.client import Authority
 from authority.holder import HolderHome
 from authority.keys import PASSPHRASE_ENV
 from authority.ledger import Ledger
 from authority.setup import holder_dirs
+from common.files import ConfigError, check_owner_only, read_json
 from gateway.config import GatewayHome
 from gateway.store import Store
 from host_tools import report
@@ -42,10 +45,33 @@ def demand_views(rows: list[dict]):
     return series, profile, sorted(peaks, key=lambda p: (p["hour"], p["neighbourhood"]))
 
 
-def _authority(web) -> Authority:
+def authority(home: Path) -> Authority:
+    """The key holders as the MDMS reaches them: over their HTTP APIs when
+    <home>/mdms/authority.json names them, e.g.
+
+        {"holders": {"utility": {"url": "http://127.0.0.1:8710", "token_file": "utility.token"},
+                     "guardian": {"url": "http://127.0.0.1:8711", "token_file": "guardian.token"}}}
+
+    (token files relative to that folder), else in this process. Public
+    keys for combining partials come from the authority folder."""
+    cfg_file = home / "mdms" / "authority.json"
+    keys = HolderHome(next(iter(holder_dirs(home / "authority").values()))).keys
+    if cfg_file.exists():
+        cfg = read_json(cfg_file, "MDMS authority settings")
+        try:
+            holders = {role: HttpHolder(h["url"], read_secret(cfg_file.parent / h["token_file"]))
+                       for role, h in cfg["holders"].items()}
+        except (KeyError, TypeError, AttributeError) as e:
+            raise ConfigError(f"{cfg_file} is malformed: {e!r}") from None
+        return Authority(holders, keys, requester="mdms-web")
     p = os.environ.get(PASSPHRASE_ENV)
-    return Authority.local(web.cfg.home / "authority", {"single": p, "utility": p,
-                                                          "guardian": p}, requester="mdms-web")
+    return Authority.local(home / "authority", {"single": p, "utility": p, "guardian": p},
+                           requester="mdms-web")
+
+
+def read_secret(path: Path) -> str:
+    check_owner_only(path, "API token")
+    return path.read_text().strip()
 
 
 def approve(web, rid: int, who: str) -> str:
@@ -55,7 +81,7 @@ def approve(web, rid: int, who: str) -> str:
     req = rows[0]
     params = json.loads(req["params"])
     gw = Store(GatewayHome(web.cfg.home / "gateway").db, readonly=True)
-    auth = _authority(web)
+    auth = authority(web.cfg.home)
     out = report.Released()
     try:
         if req["kind"] == "aggregates":

@@ -91,3 +91,20 @@ def test_api_rejects_missing_tokens_and_garbage(servers):
             urllib.request.urlopen(req)
         assert e.value.code == status, (path, body)
     assert procs["utility"][0].poll() is None  # still serving
+
+
+def test_mdms_web_reaches_holders_through_their_apis(servers):
+    from mdms.releases import authority
+
+    tmp_path, store, procs = servers
+    (tmp_path / "mdms").mkdir(exist_ok=True)
+    holders = {}
+    for role, (_, url, token) in procs.items():
+        f = tmp_path / "mdms" / f"{role}.token"
+        f.write_text(token)
+        f.chmod(0o600)
+        holders[role] = {"url": url, "token_file": f.name}
+    (tmp_path / "mdms" / "authority.json").write_text(json.dumps({"holders": holders}))
+    auth = authority(tmp_path)
+    assert all(isinstance(h, HttpHolder) for h in auth.holders.values())
+    assert auth.release_aggregate(*agg(store, "big", T1 + 900)) == sum(100 + i for i in range(1, 6))
