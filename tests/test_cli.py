@@ -112,3 +112,24 @@ def test_provision_never_prints_secrets(tmp_path):
     assert s2["wifi_password"] == "wifi-secret-42"
     settings = json.loads((tmp_path / "meters" / "m2" / "settings.json").read_text())
     assert settings["sensor"]["imp_per_kwh"] == 800 and "wifi_password" not in settings
+
+
+def test_authority_verify_detects_an_edited_log(tmp_path):
+    import sqlite3
+
+    from authority.ledger import Ledger
+
+    assert gridveil("authority", "init", "--bits", "512", home=tmp_path).returncode == 0
+    db = tmp_path / "authority" / "guardian" / "authority.db"
+    led = Ledger(db)
+    for i in range(3):
+        led.record("mdms", "aggregate", f"agg:n:{i}", False, "too_few: test")
+    led.close()
+    r = gridveil("authority", "verify", "--holder", "guardian", home=tmp_path)
+    assert r.returncode == 0 and "OK: 3 entries" in r.stdout
+    con = sqlite3.connect(db)
+    con.execute("UPDATE log SET granted=1 WHERE n=2")
+    con.commit()
+    con.close()
+    r = gridveil("authority", "verify", "--holder", "guardian", home=tmp_path)
+    assert r.returncode == 1 and "BROKEN: entry 2" in r.stdout
