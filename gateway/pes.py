@@ -66,6 +66,7 @@ class PES:
         self.epochs = store.key_epochs()
         if not self.epochs:
             raise StoreError("the gateway has no Paillier public key; run `gridveil gateway init`")
+        self._pubs = {kid: pub for _, kid, pub in self.epochs}
         self._meters: dict[str, MeterInfo] = {}
         self._day_keys: dict[tuple[str, int], tuple[int, bytes]] = {}
 
@@ -98,7 +99,7 @@ class PES:
         return kid, paillier.to_bytes(pub, pub.encrypt(energy_wh))
 
     def _add(self, kid: str, acc: bytes, c: bytes) -> bytes:
-        pub = next(p for _, k, p in self.epochs if k == kid)
+        pub = self._pubs[kid]
         return paillier.to_bytes(pub, paillier.from_bytes(pub, acc) + paillier.from_bytes(pub, c))
 
     def ingest(self, meter_id: str, readings: list[Reading], fw: str | None,

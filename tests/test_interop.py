@@ -62,6 +62,16 @@ def _start_peer(ctxdir: Path, port: int) -> subprocess.Popen:
     return p
 
 
+def _probe_against_peer(ctxdir: Path, port: int, *probe_args) -> str:
+    """Start the aiocoap peer, run the firmware probe against it, stop it."""
+    peer = _start_peer(ctxdir, port)
+    try:
+        return _probe(port, *probe_args)
+    finally:
+        peer.terminate()
+        peer.wait()
+
+
 def _probe(port: int, secret: str, salt: str, sender: str, recipient: str, count: int,
            first_seq: int) -> str:
     out = subprocess.run([fleet.micropython(), "-X", "heapsize=64K",
@@ -80,23 +90,13 @@ def test_firmware_client_exchanges_with_aiocoap_oscore_server(tmp_path):
         "sender-id_hex": server_id, "recipient-id_hex": client_id, "secret_hex": secret,
         "salt_hex": salt, "algorithm": "AES-CCM-16-64-128"}))
     port = demo.free_udp_port()
-    peer = _start_peer(ctxdir, port)
-    try:
-        out = _probe(port, secret, salt, client_id, server_id, 3, 0)
-    finally:
-        peer.terminate()
-        peer.wait()
+    out = _probe_against_peer(ctxdir, port, secret, salt, client_id, server_id, 3, 0)
     results = [line for line in out.splitlines() if line.startswith("RESULT")]
     assert results == [f"RESULT 68 {{'oscore': True, 'got': {{'n': {i}}}}}" for i in range(3)], out
     assert "Echo" not in out  # a fresh aiocoap context starts with an empty window
 
     # aiocoap restarts without its replay window: it challenges with Echo,
     # which the firmware answers; the client continues at higher numbers.
-    peer = _start_peer(ctxdir, port)
-    try:
-        out = _probe(port, secret, salt, client_id, server_id, 1, 100)
-    finally:
-        peer.terminate()
-        peer.wait()
+    out = _probe_against_peer(ctxdir, port, secret, salt, client_id, server_id, 1, 100)
     assert "asked for Echo" in out
     assert "RESULT 68 {'oscore': True, 'got': {'n': 0}}" in out
