@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 
-from common.files import ConfigError
+from common.files import ConfigError, settings_from
 
 SAFE_MIN_K = 3  # below this a released sum is close to a single household
 SAFE_MIN_BILL_DAYS = 1
@@ -56,12 +56,7 @@ class Policy:
 
     @classmethod
     def from_json(cls, d: dict) -> Policy:
-        try:
-            p = cls(**d)
-        except TypeError as e:
-            raise ConfigError(f"authority policy: {e}") from None
-        p.validate()
-        return p
+        return settings_from(cls, d, "authority policy")
 
     def to_json(self) -> dict:
         return asdict(self)

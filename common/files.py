@@ -54,3 +54,20 @@ def check_owner_only(path: Path, what: str) -> None:
         raise ConfigError(
             f"{what} {path} is readable by others (mode {mode:o}); run `chmod 600 {path}`"
         )
+
+
+def settings_from(cls, d, where: str):
+    """A validated settings dataclass from a JSON object, with a clear error
+    naming `where` for unknown keys, wrong shapes and bad values."""
+    from dataclasses import fields
+
+    known = {f.name for f in fields(cls)}
+    if not isinstance(d, dict) or set(d) - known:
+        extra = sorted(set(d) - known) if isinstance(d, dict) else "not a JSON object"
+        raise ConfigError(f"{where}: unknown settings {extra}")
+    try:
+        obj = cls(**d)
+    except TypeError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    obj.validate()
+    return obj

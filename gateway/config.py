@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from common.files import ConfigError, read_json, write_json
+from common.files import ConfigError, read_json, settings_from, write_json
 
 
 @dataclass
@@ -46,16 +46,8 @@ class GatewayHome:
         self.signing_pub = self.path / "signing.pub"
 
     def load_config(self) -> GatewayConfig:
-        d = read_json(self.config_file, "gateway settings")
-        known = {f.name for f in fields(GatewayConfig)}
-        if not isinstance(d, dict) or set(d) - known:
-            raise ConfigError(f"{self.config_file}: unknown settings {sorted(set(d) - known)}")
-        try:
-            cfg = GatewayConfig(**d)
-        except TypeError as e:
-            raise ConfigError(f"{self.config_file}: {e}") from None
-        cfg.validate()
-        return cfg
+        return settings_from(GatewayConfig, read_json(self.config_file, "gateway settings"),
+                             str(self.config_file))
 
     def save_config(self, cfg: GatewayConfig) -> None:
         cfg.validate()
