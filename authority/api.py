@@ -1,187 +1,153 @@
-"""A key holder's small local HTTP API, and the client the MDMS uses.
+"""A key holder's HTTP API (Starlette, served by uvicorn, TLS optional):
 
-    POST /v1/aggregate  {"record": b64, "signature": b64, "dp": false}
-    POST /v1/bill       {"meter_id", "start", "end", "prices": {"0": 25000},
-                         "days": [{"record": b64, "signature": b64}, ...]}
-    GET  /v1/log        the decision log
-    GET  /v1/verify     {"ok": true, "message": "..."}
+    GET  /v1/keys        {"keys": {key_id: n}}: public keys, to combine partials
+    POST /v1/aggregate   {"parts": [{"record": b64, "signature": b64}, ...], "dp": false}
+    POST /v1/bill        {"meter_id", "start", "end", "prices": {"0": 25000},
+                          "days": [{"record": b64, "signature": b64}, ...]}
+    POST /v1/refusal     {"kind", "subject", "reason"}: log a decline made elsewhere
+    GET  /v1/log         the decision log (?after=N&limit=M)
+    GET  /v1/verify      {"ok": true, "message": "..."}
 
 Records travel as their signed bytes. A grant answers 200 with
-{"kind": "value"|"partial", "number": "<decimal>", "key_id", "receipt": {"n", "hash"}};
-a refusal answers 403 with {"refused": code, "message"}; bad input 400.
-Every call needs `Authorization: Bearer <token>`; the holder keeps only
-SHA-256 hashes of tokens, each naming the requester that the log records.
-The server handles one request at a time and listens on loopback by default.
+{"kind": "value"|"partial", "number": "<decimal>", "key_id", "contributors",
+"receipt": {"n", "hash"}}; a refusal answers 403 {"refused": code,
+"message"}; bad input 400 with a message. Every call needs
+`Authorization: Bearer <token>`; the holder keeps only SHA-256 hashes of
+tokens (`gridveil holder allow`), each naming the requester its log records.
+Decisions run one at a time on one worker thread, so "released once" can
+never race.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
 import logging
-import secrets
-import urllib.error
-import urllib.request
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from common import records
-from common.files import ConfigError, read_json, write_atomic, write_json
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
-from .holder import Answer, BillRequest, KeyHolder
-from .ledger import Receipt
+from common import records
+from common.asgi import BodyTooLarge, read_body
+from common.files import ConfigError, read_json, write_json
+
+from .holder import Answer, BillRequest, KeyHolder, check_name
 from .policy import Refusal
 
-log = logging.getLogger("gridveil.authority.api")
-TOKENS = "api-tokens.json"
+log = logging.getLogger("gridveil.holder.api")
 MAX_BODY = 4 << 20
+MAX_LOG_PAGE = 5000
 
 
-def new_token(holder_dir: Path, requester: str, out: Path) -> None:
-    """Create a bearer token for `requester`; write it to `out` (0600)."""
-    path = Path(holder_dir) / TOKENS
+def allow(holder_dir: Path, requester: str, token_sha256: str) -> None:
+    """Accept bearer tokens whose SHA-256 is `token_sha256` as `requester`.
+    The token itself is made and kept by the requester (the MDMS)."""
+    check_name(requester, "requester name")
+    h = token_sha256.strip().lower()
+    if len(h) != 64 or any(c not in "0123456789abcdef" for c in h):
+        raise ConfigError("the token hash must be 64 hex digits (SHA-256)")
+    path = Path(holder_dir) / "api-tokens.json"
     tokens = read_json(path, "API tokens", secret=True) if path.exists() else {}
-    token = secrets.token_urlsafe(32)
-    tokens[hashlib.sha256(token.encode()).hexdigest()] = requester
+    tokens[h] = requester
     write_json(path, tokens, secret=True)
-    write_atomic(Path(out), (token + "\n").encode(), secret=True)
 
 
-def _signed(item: dict):
+def _signed(item) -> tuple:
+    if not isinstance(item, dict):
+        raise ValueError("each record must be an object {record, signature}")
     rec = records.parse(base64.b64decode(item["record"], validate=True))
     return rec, base64.b64decode(item["signature"], validate=True)
 
 
 def _answer_json(a: Answer) -> dict:
     return {"kind": a.kind, "number": str(a.number), "key_id": a.key_id,
-            "receipt": {"n": a.receipt.n, "hash": a.receipt.hash}}
+            "contributors": a.contributors, "receipt": {"n": a.receipt.n, "hash": a.receipt.hash}}
 
 
-def make_handler(holder: KeyHolder, tokens: dict[str, str]):
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "gridveil-authority"
+def create_app(holder: KeyHolder, tokens: dict[str, str]) -> Starlette:
+    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="holder")
 
-        def log_message(self, fmt, *args):  # requests go to our log, not stderr
-            log.info("%s %s", self.address_string(), fmt % args)
+    async def run(fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(worker, fn, *args)
 
-        def _send(self, status: int, obj) -> None:
-            body = json.dumps(obj).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def requester(request: Request) -> str | None:
+        auth = request.headers.get("authorization", "")
+        if not auth.startswith("Bearer "):
+            return None
+        return tokens.get(hashlib.sha256(auth[7:].strip().encode()).hexdigest())
 
-        def _requester(self) -> str | None:
-            auth = self.headers.get("Authorization", "")
-            if not auth.startswith("Bearer "):
-                return None
-            return tokens.get(hashlib.sha256(auth[7:].strip().encode()).hexdigest())
-
-        def _body(self) -> dict:
-            n = int(self.headers.get("Content-Length") or 0)
-            if not 0 < n <= MAX_BODY:
-                raise ValueError("missing or oversized body")
-            d = json.loads(self.rfile.read(n))
-            if not isinstance(d, dict):
-                raise ValueError("body must be a JSON object")
-            return d
-
-        def do_GET(self):
-            who = self._requester()
+    def endpoint(handler, needs_body: bool):
+        async def wrapped(request: Request):
+            who = requester(request)
             if who is None:
-                return self._send(401, {"error": "a valid bearer token is required"})
-            if self.path == "/v1/log":
-                return self._send(200, holder.ledger.entries())
-            if self.path == "/v1/verify":
-                ok, msg = holder.ledger.verify()
-                return self._send(200, {"ok": ok, "message": msg})
-            return self._send(404, {"error": "no such resource"})
-
-        def do_POST(self):
-            who = self._requester()
-            if who is None:
-                return self._send(401, {"error": "a valid bearer token is required"})
+                return JSONResponse({"error": "a valid bearer token is required"}, 401)
             try:
-                body = self._body()
-                if self.path == "/v1/aggregate":
-                    rec, sig = _signed(body)
-                    if not isinstance(rec, records.AggregateRecord):
-                        raise ValueError("not an aggregate record")
-                    a = holder.release_aggregate(rec, sig, who, bool(body.get("dp", False)))
-                elif self.path == "/v1/bill":
-                    days = [_signed(x) for x in body["days"]]
-                    if not all(isinstance(r, records.BillDayRecord) for r, _ in days):
-                        raise ValueError("not a bill day record")
-                    req = BillRequest(str(body["meter_id"]), int(body["start"]), int(body["end"]),
-                                      {int(k): v for k, v in body["prices"].items()}, days)
-                    a = holder.release_bill(req, who)
-                else:
-                    return self._send(404, {"error": "no such resource"})
+                body = None
+                if needs_body:
+                    body = json.loads(await read_body(request, MAX_BODY))
+                    if not isinstance(body, dict):
+                        raise ValueError("body must be a JSON object")
+                return JSONResponse(await handler(request, who, body))
+            except BodyTooLarge:
+                return JSONResponse({"error": f"body over {MAX_BODY} bytes"}, 413)
             except Refusal as r:
-                return self._send(403, {"refused": r.code, "message": str(r)})
+                return JSONResponse({"refused": r.code, "message": str(r)}, 403)
             except (ValueError, KeyError, TypeError, AttributeError) as e:
-                return self._send(400, {"error": f"bad request: {e}"})
-            return self._send(200, _answer_json(a))
+                return JSONResponse({"error": f"bad request: {str(e)[:200]}"}, 400)
+        return wrapped
 
-    return Handler
+    async def keys(request, who, body):
+        return {"keys": holder.public_keys(), "role": holder.role}
+
+    async def aggregate(request, who, body):
+        parts = [_signed(x) for x in body["parts"]]
+        if not all(isinstance(r, records.AggregateRecord) for r, _ in parts):
+            raise ValueError("not an aggregate record")
+        return _answer_json(await run(holder.release_aggregate, parts, who, bool(body.get("dp"))))
+
+    async def bill(request, who, body):
+        days = [_signed(x) for x in body["days"]]
+        if not all(isinstance(r, records.BillDayRecord) for r, _ in days):
+            raise ValueError("not a bill day record")
+        prices = {int(k): v for k, v in body["prices"].items()}
+        req = BillRequest(str(body["meter_id"]), int(body["start"]), int(body["end"]), prices,
+                          days)
+        return _answer_json(await run(holder.release_bill, req, who))
+
+    async def refusal(request, who, body):
+        r = await run(holder.note_refusal, who, str(body["kind"]), str(body["subject"]),
+                      str(body["reason"]))
+        return {"receipt": {"n": r.n, "hash": r.hash}}
+
+    async def log_entries(request, who, body):
+        after = int(request.query_params.get("after", 0))
+        limit = max(1, min(MAX_LOG_PAGE, int(request.query_params.get("limit", MAX_LOG_PAGE))))
+        return {"role": holder.role, "entries": await run(holder.ledger.entries, after, limit)}
+
+    async def verify(request, who, body):
+        ok, msg = await run(holder.ledger.verify)
+        return {"ok": ok, "message": msg, "role": holder.role}
+
+    async def not_found(request, exc):
+        return JSONResponse({"error": "no such resource"}, 404)
+
+    routes = [Route("/v1/keys", endpoint(keys, False)),
+              Route("/v1/aggregate", endpoint(aggregate, True), methods=["POST"]),
+              Route("/v1/bill", endpoint(bill, True), methods=["POST"]),
+              Route("/v1/refusal", endpoint(refusal, True), methods=["POST"]),
+              Route("/v1/log", endpoint(log_entries, False)),
+              Route("/v1/verify", endpoint(verify, False))]
+    return Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})
 
 
-def serve(holder: KeyHolder, host: str = "127.0.0.1", port: int = 8710, ready=None) -> None:
-    path = holder.home.path / TOKENS
-    if not path.exists():
-        raise ConfigError(f"no API tokens in {holder.home.path}; create one with"
-                          " `gridveil authority token`")
-    tokens = read_json(path, "API tokens", secret=True)
-    httpd = HTTPServer((host, port), make_handler(holder, tokens))
-    log.info("%s key holder API on http://%s:%d", holder.role, host, httpd.server_port)
-    if ready:
-        ready(httpd.server_port)
-    try:
-        httpd.serve_forever()
-    finally:
-        httpd.server_close()
-
-
-class HttpHolder:
-    """The MDMS side: the same calls as an in-process KeyHolder."""
-
-    def __init__(self, url: str, token: str, timeout: float = 30):
-        self.url = url.rstrip("/")
-        self.token = token
-        self.timeout = timeout
-
-    def close(self) -> None:
-        pass
-
-    def _post(self, path: str, obj: dict) -> Answer:
-        req = urllib.request.Request(self.url + path, data=json.dumps(obj).encode(), method="POST",
-                                     headers={"Authorization": f"Bearer {self.token}",
-                                              "Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as r:
-                d = json.loads(r.read())
-        except urllib.error.HTTPError as e:
-            d = json.loads(e.read() or b"{}")
-            if e.code == 403:
-                raise Refusal(d.get("refused", "refused"), d.get("message", "refused")) from None
-            raise ConfigError(f"key holder at {self.url} answered {e.code}:"
-                              f" {d.get('error', '')}") from None
-        except urllib.error.URLError as e:
-            raise ConfigError(f"cannot reach the key holder at {self.url}: {e.reason}") from None
-        return Answer(d["kind"], int(d["number"]), Receipt(**d["receipt"]), d["key_id"])
-
-    @staticmethod
-    def _item(rec, sig) -> dict:
-        return {"record": base64.b64encode(rec.signed_bytes()).decode(),
-                "signature": base64.b64encode(sig).decode()}
-
-    def release_aggregate(self, rec, signature, requester=None, with_dp=False) -> Answer:
-        return self._post("/v1/aggregate", {**self._item(rec, signature), "dp": with_dp})
-
-    def release_bill(self, req: BillRequest, requester=None) -> Answer:
-        return self._post("/v1/bill", {
-            "meter_id": req.meter_id, "start": req.start, "end": req.end,
-            "prices": {str(k): v for k, v in req.prices.items()},
-            "days": [self._item(r, s) for r, s in req.days]})
+def load_tokens(holder: KeyHolder) -> dict[str, str]:
+    if not holder.home.tokens.exists():
+        raise ConfigError(f"no API tokens in {holder.home.path}; allow a requester with"
+                          " `gridveil holder allow`")
+    return read_json(holder.home.tokens, "API tokens", secret=True)

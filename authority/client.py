@@ -1,68 +1,135 @@
-"""The key authority as the MDMS sees it: one holder in single mode, two in
-threshold mode, each either in this process or behind its HTTP API
-(authority/api.py). Values come back only when every holder agreed."""
+"""The key authority as the MDMS reaches it: each holder behind its HTTP
+API (authority/api.py), never in the MDMS's process. A value comes back
+only when every holder granted; the MDMS combines the partials with the
+public key alone, a key it checks against the key id the records name.
+
+This module is all the MDMS imports from authority/: it holds no key, no
+share and no ledger.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import base64
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
-from common import records
+from common import paillier
+from common.errors import Refusal
+from common.files import ConfigError
+from common.http import HttpError, JsonClient
 
-from . import threshold
-from .holder import Answer, BillRequest, KeyHolder
-from .keys import KeyDir
-from .policy import Refusal
-from .setup import holder_dirs
+__all__ = ["Authority", "HolderClient", "Refusal", "token_hash"]
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _item(rec, sig: bytes) -> dict:
+    return {"record": base64.b64encode(rec.signed_bytes()).decode(),
+            "signature": base64.b64encode(sig).decode()}
+
+
+@dataclass(frozen=True)
+class Receipt:
+    n: int
+    hash: str
+
+
+class HolderClient:
+    def __init__(self, role: str, url: str, token: str, ca_file=None, timeout: float = 120):
+        self.role = role
+        self.http = JsonClient(url, ca_file, {"Authorization": f"Bearer {token}"}, timeout)
+
+    def _call(self, method: str, path: str, obj=None):
+        try:
+            return self.http.post(path, obj) if method == "POST" else self.http.get(path)
+        except HttpError as e:
+            if e.status == 403 and "refused" in e.body:
+                raise Refusal(e.body["refused"], f"{self.role}: {e.body.get('message', '')}") \
+                    from None
+            raise ConfigError(f"{self.role} key holder: {e}") from None
+
+    def keys(self) -> dict[str, int]:
+        return {k: int(n) for k, n in self._call("GET", "/v1/keys")["keys"].items()}
+
+    def aggregate(self, parts, with_dp: bool) -> dict:
+        return self._call("POST", "/v1/aggregate", {"parts": [_item(r, s) for r, s in parts],
+                                                     "dp": with_dp})
+
+    def bill(self, meter_id: str, start: int, end: int, prices: dict[int, int], days) -> dict:
+        return self._call("POST", "/v1/bill", {
+            "meter_id": meter_id, "start": start, "end": end,
+            "prices": {str(k): v for k, v in prices.items()},
+            "days": [_item(r, s) for r, s in days]})
+
+    def note_refusal(self, kind: str, subject: str, reason: str) -> dict:
+        return self._call("POST", "/v1/refusal", {"kind": kind, "subject": subject,
+                                                  "reason": reason})
+
+    def log(self, after: int = 0, limit: int = 5000) -> list[dict]:
+        return self._call("GET", f"/v1/log?after={int(after)}&limit={int(limit)}")["entries"]
+
+    def verify(self) -> dict:
+        return self._call("GET", "/v1/verify")
 
 
 class Authority:
-    def __init__(self, holders: dict, keys: KeyDir, requester: str = "mdms"):
-        self.holders = holders  # role -> KeyHolder or api.HttpHolder
-        self.keys = keys
-        self.requester = requester
-        self.receipts: dict[str, list] = {role: [] for role in holders}
+    """All holders of one deployment: one ("single") or two ("utility",
+    "guardian"). Every holder checks the policy on its own and logs its own
+    decision; a refusal by any one of them is final."""
 
-    @classmethod
-    def local(cls, home: Path, passphrases: dict[str, str | None] | None = None,
-              requester: str = "mdms") -> Authority:
-        passphrases = passphrases or {}
-        dirs = holder_dirs(home)
-        holders = {role: KeyHolder(d, passphrases.get(role)) for role, d in dirs.items()}
-        return cls(holders, next(iter(holders.values())).home.keys, requester)
+    def __init__(self, holders: dict[str, HolderClient]):
+        if set(holders) not in ({"single"}, {"utility", "guardian"}):
+            raise ConfigError("configure one single key holder, or the utility's and the"
+                              f" guardian's; got {sorted(holders)}")
+        self.holders = holders
+        self.receipts: dict[str, list[Receipt]] = {role: [] for role in holders}
+        self._pubs: dict[str, object] = {}
+        self._pool = ThreadPoolExecutor(len(holders), thread_name_prefix="holder-call")
 
-    @property
-    def mode(self) -> str:
-        return "single" if set(self.holders) == {"single"} else "threshold"
+    def public_key(self, key_id: str):
+        if key_id not in self._pubs:
+            for h in self.holders.values():
+                n = h.keys().get(key_id)
+                if n is not None:
+                    self._pubs[key_id] = paillier.public_from_n(n, key_id)
+                    break
+            else:
+                raise ConfigError(f"no key holder knows key epoch {key_id}")
+        return self._pubs[key_id]
 
-    def close(self) -> None:
-        for h in self.holders.values():
-            h.close()
-
-    def _combine(self, answers: dict[str, Answer]) -> int:
-        for role, a in answers.items():
-            self.receipts[role].append(a.receipt)
-        if self.mode == "single":
-            return answers["single"].number
-        key_id = next(iter(answers.values())).key_id
-        return threshold.combine(self.keys.public(key_id), [a.number for a in answers.values()])
-
-    def _ask_all(self, ask) -> int:
-        # Every holder checks on its own and logs its own decision; a refusal
-        # by any one of them is final (the others' partials are useless alone).
+    def _ask_all(self, ask) -> tuple[int, dict]:
+        # The holders are separate services: ask them at once, so their
+        # exponentiations run side by side.
+        futures = {role: self._pool.submit(ask, h) for role, h in self.holders.items()}
         answers, refusal = {}, None
-        for role, h in self.holders.items():
+        for role, f in futures.items():
             try:
-                answers[role] = ask(h)
+                answers[role] = f.result()
             except Refusal as r:
-                refusal = refusal or Refusal(r.code, f"{role}: {r}")
+                refusal = refusal or r
         if refusal:
             raise refusal
-        return self._combine(answers)
+        for role, a in answers.items():
+            self.receipts[role].append(Receipt(**a["receipt"]))
+        first = next(iter(answers.values()))
+        if set(self.holders) == {"single"}:
+            return int(first["number"]), first
+        pub = self.public_key(first["key_id"])
+        return paillier.combine_partials(pub, [int(a["number"]) for a in answers.values()]), first
 
-    def release_aggregate(self, rec: records.AggregateRecord, signature: bytes,
-                          with_dp: bool = False) -> int:
-        return self._ask_all(lambda h: h.release_aggregate(rec, signature, self.requester, with_dp))
+    def release_aggregate(self, parts, with_dp: bool = False) -> tuple[int, int]:
+        """(value in Wh, contributors) of one (neighbourhood, interval) from
+        every gateway's signed part."""
+        value, first = self._ask_all(lambda h: h.aggregate(parts, with_dp))
+        return value, int(first.get("contributors", 0))
 
-    def release_bill(self, req: BillRequest) -> int:
-        return self._ask_all(lambda h: h.release_bill(req, self.requester))
+    def release_bill(self, meter_id: str, start: int, end: int, prices: dict[int, int],
+                     days) -> int:
+        return self._ask_all(lambda h: h.bill(meter_id, start, end, prices, days))[0]
 
+    def note_refusal(self, kind: str, subject: str, reason: str) -> None:
+        for h in self.holders.values():
+            h.note_refusal(kind, subject, reason)

@@ -1,11 +1,17 @@
-"""One key holder: the whole key authority in single mode, or one of the
-two share holders (the utility's, the privacy guardian's) in threshold mode.
+"""One key holder: the whole key in single mode, or one of the two share
+holders (the utility's, the privacy guardian's) in threshold mode. Each
+runs as its own service with its own home (`gridveil holder ...`).
 
 Every request passes the policy checks in order; the first that fails is a
 Refusal with a clear message. Every request, granted or refused, is
 appended to the holder's own hash-chained log. A holder that grants returns
 the plaintext (single) or its partial decryption (threshold), with its
 differential-privacy noise already in when the release asked for it.
+
+An aggregate release names one (neighbourhood, interval) and carries one
+signed part per gateway that has meters there; the holder verifies every
+part against that gateway's own key, multiplies the ciphertexts and adds
+up the contributors itself, and releases the combined sum once.
 """
 
 from __future__ import annotations
@@ -14,30 +20,39 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import paillier, records
-from common.files import ConfigError, check_owner_only, read_json, write_json
-from gateway import signing
+from common import paillier, records, signing
+from common.files import ConfigError, check_name, check_owner_only, read_json, write_atomic, write_json
 
-from . import dp, threshold
+from . import dp, keys, threshold
 from .keys import KeyDir
 from .ledger import Ledger, Receipt
 from .policy import Policy, Refusal
 
-log = logging.getLogger("gridveil.authority")
+log = logging.getLogger("gridveil.holder")
 
 DAY = 86400
 ROLES = ("single", "utility", "guardian")
 MAX_BILL_DAYS = 400
+MAX_PARTS = 64  # gateways in one neighbourhood
 
 
 class HolderHome:
+    """Files of one key holder, all in its own directory."""
+
     def __init__(self, path: Path):
         self.path = Path(path)
         self.meta = self.path / "holder.json"
         self.keys = KeyDir(self.path / "keys")
-        self.gateway_pub = self.path / "gateway-signing.pub"
+        self.gateways = self.path / "gateways"  # <gateway id>.pub: trusted signing keys
         self.policy = self.path / "policy.json"
         self.ledger = self.path / "authority.db"
+        self.tokens = self.path / "api-tokens.json"
+        self.transport = self.path / "transport-key.json"
+
+    def gateway_keys(self) -> dict:
+        if not self.gateways.is_dir():
+            return {}
+        return {p.name[:-4]: signing.load_public(p) for p in sorted(self.gateways.glob("*.pub"))}
 
 
 @dataclass
@@ -55,6 +70,66 @@ class Answer:
     number: int
     receipt: Receipt
     key_id: str
+    contributors: int = 0
+
+
+def create(home: Path, role: str, policy: Policy, passphrase: str | None) -> bytes:
+    """A new holder home; returns the raw X25519 key the dealer seals the
+    share (or the single key) to."""
+    h = HolderHome(home)
+    if role not in ROLES:
+        raise ConfigError(f"role must be one of {ROLES}")
+    if h.meta.exists():
+        raise ConfigError(f"a key holder already exists in {h.path}")
+    policy.validate()
+    if passphrase is None:
+        raise ConfigError(f"a key holder's secrets are encrypted at rest: give its passphrase in"
+                          f" ${keys.PASSPHRASE_ENV} or with --passphrase-file")
+    h.path.mkdir(parents=True, exist_ok=True)
+    h.path.chmod(0o700)
+    pub = keys.new_transport_key(h.transport, passphrase)
+    write_json(h.policy, policy.to_json())
+    write_json(h.meta, {"role": role})
+    return pub
+
+
+def import_key(home: Path, box_file: Path, pub_file: Path, passphrase: str | None) -> str:
+    """Open what the dealer sealed to this holder and keep it encrypted
+    under the holder's own passphrase."""
+    h = HolderHome(home)
+    meta = read_json(h.meta, "key holder settings")
+    pub = paillier.load_public(pub_file)
+    kid = paillier.key_id(pub)
+    box = read_json(box_file, "sealed key")
+    secret = keys.open_box(keys.load_transport_key(h.transport, passphrase), box, str(box_file))
+    if secret.get("key_id") != kid:
+        raise ConfigError(f"{box_file} holds a key for epoch {secret.get('key_id')}, not {kid}")
+    h.keys.save_public(pub)
+    try:
+        if meta.get("role") == "single":
+            from phe import PaillierPrivateKey
+
+            p, q = int(secret["p"]), int(secret["q"])
+            if p * q != pub.n:
+                raise ConfigError(f"{box_file} does not match the public key {kid}")
+            h.keys.save_private(PaillierPrivateKey(pub, p, q), passphrase)
+        else:
+            share = threshold.Share(kid, int(secret["index"]), int(secret["n"]), int(secret["d"]))
+            if share.n != pub.n:
+                raise ConfigError(f"{box_file} does not match the public key {kid}")
+            h.keys.save_share(share, passphrase)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError(f"{box_file} is malformed: {e}") from None
+    return kid
+
+
+def trust_gateway(home: Path, gateway_id: str, pub_file: Path) -> None:
+    check_name(gateway_id, "gateway id")
+    pem = Path(pub_file).read_bytes() if Path(pub_file).exists() else None
+    if pem is None:
+        raise ConfigError(f"gateway public key not found: {pub_file}")
+    signing.parse_public(pem, str(pub_file))
+    write_atomic(HolderHome(home).gateways / f"{gateway_id}.pub", pem)
 
 
 class KeyHolder:
@@ -65,44 +140,27 @@ class KeyHolder:
         if self.role not in ROLES:
             raise ConfigError(f"{self.home.meta}: role must be one of {ROLES}")
         self.policy = Policy.from_json(read_json(self.home.policy, "authority policy"))
-        self.gateway_pub = signing.load_public(self.home.gateway_pub)
+        self.gateways = self.home.gateway_keys()
         self.epochs = self.home.keys.epochs()
         if not self.epochs:
-            raise ConfigError(f"no keys in {self.home.keys.path}")
-        for kid in self.epochs:  # fail at start, not at the first release
+            raise ConfigError(f"no keys in {self.home.keys.path}; import this holder's key with"
+                              " `gridveil holder import-key`")
+        self._secrets: dict[str, object] = {}
+        for kid in self.epochs:  # fail at start (wrong passphrase, clear file), not at a release
             f = self.home.keys.key_file(kid) if self.role == "single" else \
                 self.home.keys.share_file(kid)
             if not f.exists():
                 raise ConfigError(f"key file missing for epoch {kid}: {f}")
             check_owner_only(f, "key file")
-        self._passphrase = passphrase
-        self._secrets: dict[str, object] = {}
+            self._secrets[kid] = self.home.keys.private(kid, passphrase) \
+                if self.role == "single" else self.home.keys.share(kid, passphrase)
         self.ledger = Ledger(self.home.ledger)
 
     def close(self) -> None:
         self.ledger.close()
 
-    # --- setup -----------------------------------------------------------
-    @staticmethod
-    def create(home: Path, role: str, policy: Policy) -> HolderHome:
-        h = HolderHome(home)
-        if h.meta.exists():
-            raise ConfigError(f"a key holder already exists in {h.path}")
-        policy.validate()
-        h.path.mkdir(parents=True, exist_ok=True)
-        write_json(h.meta, {"role": role})
-        write_json(h.policy, policy.to_json())
-        return h
-
-    # --- keys ------------------------------------------------------------
-    def _secret(self, key_id: str):
-        if key_id not in self.epochs:
-            raise Refusal("wrong_key", f"no key epoch {key_id} at this holder")
-        if key_id not in self._secrets:
-            keys = self.home.keys
-            self._secrets[key_id] = keys.private(key_id, self._passphrase) if self.role == "single" \
-                else keys.share(key_id, self._passphrase)
-        return self._secrets[key_id]
+    def public_keys(self) -> dict[str, str]:
+        return {kid: str(self.home.keys.public(kid).n) for kid in self.epochs}
 
     def _open(self, key_id: str, c: bytes, noise: int) -> tuple[str, int]:
         pub = self.home.keys.public(key_id)
@@ -111,7 +169,9 @@ class KeyHolder:
         except ValueError as e:
             raise Refusal("bad_ciphertext", f"ciphertext is not valid for key {key_id}: {e}") \
                 from None
-        secret = self._secret(key_id)
+        if key_id not in self._secrets:
+            raise Refusal("wrong_key", f"no key epoch {key_id} at this holder")
+        secret = self._secrets[key_id]
         if self.role == "single":
             return "value", secret.decrypt(enc) + noise
         return "partial", threshold.partial(secret, enc.ciphertext(be_secure=False), noise)
@@ -129,36 +189,74 @@ class KeyHolder:
                                      marks, dp_spend)
         return Answer(answer_kind, number, receipt, key_id)
 
-    def release_aggregate(self, rec: records.AggregateRecord, signature: bytes,
+    def _verify(self, rec, signature: bytes) -> None:
+        pub = self.gateways.get(rec.gateway_id)
+        if pub is None:
+            raise Refusal("unknown_gateway", f"gateway {rec.gateway_id!r} is not trusted here")
+        if not records.verify(pub, rec, signature):
+            raise Refusal("bad_signature", f"record is not validly signed by gateway"
+                                           f" {rec.gateway_id}")
+
+    def release_aggregate(self, parts: list[tuple[records.AggregateRecord, bytes]],
                           requester: str = "mdms", with_dp: bool = False) -> Answer:
-        subject = f"agg:{rec.neighbourhood}:{rec.interval_end}"
-        day = (rec.interval_end - 1) // DAY
+        """One (neighbourhood, interval): every gateway's signed part."""
+        if not parts or len(parts) > MAX_PARTS:
+            raise Refusal("bad_request", f"an aggregate has 1..{MAX_PARTS} parts")
+        first = parts[0][0]
+        subject = f"agg:{first.neighbourhood}:{first.interval_end}"
+        day = (first.interval_end - 1) // DAY
         eps = self.policy.epsilon
-        dp_spend = (rec.neighbourhood, day, eps) if with_dp else None
+        dp_spend = (first.neighbourhood, day, eps) if with_dp else None
+        total = {"contributors": 0}
 
         def check():
-            if not records.verify(self.gateway_pub, rec, signature):
-                raise Refusal("bad_signature", "aggregate is not validly signed by the gateway")
-            if rec.key_id not in self.epochs:
-                raise Refusal("wrong_key", f"aggregate is under unknown key {rec.key_id}")
-            if rec.contributors < self.policy.k:
-                raise Refusal("too_few", f"aggregate has {rec.contributors} contributors;"
+            for rec, sig in parts:
+                if (rec.neighbourhood, rec.interval_start, rec.interval_end, rec.key_id) != \
+                        (first.neighbourhood, first.interval_start, first.interval_end,
+                         first.key_id):
+                    raise Refusal("mixed_parts", "all parts must name the same neighbourhood,"
+                                                 " interval and key epoch")
+                self._verify(rec, sig)
+            if len({r.gateway_id for r, _ in parts}) != len(parts):
+                raise Refusal("mixed_parts", "one part per gateway")
+            if first.key_id not in self.epochs:
+                raise Refusal("wrong_key", f"aggregate is under unknown key {first.key_id}")
+            contributors = sum(r.contributors for r, _ in parts)
+            total["contributors"] = contributors
+            if contributors < self.policy.k:
+                raise Refusal("too_few", f"aggregate has {contributors} contributors;"
                                          f" at least {self.policy.k} are required")
             if self.ledger.was_released(subject):
-                raise Refusal("already_released", f"{rec.neighbourhood} interval ending"
-                                                  f" {rec.interval_end} was already released once")
+                raise Refusal("already_released", f"{first.neighbourhood} interval ending"
+                                                  f" {first.interval_end} was already released"
+                                                  " once")
+            pub = self.home.keys.public(first.key_id)
+            try:
+                combined = pub.encrypt(0, r_value=1)  # deterministic zero: holders agree
+                for rec, _ in parts:
+                    combined = combined + paillier.from_bytes(pub, rec.ciphertext)
+            except ValueError as e:
+                raise Refusal("bad_ciphertext", f"ciphertext is not valid for key"
+                                                f" {first.key_id}: {e}") from None
             noise = 0
             if with_dp:
-                spent = self.ledger.dp_spent(rec.neighbourhood, day)
+                spent = self.ledger.dp_spent(first.neighbourhood, day)
                 if spent + eps > self.policy.budget:
-                    raise Refusal("budget_spent", f"privacy budget of {rec.neighbourhood} for"
+                    raise Refusal("budget_spent", f"privacy budget of {first.neighbourhood} for"
                                                   f" day {day} is spent ({spent} of"
                                                   f" {self.policy.budget})")
                 noise = dp.discrete_laplace(dp.scale_for(eps, self.policy.dp_sensitivity_wh))
-            return self._open(rec.key_id, rec.ciphertext, noise)
+            return self._open(first.key_id, paillier.to_bytes(pub, combined), noise)
 
-        return self._decide(requester, "aggregate", subject, [subject], check, rec.key_id,
-                            dp_spend)
+        answer = self._decide(requester, "aggregate", subject, [subject], check, first.key_id,
+                              dp_spend)
+        return Answer(answer.kind, answer.number, answer.receipt, answer.key_id,
+                      total["contributors"])
+
+    def note_refusal(self, requester: str, kind: str, subject: str, reason: str) -> Receipt:
+        """Log a refusal decided elsewhere (the guardian declining a request in
+        the MDMS), so auditors find every decision in the holders' logs."""
+        return self.ledger.record(requester, kind[:32], subject[:128], False, reason[:500])
 
     def bill_ciphertext(self, req: BillRequest) -> tuple[str, bytes]:
         """Check a bill request against the policy and compute its one
@@ -191,8 +289,7 @@ class KeyHolder:
         for r, sig in req.days:
             if r.meter_id != req.meter_id:
                 raise Refusal("mixed_meters", "all day records must belong to the bill's meter")
-            if not records.verify(self.gateway_pub, r, sig):
-                raise Refusal("bad_signature", "day record is not validly signed by the gateway")
+            self._verify(r, sig)
             for band, c in r.bands:
                 if band not in req.prices:
                     raise Refusal("bad_tariff", f"no price for band {band}")

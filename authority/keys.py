@@ -1,13 +1,16 @@
 """The key authority's secrets at rest.
 
-A full private key is always encrypted under a passphrase: scrypt
-(n = 2^15, r = 8, p = 1) derives an AES-256-GCM key; the key file holds the
-KDF parameters, salt, nonce and ciphertext. A threshold share may be
-encrypted the same way, or kept in the clear (owner-only file): a share
-alone decrypts nothing.
+A private key or a threshold share is always encrypted under its holder's
+passphrase: scrypt (n = 2^15, r = 8, p = 1) derives an AES-256-GCM key; the
+key file holds the KDF parameters, salt, nonce and ciphertext. A file in
+the clear is refused: a stolen disk must not give away a share.
 
 Files are named by key epoch: keys/<key_id>.pub.json, keys/<key_id>.key.json
 (single holder) or keys/<key_id>.share.json (threshold holder).
+
+Shares travel from the dealer to each holder sealed to that holder's
+X25519 transport key (ephemeral X25519, HKDF-SHA-256, AES-256-GCM), so the
+dealer never learns a passphrase and never writes into a holder's home.
 """
 
 from __future__ import annotations
@@ -18,7 +21,10 @@ import secrets
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from phe import PaillierPrivateKey, PaillierPublicKey
 
@@ -27,7 +33,7 @@ from common.files import ConfigError, read_json, write_json
 
 from .threshold import Share
 
-PASSPHRASE_ENV = "GRIDVEIL_AUTHORITY_PASSPHRASE"
+PASSPHRASE_ENV = "GRIDVEIL_HOLDER_PASSPHRASE"
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1
 MIN_PASSPHRASE = 12
 
@@ -42,7 +48,8 @@ def _kdf(passphrase: str, salt: bytes, n: int, r: int, p: int) -> bytes:
 
 def seal(obj: dict, passphrase: str | None) -> dict:
     if passphrase is None:
-        return {"encrypted": False, "secret": obj}
+        raise ConfigError(f"a key holder's secrets are encrypted at rest: give its passphrase in"
+                          f" ${PASSPHRASE_ENV} or with --passphrase-file")
     if len(passphrase) < MIN_PASSPHRASE:
         raise ConfigError(f"the passphrase must have at least {MIN_PASSPHRASE} characters")
     salt, nonce = secrets.token_bytes(16), secrets.token_bytes(12)
@@ -55,7 +62,8 @@ def seal(obj: dict, passphrase: str | None) -> dict:
 
 def unseal(d: dict, passphrase: str | None, what: str) -> dict:
     if not d.get("encrypted"):
-        return d["secret"]
+        raise ConfigError(f"{what} is stored unencrypted; refusing it. Import the key again with"
+                          " a passphrase (`gridveil holder import-share`)")
     if passphrase is None:
         raise ConfigError(f"{what} is encrypted: give the passphrase in ${PASSPHRASE_ENV}"
                           " or with --passphrase-file")
@@ -128,3 +136,65 @@ class KeyDir:
         if share.n != self.public(key_id).n:
             raise ConfigError(f"key share {path} does not match its public key")
         return share
+
+
+# --- shares in transit: dealer -> holder ---------------------------------------
+BOX_INFO = b"gridveil-share-transport-v1"
+
+
+def _box_key(shared: bytes, eph_pub: bytes, to_pub: bytes) -> bytes:
+    return HKDF(hashes.SHA256(), 32, salt=eph_pub + to_pub, info=BOX_INFO).derive(shared)
+
+
+def _raw(pub: X25519PublicKey) -> bytes:
+    return pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def seal_to(to_pub_raw: bytes, obj: dict) -> dict:
+    """Encrypt `obj` so that only the holder of the X25519 key opens it."""
+    try:
+        to_pub = X25519PublicKey.from_public_bytes(to_pub_raw)
+    except ValueError as e:
+        raise ConfigError(f"not an X25519 transport key: {e}") from None
+    eph = X25519PrivateKey.generate()
+    key = _box_key(eph.exchange(to_pub), _raw(eph.public_key()), to_pub_raw)
+    nonce = secrets.token_bytes(12)
+    return {"kind": "gridveil-sealed-share", "to": _b64(to_pub_raw),
+            "eph": _b64(_raw(eph.public_key())), "nonce": _b64(nonce),
+            "ciphertext": _b64(AESGCM(key).encrypt(nonce, json.dumps(obj).encode(), BOX_INFO))}
+
+
+def open_box(priv: X25519PrivateKey, box: dict, what: str) -> dict:
+    try:
+        eph = base64.b64decode(box["eph"], validate=True)
+        me = _raw(priv.public_key())
+        if base64.b64decode(box["to"], validate=True) != me:
+            raise ConfigError(f"{what} was sealed for another holder")
+        key = _box_key(priv.exchange(X25519PublicKey.from_public_bytes(eph)), eph, me)
+        return json.loads(AESGCM(key).decrypt(base64.b64decode(box["nonce"], validate=True),
+                                              base64.b64decode(box["ciphertext"], validate=True),
+                                              BOX_INFO))
+    except InvalidTag:
+        raise ConfigError(f"{what} does not open with this holder's transport key") from None
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError(f"{what} is malformed: {e}") from None
+
+
+def new_transport_key(path: Path, passphrase: str | None) -> bytes:
+    """A holder's X25519 key for receiving its share, sealed under its
+    passphrase; returns the raw public key to give to the dealer."""
+    priv = X25519PrivateKey.generate()
+    raw = priv.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                             serialization.NoEncryption())
+    write_json(path, {"kind": "gridveil-transport-key", **seal({"x25519": _b64(raw)}, passphrase)},
+               secret=True)
+    return _raw(priv.public_key())
+
+
+def load_transport_key(path: Path, passphrase: str | None) -> X25519PrivateKey:
+    d = read_json(path, "transport key", secret=True)
+    s = unseal(d, passphrase, f"transport key {path}")
+    try:
+        return X25519PrivateKey.from_private_bytes(base64.b64decode(s["x25519"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError(f"transport key {path} is malformed: {e}") from None

@@ -58,7 +58,9 @@ class Receipt:
 
 class Ledger:
     def __init__(self, path: Path):
-        self.db = sqlite3.connect(path, isolation_level=None)
+        # One holder thread uses it (authority/api.py); the API's worker is not
+        # the thread that opened it.
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(SCHEMA)
@@ -106,8 +108,8 @@ class Ledger:
             raise
         return Receipt(n, h)
 
-    def entries(self) -> list[dict]:
-        cur = self.db.execute("SELECT * FROM log ORDER BY n")
+    def entries(self, after: int = 0, limit: int = -1) -> list[dict]:
+        cur = self.db.execute("SELECT * FROM log WHERE n > ? ORDER BY n LIMIT ?", (after, limit))
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 
+from common.errors import Refusal
 from common.files import ConfigError, settings_from
 
 SAFE_MIN_K = 3  # below this a released sum is close to a single household
@@ -13,12 +14,7 @@ SAFE_MIN_BILL_DAYS = 1
 MAX_EPSILON_PER_RELEASE = Fraction(5)
 
 
-class Refusal(Exception):
-    """A request the policy does not allow. `code` is stable for tests and logs."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
+__all__ = ["Policy", "Refusal"]
 
 
 @dataclass

@@ -18,6 +18,9 @@ A holder can add its own noise eta to what it returns: partial * (1+n)^eta
 moves the combined plaintext by eta and cannot be undone by the combiner.
 That is how each holder applies differential privacy on its own.
 
+Combining is public arithmetic (common/paillier.combine_partials): the
+MDMS does it with the public key alone.
+
 Holders are honest-but-curious here: a partial carries no proof of
 correctness, so a holder could spoil (never reveal) a result. Holders only
 partially decrypt ciphertexts that the gateway signed, so nobody can use
@@ -31,7 +34,7 @@ import secrets
 from dataclasses import dataclass
 
 import gmpy2
-from phe import PaillierPrivateKey, PaillierPublicKey
+from phe import PaillierPrivateKey
 
 
 @dataclass(frozen=True)
@@ -60,15 +63,3 @@ def partial(share: Share, c: int, noise: int = 0) -> int:
         # (1+n)^noise = 1 + noise*n (mod n^2), also for negative noise
         part = part * ((1 + (noise % share.n) * share.n) % n2) % n2
     return int(part)
-
-
-def combine(pub: PaillierPublicKey, partials: list[int]) -> int:
-    """The plaintext, as phe would decode it (negative above max_int)."""
-    n2 = pub.nsquare
-    acc = 1
-    for p in partials:
-        acc = acc * p % n2
-    if (acc - 1) % pub.n:
-        raise ValueError("partial decryptions do not combine (wrong share or ciphertext)")
-    m = (acc - 1) // pub.n % pub.n
-    return m - pub.n if m > pub.max_int else m

@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 from pathlib import Path
 
 
 class ConfigError(Exception):
     """A missing, unreadable or malformed file; the message says which and why."""
+
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def check_name(name, what: str) -> str:
+    """Names of parties and requesters: safe as file names and in logs."""
+    if not isinstance(name, str) or not NAME.match(name):
+        raise ConfigError(f"{what} must be 1..64 letters, digits, '.', '_' or '-', not {name!r}")
+    return name
 
 
 def write_atomic(path: Path, data: bytes, secret: bool = False) -> None:

@@ -62,3 +62,27 @@ def from_bytes(pub: PaillierPublicKey, data: bytes) -> EncryptedNumber:
     if not 0 < c < pub.nsquare:
         raise ValueError("ciphertext out of range")
     return EncryptedNumber(pub, c, 0)
+
+
+def combine_partials(pub: PaillierPublicKey, partials: list[int]) -> int:
+    """The plaintext from the holders' partial decryptions c^(d_i) mod n^2
+    (authority/threshold.py), decoded as phe would (negative above max_int).
+    It needs only the public key: whoever combines learns the released
+    value and nothing else."""
+    n2 = pub.nsquare
+    acc = 1
+    for p in partials:
+        acc = acc * p % n2
+    if (acc - 1) % pub.n:
+        raise ValueError("partial decryptions do not combine (wrong share or ciphertext)")
+    m = (acc - 1) // pub.n % pub.n
+    return m - pub.n if m > pub.max_int else m
+
+
+def public_from_n(n: int, expected_key_id: str | None = None) -> PaillierPublicKey:
+    """A public key received over the network, checked against the key id
+    the records name, so nobody can slip in a key of their own."""
+    pub = PaillierPublicKey(int(n))
+    if expected_key_id is not None and key_id(pub) != expected_key_id:
+        raise ConfigError(f"public key does not match key id {expected_key_id}")
+    return pub

@@ -1,9 +1,10 @@
-"""Signed records that leave the gateway: sealed neighbourhood aggregates
+"""Signed records that leave a gateway: sealed neighbourhood aggregates
 and per-meter day accumulators for bills.
 
-A record is a CBOR array with a type tag first; the gateway's Ed25519
-signature covers exactly those bytes. The key authority verifies the
-signature against the gateway's public key before it decrypts anything.
+A record is a CBOR array with a type tag first and the id of the gateway
+that made it; that gateway's Ed25519 signature covers exactly those bytes.
+The MDMS and every key holder look the signing key up by that id and
+verify the signature before they store or decrypt anything.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ import cbor2
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-AGGREGATE_TAG = "gridveil-aggregate-v1"
-BILL_DAY_TAG = "gridveil-billday-v2"
+AGGREGATE_TAG = "gridveil-aggregate-v2"
+BILL_DAY_TAG = "gridveil-billday-v3"
 
 
 @dataclass(frozen=True)
 class AggregateRecord:
+    gateway_id: str
     neighbourhood: str
     interval_start: int  # Unix seconds, UTC
     interval_end: int
@@ -28,7 +30,7 @@ class AggregateRecord:
     key_id: str
 
     def signed_bytes(self) -> bytes:
-        return cbor2.dumps([AGGREGATE_TAG, self.neighbourhood, self.interval_start,
+        return cbor2.dumps([AGGREGATE_TAG, self.gateway_id, self.neighbourhood, self.interval_start,
                             self.interval_end, self.contributors, self.ciphertext, self.key_id])
 
 
@@ -36,6 +38,7 @@ class AggregateRecord:
 class BillDayRecord:
     """Everything one meter used in one UTC day, per tariff band."""
 
+    gateway_id: str
     meter_id: str
     day: int  # days since 1970-01-01, UTC
     readings: int
@@ -44,8 +47,8 @@ class BillDayRecord:
     key_id: str
 
     def signed_bytes(self) -> bytes:
-        return cbor2.dumps([BILL_DAY_TAG, self.meter_id, self.day, self.readings, self.version,
-                            [[b, c] for b, c in self.bands], self.key_id])
+        return cbor2.dumps([BILL_DAY_TAG, self.gateway_id, self.meter_id, self.day, self.readings,
+                            self.version, [[b, c] for b, c in self.bands], self.key_id])
 
 
 def parse(data: bytes):
@@ -53,11 +56,11 @@ def parse(data: bytes):
     authority); raises ValueError on anything malformed."""
     try:
         a = cbor2.loads(data)
-        if a[0] == AGGREGATE_TAG and len(a) == 7:
+        if a[0] == AGGREGATE_TAG and len(a) == 8:
             rec = AggregateRecord(*a[1:])
-        elif a[0] == BILL_DAY_TAG and len(a) == 7:
-            rec = BillDayRecord(a[1], a[2], a[3], a[4], tuple((int(b), bytes(c)) for b, c in a[5]),
-                                a[6])
+        elif a[0] == BILL_DAY_TAG and len(a) == 8:
+            rec = BillDayRecord(a[1], a[2], a[3], a[4], a[5],
+                                tuple((int(b), bytes(c)) for b, c in a[6]), a[7])
         else:
             raise ValueError("unknown record type")
     except ValueError:
@@ -67,6 +70,14 @@ def parse(data: bytes):
     if rec.signed_bytes() != bytes(data):
         raise ValueError("record is not in canonical form")
     return rec
+
+
+def record_id(rec) -> str:
+    """A stable name for idempotent storage: one per sealed aggregate, one
+    per version of a bill day."""
+    if isinstance(rec, AggregateRecord):
+        return f"agg:{rec.gateway_id}:{rec.neighbourhood}:{rec.interval_end}"
+    return f"billday:{rec.gateway_id}:{rec.meter_id}:{rec.day}:{rec.version}"
 
 
 def sign(key: Ed25519PrivateKey, record) -> bytes:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from common.files import ConfigError, read_json, settings_from, write_json
+from common.files import ConfigError, check_name, read_json, settings_from, write_json
 
 
 @dataclass
 class GatewayConfig:
+    gateway_id: str = "gw1"  # names this gateway in its records and to the MDMS
     bind: str = "127.0.0.1"
     port: int = 5683
     interval_s: int = 900  # reading interval the meters use
@@ -17,6 +18,10 @@ class GatewayConfig:
     bill_grace_s: int = 3600  # and this long after a day ends before signing its bills
     clock: str = "wall"  # "wall", or "data" for replays of recorded data
     seal_every_s: float = 10.0
+    mdms_url: str = ""  # the MDMS intake API, e.g. https://mdms.example:8443
+    mdms_ca: str = ""  # file the MDMS's TLS certificate must chain to (CA or pinned cert)
+    push_every_s: float = 5.0
+    push_batch: int = 200  # items per request to the MDMS
 
     def validate(self) -> None:
         for f in fields(self):
@@ -30,8 +35,14 @@ class GatewayConfig:
             raise ConfigError("interval_s must divide a day (e.g. 60, 300, 900, 3600)")
         if not 0 < self.port < 65536:
             raise ConfigError("port must be 1..65535")
-        if self.grace_s < 0 or self.bill_grace_s < 0 or self.seal_every_s <= 0:
-            raise ConfigError("grace periods must be >= 0 and seal_every_s > 0")
+        if self.grace_s < 0 or self.bill_grace_s < 0 or self.seal_every_s <= 0 \
+                or self.push_every_s <= 0:
+            raise ConfigError("grace periods must be >= 0, seal_every_s and push_every_s > 0")
+        check_name(self.gateway_id, "gateway_id")
+        if not 1 <= self.push_batch <= 5000:
+            raise ConfigError("push_batch must be 1..5000")
+        if self.mdms_url and not self.mdms_url.startswith(("http://", "https://")):
+            raise ConfigError("mdms_url must be an http:// or https:// URL")
 
 
 class GatewayHome:
@@ -44,6 +55,7 @@ class GatewayHome:
         self.keystore = self.path / "keystore.json"
         self.signing_key = self.path / "signing.key"
         self.signing_pub = self.path / "signing.pub"
+        self.log = self.path / "gateway.log"
 
     def load_config(self) -> GatewayConfig:
         return settings_from(GatewayConfig, read_json(self.config_file, "gateway settings"),

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from common import customer, paillier
 
-from .store import Store, StoreError, now
+from .store import Store, StoreError
 
 log = logging.getLogger("gridveil.pes")
 
@@ -83,10 +83,7 @@ class PES:
 
     def meter(self, meter_id: str) -> MeterInfo:
         if meter_id not in self._meters:
-            row = self.store.db.execute(
-                "SELECT m.neighbourhood, m.tariff, c.public_key FROM meters m"
-                " LEFT JOIN customers c ON c.customer_id = m.customer WHERE m.meter_id=?",
-                (meter_id,)).fetchone()
+            row = self.store.meter_registration(meter_id)
             if row is None:
                 raise StoreError(f"meter {meter_id} has a key but is not in the database")
             tariffs = self.store.tariffs()
@@ -109,14 +106,13 @@ class PES:
         info = self.meter(meter_id)
         result = BatchResult(acked=[r.seq for r in readings])
         # Encrypt before taking the write lock: the slow part runs outside it.
-        (last_seq,) = self.store.db.execute("SELECT last_seq FROM meters WHERE meter_id=?",
-                                            (meter_id,)).fetchone()
+        last_seq = self.store.last_seq(meter_id)
         enc = {r.seq: self.encrypt(day_of(r.interval_end), r.energy_wh)
                for r in readings if r.seq > last_seq}
         new_keys: dict[int, tuple[int, bytes]] = {}
-        with self.store.transaction() as db:
-            (last_seq,) = db.execute("SELECT last_seq FROM meters WHERE meter_id=?",
-                                     (meter_id,)).fetchone()
+        store = self.store
+        with store.transaction():
+            last_seq = store.last_seq(meter_id)
             last_end = None
             for r in readings:
                 if r.seq <= last_seq:
@@ -125,71 +121,47 @@ class PES:
                 day = day_of(r.interval_end)
                 kid, c = enc.get(r.seq) or self.encrypt(day, r.energy_wh)
                 if r.span == 1:
-                    self._add_demand(db, info.neighbourhood, r.interval_end, kid, c, result)
+                    self._add_demand(info.neighbourhood, r.interval_end, kid, c, result)
                 else:
                     result.late += 1  # its intervals' demand is unknown: bill only
                 band = info.tariff.band(r.interval_end - self.interval_s)
-                self._add_bill(db, meter_id, day, band, kid, c)
+                self._add_bill(meter_id, day, band, kid, c)
                 if info.customer_pub is not None:
-                    self._seal_copy(db, meter_id, r, day, info.customer_pub, new_keys)
+                    self._seal_copy(meter_id, r, day, info.customer_pub, new_keys)
                 if r.seq != last_seq + 1 and last_seq >= 0:
                     log.warning("meter %s: readings %d..%d never arrived", meter_id,
                                 last_seq + 1, r.seq - 1)
                 last_seq, last_end = r.seq, r.interval_end
                 result.accepted += 1
-            db.execute(
-                "UPDATE meters SET last_seq=?, last_end=COALESCE(?, last_end), last_seen=?,"
-                " fw_version=COALESCE(?, fw_version), backlog=COALESCE(?, backlog),"
-                " accepted=accepted+?, duplicates=duplicates+?, late=late+? WHERE meter_id=?",
-                (last_seq, last_end, now(), fw, backlog, result.accepted, result.duplicates,
-                 result.late, meter_id))
+            store.finish_batch(meter_id, last_seq, last_end, fw, backlog, result.accepted,
+                               result.duplicates, result.late)
         # Only keys whose wrapped copy is committed may be reused later.
         for day, k in new_keys.items():
             self._day_keys[(meter_id, day)] = k
         return result
 
-    def _add_demand(self, db, nbh: str, end: int, kid: str, c: bytes, result) -> None:
-        if db.execute("SELECT 1 FROM sealed WHERE neighbourhood=? AND interval_end=?",
-                      (nbh, end)).fetchone():
+    def _add_demand(self, nbh: str, end: int, kid: str, c: bytes, result) -> None:
+        if self.store.is_sealed(nbh, end):
             result.late += 1
             return
-        row = db.execute("SELECT key_id, ciphertext FROM demand WHERE neighbourhood=?"
-                         " AND interval_end=?", (nbh, end)).fetchone()
-        if row is None:
-            db.execute("INSERT INTO demand VALUES (?, ?, ?, ?, 1)", (nbh, end, kid, c))
-        else:
-            db.execute("UPDATE demand SET ciphertext=?, contributors=contributors+1"
-                       " WHERE neighbourhood=? AND interval_end=?",
-                       (self._add(kid, row[1], c), nbh, end))
+        row = self.store.demand(nbh, end)
+        self.store.put_demand(nbh, end, kid, c if row is None else self._add(kid, row[1], c),
+                              new=row is None)
 
-    def _add_bill(self, db, meter_id: str, day: int, band: int, kid: str, c: bytes) -> None:
-        row = db.execute("SELECT ciphertext FROM bill_days WHERE meter_id=? AND day=? AND band=?",
-                         (meter_id, day, band)).fetchone()
-        if row is None:
-            db.execute("INSERT INTO bill_days VALUES (?, ?, ?, ?, 1, ?)",
-                       (meter_id, day, band, c, kid))
-        else:
-            db.execute("UPDATE bill_days SET ciphertext=?, readings=readings+1"
-                       " WHERE meter_id=? AND day=? AND band=?",
-                       (self._add(kid, row[0], c), meter_id, day, band))
-        # A change after signing makes a new version that must be signed again.
-        db.execute("INSERT INTO bill_signed (meter_id, day) VALUES (?, ?)"
-                   " ON CONFLICT(meter_id, day) DO UPDATE SET"
-                   " version = version + (signature IS NOT NULL), signature = NULL",
-                   (meter_id, day))
+    def _add_bill(self, meter_id: str, day: int, band: int, kid: str, c: bytes) -> None:
+        old = self.store.bill_band(meter_id, day, band)
+        self.store.put_bill_band(meter_id, day, band, kid,
+                                 c if old is None else self._add(kid, old, c), new=old is None)
 
-    def _seal_copy(self, db, meter_id: str, r: Reading, day: int, pub, new_keys) -> None:
+    def _seal_copy(self, meter_id: str, r: Reading, day: int, pub, new_keys) -> None:
         k = self._day_keys.get((meter_id, day)) or new_keys.get(day)
         if k is None:
             # A fresh data key for this day (also after a gateway restart: the
             # old one was never stored, only its copy wrapped to the customer).
-            (n,) = db.execute("SELECT COALESCE(MAX(key_no) + 1, 0) FROM customer_day_keys"
-                              " WHERE meter_id=? AND day=?", (meter_id, day)).fetchone()
+            n = self.store.next_day_key_no(meter_id, day)
             key, wrapped = customer.new_day_key(pub)
-            db.execute("INSERT INTO customer_day_keys VALUES (?, ?, ?, ?)",
-                       (meter_id, day, n, wrapped))
+            self.store.add_day_key(meter_id, day, n, wrapped)
             k = new_keys[day] = (n, key)
         nonce, ct = customer.seal_reading(k[1], meter_id, r.seq, r.interval_end, r.energy_wh,
                                           r.register_wh)
-        db.execute("INSERT INTO sealed_readings VALUES (?, ?, ?, ?, ?, ?)",
-                   (meter_id, r.seq, day, k[0], nonce, ct))
+        self.store.add_sealed_copy(meter_id, r.seq, day, k[0], nonce, ct)

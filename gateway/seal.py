@@ -1,15 +1,22 @@
 """Sealing: after a grace period for late readings, each (neighbourhood,
 interval) accumulator becomes one signed aggregate record, exactly once;
-each closed (meter, day) bill accumulator is signed for billing.
+each closed (meter, day) bill accumulator is signed for billing. Both go
+into the outbox in the same transaction, for the MDMS.
 
 "Now" is the wall clock for live meters. For replays of recorded data the
 gateway can run on the data's own clock instead: a neighbourhood's time is
 the oldest "last interval end" among its meters, i.e. every meter has
 reported past it.
+
+After each run the gateway tells the MDMS, per neighbourhood, up to which
+interval end everything is sealed; the MDMS combines a (neighbourhood,
+interval) from several gateways only once every gateway serving that
+neighbourhood has sealed past it, so no part can arrive after a release.
 """
 
 from __future__ import annotations
 
+import base64
 import logging
 from dataclasses import dataclass
 
@@ -27,74 +34,50 @@ class SealResult:
     bill_days: int = 0
 
 
-def data_clock(store: Store) -> dict[str, int]:
-    """Per neighbourhood: the oldest last-reported interval end of its meters."""
-    rows = store.db.execute("SELECT neighbourhood, MIN(COALESCE(last_end, 0)) FROM meters"
-                            " GROUP BY neighbourhood").fetchall()
-    return dict(rows)
+def signed_item(kind: str, key, rec) -> dict:
+    return {"kind": kind, "record": base64.b64encode(rec.signed_bytes()).decode(),
+            "signature": base64.b64encode(records.sign(key, rec)).decode()}
 
 
-def seal(store: Store, key, interval_s: int, grace_s: int, clock: str = "wall",
-         seal_all: bool = False, bill_grace_s: int | None = None) -> SealResult:
+def seal(store: Store, key, gateway_id: str, interval_s: int, grace_s: int,
+         clock: str = "wall", seal_all: bool = False,
+         bill_grace_s: int | None = None) -> SealResult:
     """Seal what is due. seal_all ignores the clock: every open accumulator
     is sealed now (used at the end of a replay)."""
     result = SealResult()
     bill_grace_s = grace_s if bill_grace_s is None else bill_grace_s
-    if clock == "data":
-        clocks = data_clock(store)
+    clocks = store.data_clock() if clock == "data" else {}
     wall = now()
 
     def current(nbh: str) -> float:
         return clocks.get(nbh, 0) if clock == "data" else wall
 
-    with store.transaction() as db:
-        for nbh, end, c, n, key_id in db.execute(
-                "SELECT neighbourhood, interval_end, ciphertext, contributors, key_id FROM demand"
-                " ORDER BY interval_end").fetchall():
+    with store.transaction():
+        for nbh, end, c, n, key_id in store.open_demand():
             if not seal_all and end + grace_s > current(nbh):
                 continue
-            rec = records.AggregateRecord(nbh, end - interval_s, end, n, c, key_id)
-            db.execute("INSERT INTO sealed VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                       (nbh, end, end - interval_s, c, n, key_id, records.sign(key, rec), wall))
-            db.execute("DELETE FROM demand WHERE neighbourhood=? AND interval_end=?", (nbh, end))
+            rec = records.AggregateRecord(gateway_id, nbh, end - interval_s, end, n, c, key_id)
+            store.seal_demand(nbh, end, end - interval_s, c, n, key_id,
+                              signed_item("aggregate", key, rec))
             result.aggregates += 1
-        for meter_id, day, version, nbh in db.execute(
-                "SELECT s.meter_id, s.day, s.version, m.neighbourhood FROM bill_signed s"
-                " JOIN meters m USING (meter_id) WHERE s.signature IS NULL").fetchall():
+        for meter_id, day, version, nbh in store.unsigned_bill_days():
             if not seal_all and (day + 1) * DAY + bill_grace_s > current(nbh):
                 continue
-            rec = _bill_record(db, meter_id, day, version)
-            db.execute("UPDATE bill_signed SET signature=? WHERE meter_id=? AND day=?",
-                       (records.sign(key, rec), meter_id, day))
+            store.sign_bill_day(meter_id, day, signed_item(
+                "billday", key, bill_record(store, gateway_id, meter_id, day, version)))
             result.bill_days += 1
+        for nbh in store.neighbourhoods():
+            through = store.last_sealed_end(nbh) if seal_all else \
+                int(current(nbh) - grace_s) // interval_s * interval_s
+            store.mark_sealed_through(nbh, through)
     if result.aggregates or result.bill_days:
         log.info("sealed %d aggregates and signed %d bill days", result.aggregates,
                  result.bill_days)
     return result
 
 
-def _bill_record(db, meter_id: str, day: int, version: int) -> records.BillDayRecord:
-    rows = db.execute("SELECT band, ciphertext, readings, key_id FROM bill_days"
-                      " WHERE meter_id=? AND day=? ORDER BY band", (meter_id, day)).fetchall()
-    return records.BillDayRecord(meter_id, day, sum(r[2] for r in rows), version,
+def bill_record(store: Store, gateway_id: str, meter_id: str, day: int,
+                version: int) -> records.BillDayRecord:
+    rows = store.bill_day_bands(meter_id, day)
+    return records.BillDayRecord(gateway_id, meter_id, day, sum(r[2] for r in rows), version,
                                  tuple((b, c) for b, c, _, _ in rows), rows[0][3])
-
-
-def sealed_aggregates(store: Store) -> list[tuple[records.AggregateRecord, bytes]]:
-    out = []
-    for nbh, end, start, c, n, key_id, sig in store.db.execute(
-            "SELECT neighbourhood, interval_end, interval_start, ciphertext, contributors, key_id,"
-            " signature FROM sealed ORDER BY neighbourhood, interval_end"):
-        out.append((records.AggregateRecord(nbh, start, end, n, c, key_id), sig))
-    return out
-
-
-def signed_bill_days(store: Store, meter_id: str | None = None
-                     ) -> list[tuple[records.BillDayRecord, bytes]]:
-    out = []
-    for m, day, version, sig in store.db.execute(
-            "SELECT meter_id, day, version, signature FROM bill_signed"
-            " WHERE signature IS NOT NULL AND (? IS NULL OR meter_id = ?) ORDER BY meter_id, day",
-            (meter_id, meter_id)).fetchall():
-        out.append((_bill_record(store.db, m, day, version), sig))
-    return out

@@ -1,5 +1,6 @@
 """The gateway daemon: an aiocoap server with one OSCORE-protected resource,
-POST /readings, plus periodic sealing. See docs/protocol.md."""
+POST /readings, plus periodic sealing and pushing to the MDMS. See
+docs/protocol.md."""
 
 from __future__ import annotations
 
@@ -15,10 +16,13 @@ import aiocoap.resource as resource
 from aiocoap import oscore
 from aiocoap.oscore_sitewrapper import OscoreSiteWrapper
 
-from . import payload, seal, signing
+from common import signing
+
+from . import payload, seal
 from .config import GatewayHome
 from .keystore import Keyring, KeyStore, MeterContext
 from .pes import PES
+from .push import Pusher, PushError
 from .store import Store, StoreError
 
 log = logging.getLogger("gridveil.gateway")
@@ -104,6 +108,14 @@ class Gateway:
         self.keyring = Keyring(self.keystore, self.seq_store, self.rejects)
         self.pes = PES(self.store, self.config.interval_s)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pes")
+        # Pushing waits on the network: its own thread and connection, so
+        # that ingest never waits for the MDMS.
+        self.pusher = None
+        if self.config.mdms_url:
+            self.pusher = Pusher(Store(self.home.db), self.signing_key, self.config.gateway_id,
+                                 self.config.mdms_url, self.config.mdms_ca,
+                                 batch=self.config.push_batch)
+        self.push_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="push")
         self._tasks: list[asyncio.Task] = []
         self.context = None
 
@@ -115,8 +127,11 @@ class Gateway:
             MeterSiteWrapper(site, self.keyring), bind=bind, transports=["udp6"])
         self._tasks = [asyncio.create_task(self._seal_loop()),
                        asyncio.create_task(self._rejects_loop())]
-        log.info("gateway listening on %s:%d for %d meters (Paillier key %s, clock %s)",
-                 bind[0], bind[1], len(self.keyring), self.pes.key_id, self.config.clock)
+        if self.pusher is not None:
+            self._tasks.append(asyncio.create_task(self._push_loop()))
+        log.info("gateway %s listening on %s:%d for %d meters (Paillier key %s, clock %s,"
+                 " pushing to %s)", self.config.gateway_id, bind[0], bind[1], len(self.keyring),
+                 self.pes.key_id, self.config.clock, self.config.mdms_url or "no MDMS")
 
     async def _seal_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -129,8 +144,25 @@ class Gateway:
 
     def seal_due(self, seal_all: bool = False) -> seal.SealResult:
         c = self.config
-        return seal.seal(self.store, self.signing_key, c.interval_s, c.grace_s, c.clock,
-                         seal_all=seal_all, bill_grace_s=c.bill_grace_s)
+        return seal.seal(self.store, self.signing_key, c.gateway_id, c.interval_s, c.grace_s,
+                         c.clock, seal_all=seal_all, bill_grace_s=c.bill_grace_s)
+
+    async def _push_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        failing = False
+        while True:
+            await asyncio.sleep(self.config.push_every_s)
+            try:
+                await loop.run_in_executor(self.push_executor, self.pusher.drain)
+                if failing:
+                    log.info("pushing to the MDMS works again")
+                failing = False
+            except PushError as e:
+                if not failing:  # one line per outage, not one per attempt
+                    log.warning("cannot push to the MDMS, will retry: %s", e)
+                failing = True
+            except StoreError as e:
+                log.error("cannot read the outbox: %s", e)
 
     async def _rejects_loop(self) -> None:
         while True:
@@ -158,6 +190,9 @@ class Gateway:
             await self.context.shutdown()
         await self.flush_rejects()
         self.executor.shutdown(wait=True)
+        self.push_executor.shutdown(wait=True)
+        if self.pusher is not None:
+            self.pusher.store.close()
         self.store.close()
         self.seq_store.close()
         log.info("gateway stopped")

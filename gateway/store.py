@@ -1,12 +1,19 @@
 """The gateway's SQLite database (WAL). It holds ciphertext accumulators,
-sealed records, dedup state and fleet health, and never a plaintext reading.
+sealed records, dedup state, fleet health and the outbox of what is still
+to be pushed to the MDMS, and never a plaintext reading. Every SQL
+statement of the gateway is a named method here.
 
 All writes go through one connection on one thread; a batch of readings is
-one transaction, committed before the meter is acknowledged.
+one transaction, committed before the meter is acknowledged. Whatever must
+reach the MDMS (a signed record, a customer's sealed copy) goes into the
+outbox in the same transaction as the state it comes from, so a crash
+between the two is impossible; the pusher (gateway/push.py) deletes an
+outbox row only after the MDMS has committed it.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import sqlite3
 import time
@@ -90,15 +97,10 @@ CREATE TABLE IF NOT EXISTS customer_day_keys (
     wrapped BLOB NOT NULL,
     PRIMARY KEY (meter_id, day, key_no)
 );
-CREATE TABLE IF NOT EXISTS sealed_readings (
-    meter_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    day INTEGER NOT NULL,
-    key_no INTEGER NOT NULL,
-    nonce BLOB NOT NULL,
-    ciphertext BLOB NOT NULL,
-    PRIMARY KEY (meter_id, seq)
-);
+-- what is still to be pushed to the MDMS, oldest first (JSON items)
+CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, item TEXT NOT NULL);
+-- per neighbourhood: every interval ending at or before `through` is sealed
+CREATE TABLE IF NOT EXISTS seal_marks (neighbourhood TEXT PRIMARY KEY, through INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS oscore_sender (kid BLOB PRIMARY KEY, reserved INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS rejects (
     meter_id TEXT NOT NULL,   -- '' when the sender is unknown
@@ -161,16 +163,36 @@ class Store:
                   tariff: str = "flat"):
         if tariff != "flat" and tariff not in self.tariffs():
             raise StoreError(f"unknown tariff {tariff!r}; add it with `gridveil tariff add`")
-        if customer is not None and not self.db.execute(
-                "SELECT 1 FROM customers WHERE customer_id=?", (customer,)).fetchone():
-            raise StoreError(f"unknown customer {customer!r}; create it with"
-                             " `gridveil customer create`")
-        try:
-            self.db.execute("INSERT INTO meters (meter_id, kid, neighbourhood, customer, tariff)"
-                            " VALUES (?, ?, ?, ?, ?)", (meter_id, kid, neighbourhood, customer,
-                                                        tariff))
-        except sqlite3.IntegrityError:
-            raise StoreError(f"meter {meter_id} (or its key id) is already registered") from None
+        if customer is not None and self.customer_key(customer) is None:
+            raise StoreError(f"unknown customer {customer!r}; add it with"
+                             " `gridveil gateway customer-add`")
+        if self.kid_in_use(kid) or self.db.execute("SELECT 1 FROM meters WHERE meter_id=?",
+                                                   (meter_id,)).fetchone():
+            raise StoreError(f"meter {meter_id} (or its key id) is already registered")
+        with self.transaction() as db:
+            db.execute("INSERT INTO meters (meter_id, kid, neighbourhood, customer, tariff)"
+                       " VALUES (?, ?, ?, ?, ?)", (meter_id, kid, neighbourhood, customer, tariff))
+            self.outbox_add({"kind": "meter", "meter_id": meter_id,
+                             "neighbourhood": neighbourhood, "customer": customer,
+                             "tariff": tariff})
+
+    def kid_in_use(self, kid: bytes) -> bool:
+        return self.db.execute("SELECT 1 FROM meters WHERE kid=?", (kid,)).fetchone() is not None
+
+    def meter_count(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM meters").fetchone()[0]
+
+    def meter_registration(self, meter_id: str) -> tuple[str, str, bytes | None] | None:
+        """(neighbourhood, tariff id, customer's public key DER or None)."""
+        return self.db.execute(
+            "SELECT m.neighbourhood, m.tariff, c.public_key FROM meters m"
+            " LEFT JOIN customers c ON c.customer_id = m.customer WHERE m.meter_id=?",
+            (meter_id,)).fetchone()
+
+    def meters(self) -> list[dict]:
+        cur = self.db.execute("SELECT * FROM meters ORDER BY meter_id")
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
 
     # --- key epochs, tariffs, customers -------------------------------------
     def key_epochs(self) -> list[tuple[int, str, PaillierPublicKey]]:
@@ -201,7 +223,10 @@ class Store:
         return out
 
     def add_tariff(self, t: Tariff) -> None:
-        self.db.execute("INSERT OR REPLACE INTO tariffs VALUES (?, ?)", (t.id, json.dumps(t.to_json())))
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO tariffs VALUES (?, ?)",
+                       (t.id, json.dumps(t.to_json())))
+            self.outbox_add({"kind": "tariff", "definition": t.to_json()})
 
     def add_customer(self, customer_id: str, public_key_der: bytes) -> None:
         try:
@@ -209,10 +234,146 @@ class Store:
         except sqlite3.IntegrityError:
             raise StoreError(f"customer {customer_id} already exists") from None
 
-    def meters(self) -> list[sqlite3.Row]:
-        cur = self.db.execute("SELECT * FROM meters ORDER BY meter_id")
-        cols = [d[0] for d in cur.description]
-        return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+    def customer_key(self, customer_id: str) -> bytes | None:
+        row = self.db.execute("SELECT public_key FROM customers WHERE customer_id=?",
+                              (customer_id,)).fetchone()
+        return row[0] if row else None
+
+    # --- ingest: dedup state, accumulators, customers' copies ---------------
+    def last_seq(self, meter_id: str) -> int:
+        return self.db.execute("SELECT last_seq FROM meters WHERE meter_id=?",
+                               (meter_id,)).fetchone()[0]
+
+    def is_sealed(self, nbh: str, end: int) -> bool:
+        return self.db.execute("SELECT 1 FROM sealed WHERE neighbourhood=? AND interval_end=?",
+                               (nbh, end)).fetchone() is not None
+
+    def demand(self, nbh: str, end: int) -> tuple[str, bytes] | None:
+        """(key id, ciphertext) of an open (neighbourhood, interval) accumulator."""
+        return self.db.execute("SELECT key_id, ciphertext FROM demand WHERE neighbourhood=?"
+                               " AND interval_end=?", (nbh, end)).fetchone()
+
+    def put_demand(self, nbh: str, end: int, kid: str, c: bytes, new: bool) -> None:
+        if new:
+            self.db.execute("INSERT INTO demand VALUES (?, ?, ?, ?, 1)", (nbh, end, kid, c))
+        else:
+            self.db.execute("UPDATE demand SET ciphertext=?, contributors=contributors+1"
+                            " WHERE neighbourhood=? AND interval_end=?", (c, nbh, end))
+
+    def bill_band(self, meter_id: str, day: int, band: int) -> bytes | None:
+        row = self.db.execute("SELECT ciphertext FROM bill_days WHERE meter_id=? AND day=?"
+                              " AND band=?", (meter_id, day, band)).fetchone()
+        return row[0] if row else None
+
+    def put_bill_band(self, meter_id: str, day: int, band: int, kid: str, c: bytes,
+                      new: bool) -> None:
+        if new:
+            self.db.execute("INSERT INTO bill_days VALUES (?, ?, ?, ?, 1, ?)",
+                            (meter_id, day, band, c, kid))
+        else:
+            self.db.execute("UPDATE bill_days SET ciphertext=?, readings=readings+1"
+                            " WHERE meter_id=? AND day=? AND band=?", (c, meter_id, day, band))
+        # A change after signing makes a new version that must be signed again.
+        self.db.execute("INSERT INTO bill_signed (meter_id, day) VALUES (?, ?)"
+                        " ON CONFLICT(meter_id, day) DO UPDATE SET"
+                        " version = version + (signature IS NOT NULL), signature = NULL",
+                        (meter_id, day))
+
+    def next_day_key_no(self, meter_id: str, day: int) -> int:
+        return self.db.execute("SELECT COALESCE(MAX(key_no) + 1, 0) FROM customer_day_keys"
+                               " WHERE meter_id=? AND day=?", (meter_id, day)).fetchone()[0]
+
+    def add_day_key(self, meter_id: str, day: int, key_no: int, wrapped: bytes) -> None:
+        self.db.execute("INSERT INTO customer_day_keys VALUES (?, ?, ?, ?)",
+                        (meter_id, day, key_no, wrapped))
+        self.outbox_add({"kind": "daykey", "meter_id": meter_id, "day": day, "key_no": key_no,
+                         "wrapped": _b64(wrapped)})
+
+    def add_sealed_copy(self, meter_id: str, seq: int, day: int, key_no: int, nonce: bytes,
+                        ct: bytes) -> None:
+        """A customer's sealed reading goes to the MDMS only; the gateway keeps
+        nothing of it once pushed."""
+        self.outbox_add({"kind": "copy", "meter_id": meter_id, "seq": seq, "day": day,
+                         "key_no": key_no, "nonce": _b64(nonce), "ct": _b64(ct)})
+
+    def finish_batch(self, meter_id: str, last_seq: int, last_end: int | None, fw, backlog,
+                     accepted: int, duplicates: int, late: int) -> None:
+        self.db.execute(
+            "UPDATE meters SET last_seq=?, last_end=COALESCE(?, last_end), last_seen=?,"
+            " fw_version=COALESCE(?, fw_version), backlog=COALESCE(?, backlog),"
+            " accepted=accepted+?, duplicates=duplicates+?, late=late+? WHERE meter_id=?",
+            (last_seq, last_end, now(), fw, backlog, accepted, duplicates, late, meter_id))
+
+    # --- sealing -----------------------------------------------------------
+    def data_clock(self) -> dict[str, int]:
+        """Per neighbourhood: the oldest last-reported interval end of its meters."""
+        return dict(self.db.execute("SELECT neighbourhood, MIN(COALESCE(last_end, 0)) FROM meters"
+                                    " GROUP BY neighbourhood").fetchall())
+
+    def open_demand(self) -> list[tuple[str, int, bytes, int, str]]:
+        return self.db.execute("SELECT neighbourhood, interval_end, ciphertext, contributors,"
+                               " key_id FROM demand ORDER BY interval_end").fetchall()
+
+    def seal_demand(self, nbh: str, end: int, start: int, c: bytes, n: int, key_id: str,
+                    signed_item: dict) -> None:
+        self.db.execute("INSERT INTO sealed VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (nbh, end, start, c, n, key_id, base64.b64decode(signed_item["signature"]),
+                         now()))
+        self.db.execute("DELETE FROM demand WHERE neighbourhood=? AND interval_end=?", (nbh, end))
+        self.outbox_add(signed_item)
+
+    def neighbourhoods(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT DISTINCT neighbourhood FROM meters")]
+
+    def mark_sealed_through(self, nbh: str, through: int) -> None:
+        """Every interval of `nbh` ending at or before `through` is sealed: the
+        MDMS may combine it with other gateways' parts and release it."""
+        row = self.db.execute("SELECT through FROM seal_marks WHERE neighbourhood=?",
+                              (nbh,)).fetchone()
+        if row is None or through > row[0]:
+            self.db.execute("INSERT OR REPLACE INTO seal_marks VALUES (?, ?)", (nbh, through))
+            self.outbox_add({"kind": "sealed_through", "neighbourhood": nbh, "through": through})
+
+    def last_sealed_end(self, nbh: str) -> int:
+        return self.db.execute("SELECT COALESCE(MAX(interval_end), 0) FROM sealed"
+                               " WHERE neighbourhood=?", (nbh,)).fetchone()[0]
+
+    def unsigned_bill_days(self) -> list[tuple[str, int, int, str]]:
+        """(meter, day, version, neighbourhood) of day accumulators to sign."""
+        return self.db.execute("SELECT s.meter_id, s.day, s.version, m.neighbourhood"
+                               " FROM bill_signed s JOIN meters m USING (meter_id)"
+                               " WHERE s.signature IS NULL").fetchall()
+
+    def bill_day_bands(self, meter_id: str, day: int) -> list[tuple[int, bytes, int, str]]:
+        """(band, ciphertext, readings, key id) of one (meter, day)."""
+        return self.db.execute("SELECT band, ciphertext, readings, key_id FROM bill_days"
+                               " WHERE meter_id=? AND day=? ORDER BY band",
+                               (meter_id, day)).fetchall()
+
+    def sign_bill_day(self, meter_id: str, day: int, signed_item: dict) -> None:
+        self.db.execute("UPDATE bill_signed SET signature=? WHERE meter_id=? AND day=?",
+                        (base64.b64decode(signed_item["signature"]), meter_id, day))
+        self.outbox_add(signed_item)
+
+    def sealed_rows(self) -> list[tuple]:
+        return self.db.execute(
+            "SELECT neighbourhood, interval_end, interval_start, ciphertext, contributors, key_id,"
+            " signature FROM sealed ORDER BY neighbourhood, interval_end").fetchall()
+
+    # --- outbox to the MDMS ------------------------------------------------
+    def outbox_add(self, item: dict) -> None:
+        self.db.execute("INSERT INTO outbox (item) VALUES (?)", (json.dumps(item),))
+
+    def outbox_batch(self, limit: int) -> list[tuple[int, dict]]:
+        return [(i, json.loads(t)) for i, t in self.db.execute(
+            "SELECT id, item FROM outbox ORDER BY id LIMIT ?", (limit,))]
+
+    def outbox_done(self, upto_id: int) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM outbox WHERE id <= ?", (upto_id,))
+
+    def outbox_count(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
 
     # --- sender sequence numbers of the gateway's own OSCORE messages ----
     def reserved_seq(self, kid: bytes) -> int:
@@ -231,6 +392,10 @@ class Store:
 
     def rejects(self) -> dict[tuple[str, str], int]:
         return {(m, r): n for m, r, n in self.db.execute("SELECT * FROM rejects")}
+
+
+def _b64(b: bytes) -> str:
+    return base64.b64encode(b).decode()
 
 
 def now() -> float:

@@ -27,12 +27,11 @@ from pathlib import Path
 
 import aiocoap
 
-from authority import setup as authority_setup
 from common import paillier
-from gateway.config import GatewayHome
 
 from . import build, demo, fleet, groundtruth
 from .oscore_peer import RawPeer, context_for, readings_payload
+from .site import INTERVAL_S, Site
 
 BATCH = 8
 
@@ -40,7 +39,7 @@ BATCH = 8
 def _readings(files: list[Path], per_meter: int) -> dict[str, list[list[int]]]:
     out = {}
     for i, f in enumerate(files):
-        iv = groundtruth.interval_energy(f, demo.INTERVAL_S)
+        iv = groundtruth.interval_energy(f, INTERVAL_S)
         ends = sorted(iv)
         register, rows = 0, []
         for seq in range(per_meter):
@@ -51,15 +50,24 @@ def _readings(files: list[Path], per_meter: int) -> dict[str, list[list[int]]]:
     return out
 
 
-def bench_ingest(home: Path, readings: dict[str, list[list[int]]]) -> float:
-    gw = demo.start_gateway(home, home / "gateway" / "gateway.log")
-    port = GatewayHome(home / "gateway").load_config().port
+def setup_site(home: Path, files: list[Path], bits: int, customers: bool = True) -> Site:
+    """One gateway and its meters; no MDMS or holders run (their pushes wait
+    in the gateway's outbox, as they would during an MDMS outage)."""
+    site = Site(home / "site", gateways=1, tls=False, bits=bits)
+    site.setup(files, customers=customers)
+    return site
+
+
+def bench_ingest(site: Site, readings: dict[str, list[list[int]]]) -> float:
+    gw = site.gateways["gw1"]
+    site.start(gw, "gateway", "run")
+    port = gw.port
     errors: list[str] = []
 
     def meter(meter_id: str, rows: list[list[int]]) -> None:
         import json
 
-        secrets = json.loads((home / "meters" / meter_id / "secrets.json").read_text())
+        secrets = json.loads((site.meters_dir / meter_id / "secrets.json").read_text())
         peer = RawPeer(context_for(secrets), port)
         try:
             for k in range(0, len(rows), BATCH):
@@ -79,15 +87,15 @@ def bench_ingest(home: Path, readings: dict[str, list[list[int]]]) -> float:
             t.join()
         elapsed = time.perf_counter() - t0
     finally:
-        demo.stop_gateway(gw)
+        site.stop(gw)
     if errors:
         raise RuntimeError(f"ingest failed: {errors[0]}")
     return sum(len(r) for r in readings.values()) / elapsed
 
 
-def bench_naive(home: Path, readings: dict[str, list[list[int]]]) -> float:
-    pub = paillier.load_public(authority_setup.public_key_file(home / "authority"))
-    db = sqlite3.connect(home / "naive.db", isolation_level=None)
+def bench_naive(site: Site, readings: dict[str, list[list[int]]]) -> float:
+    pub = paillier.load_public(site.exchange / "keys" / f"{site.key_id}.pub.json")
+    db = sqlite3.connect(site.base / "naive.db", isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
     db.execute("CREATE TABLE r (meter TEXT, seq INTEGER, interval_end INTEGER, c BLOB)")
@@ -101,10 +109,10 @@ def bench_naive(home: Path, readings: dict[str, list[list[int]]]) -> float:
     return sum(len(r) for r in readings.values()) / elapsed
 
 
-def _run_meter(home: Path, heap: str, mpy_lib: Path | None = None) -> tuple[bool, float]:
+def _run_meter(site: Site, heap: str, mpy_lib: Path | None = None) -> tuple[bool, float]:
     """Replay household01's day on one meter; (ok, CPU seconds). With
     mpy_lib, the firmware is loaded from that folder of .mpy files."""
-    d = home / "meters" / "m01"
+    d = site.meters_dir / "m01"
     # Replay the day again from the start; the OSCORE sequence numbers carry
     # on (the gateway would rightly refuse reused ones) and the gateway
     # acknowledges the readings it already has as duplicates.
@@ -124,11 +132,11 @@ def _run_meter(home: Path, heap: str, mpy_lib: Path | None = None) -> tuple[bool
     return p.returncode == 0 and "96 readings delivered" in out, cpu
 
 
-def _smallest_heap(home: Path, mpy_lib: Path | None) -> int:
+def _smallest_heap(site: Site, mpy_lib: Path | None) -> int:
     lo, hi = 8, 64  # KiB: lo fails, hi works
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        if _run_meter(home, f"{mid}K", mpy_lib)[0]:
+        if _run_meter(site, f"{mid}K", mpy_lib)[0]:
             hi = mid
         else:
             lo = mid
@@ -143,7 +151,7 @@ def ct_accuracy() -> list[tuple[float, float, float, float]]:
             if line.startswith("CT ")]
 
 
-def bench_firmware(home: Path) -> dict:
+def bench_firmware(site: Site) -> dict:
     """Smallest heap that completes a day (1 KiB steps) from sources and
     from an mpy-cross build, CPU per reading, .mpy sizes, CT accuracy."""
     with tempfile.TemporaryDirectory() as t:
@@ -151,15 +159,16 @@ def bench_firmware(home: Path) -> dict:
         sizes = {Path(f).stem: (Path(t) / "esp32" / f).stat().st_size
                  for f in files if f.endswith(".mpy")}
         build.build("unix", Path(t) / "unix")
-        gw = demo.start_gateway(home, home / "gateway" / "gateway-fw.log")
+        gw = site.gateways["gw1"]
+        site.start(gw, "gateway", "run")
         try:
-            ok, cpu = _run_meter(home, "64K")
+            ok, cpu = _run_meter(site, "64K")
             if not ok:
                 raise RuntimeError("the firmware failed at 64K")
-            heap_src = _smallest_heap(home, None)
-            heap_mpy = _smallest_heap(home, Path(t) / "unix" / "lib")
+            heap_src = _smallest_heap(site, None)
+            heap_mpy = _smallest_heap(site, Path(t) / "unix" / "lib")
         finally:
-            demo.stop_gateway(gw)
+            site.stop(gw)
     return {"min_heap_kib": heap_src, "min_heap_mpy_kib": heap_mpy,
             "cpu_ms_per_reading": cpu * 1000 / 96, "mpy": sizes, "ct": ct_accuracy()}
 
@@ -170,15 +179,15 @@ def main(readings: int = 400, bits: int = 2048, out: Path | None = None) -> None
     with tempfile.TemporaryDirectory(prefix="gridveil-bench-") as t:
         home = Path(t)
         print(f"setting up ({bits}-bit Paillier key, {len(files)} meters, {per_meter} readings each)")
-        demo.setup(home, files, bits, customers=True)
+        site = setup_site(home, files, bits)
         data = _readings(files, per_meter)
         n = per_meter * len(files)
         print(f"full ingest path: {n} readings over OSCORE/CoAP to the gateway ...")
-        ingest = bench_ingest(home, data)
+        ingest = bench_ingest(site, data)
         print(f"naive path: {n} readings, phe encrypt + plain insert ...")
-        naive = bench_naive(home, data)
+        naive = bench_naive(site, data)
         print("firmware: smallest heap, CPU per reading, .mpy sizes ...")
-        fw = bench_firmware(home)
+        fw = bench_firmware(site)
     rows = [("full ingest (OSCORE, CoAP, PES, 2 accumulators, customer copy, commit, ack)",
              ingest),
             ("naive (phe encrypt + plain insert)", naive)]

@@ -1,48 +1,49 @@
-"""`gridveil customer ...`: a customer's keys and their own readings."""
+"""`gridveil customer ...`: a household's own tool: its key pair, and its
+own detailed readings fetched from the portal and decrypted here."""
 
 from __future__ import annotations
 
 import csv
 import sys
+from pathlib import Path
 
 from common.files import ConfigError
 
-from .cli_common import home, read_secret_file, sub
+from .cli_common import read_secret_file, sub
 
 PASSWORD_ENV = "GRIDVEIL_CUSTOMER_PASSWORD"
 
 
-def _password(args) -> str:
+def _password(args, who: str) -> str:
     pw = read_secret_file(args.password_file, PASSWORD_ENV, "password")
     if pw is None:
         import getpass
 
         if not sys.stdin.isatty():
             raise ConfigError(f"give the password with --password-file or ${PASSWORD_ENV}")
-        pw = getpass.getpass(f"password for {args.customer_id}: ")
+        pw = getpass.getpass(f"password for {who}: ")
     return pw
 
 
 def cmd_create(args):
+    from common.customer import PBKDF2_ITERATIONS
+
     from . import provision
 
-    path = provision.create_customer(home(args), home(args) / "gateway", args.customer_id,
-                                     _password(args))
-    print(f"customer {args.customer_id}: key file {path} (private key wrapped under the"
-          " password); the gateway has the public key")
+    out_dir = Path(args.out_dir)
+    for cid in args.customer_ids:
+        path = provision.create_customer(cid, _password(args, cid), out_dir / f"{cid}.json",
+                                         iterations=args.iterations or PBKDF2_ITERATIONS)
+        print(f"customer {cid}: {path} holds the key pair (private key wrapped under the"
+              " password); give it to the gateway (`gateway customer-add`) and the MDMS"
+              " (`mdms customer-add`)")
 
 
 def cmd_export(args):
-    from gateway.config import GatewayHome
-    from gateway.store import Store
-
     from . import customer_export
 
-    store = Store(GatewayHome(home(args) / "gateway").db, readonly=True)
-    try:
-        rows = customer_export.readings(home(args), store, args.customer_id, _password(args))
-    finally:
-        store.close()
+    rows = customer_export.readings(args.mdms, args.ca, args.customer_id,
+                                    _password(args, args.customer_id))
     out = open(args.out, "w", newline="") if args.out else sys.stdout
     try:
         w = csv.writer(out)
@@ -56,16 +57,20 @@ def cmd_export(args):
 
 
 def register(subparsers) -> None:
-    c = sub(subparsers, "customer", "customers: key pairs and their own detailed readings")
+    c = sub(subparsers, "customer", "a household's tool: its key pair and its own readings")
     s = c.add_subparsers(dest="action", required=True, metavar="ACTION")
-    for name, text, func in (("create", "create a customer's key pair, wrapped under a password",
-                              cmd_create),
-                             ("export", "decrypt a customer's own readings (needs the password)",
-                              cmd_export)):
-        x = sub(s, name, text)
-        x.add_argument("customer_id")
-        x.add_argument("--password-file", help=f"file with the password (or ${PASSWORD_ENV};"
-                                               " else asked for on a terminal)")
-        if name == "export":
-            x.add_argument("--out", help="CSV file (default: standard output)")
-        x.set_defaults(func=func)
+    x = sub(s, "create", "make customers' key pairs, wrapped under their passwords")
+    x.add_argument("customer_ids", nargs="+")
+    x.add_argument("--out-dir", default=".", help="folder for <customer>.json (default: here)")
+    x.add_argument("--iterations", type=int, help="PBKDF2 iterations (default 600,000)")
+    x.add_argument("--password-file", help=f"file with the password (or ${PASSWORD_ENV};"
+                                           " else asked for on a terminal)")
+    x.set_defaults(func=cmd_create)
+    x = sub(s, "export", "log in to the portal and decrypt your own readings here")
+    x.add_argument("customer_id")
+    x.add_argument("--mdms", required=True, help="the portal's address, e.g. https://mdms:8443")
+    x.add_argument("--ca", help="the portal's certificate or CA, for https")
+    x.add_argument("--out", help="CSV file (default: standard output)")
+    x.add_argument("--password-file", help=f"file with the password (or ${PASSWORD_ENV};"
+                                           " else asked for on a terminal)")
+    x.set_defaults(func=cmd_export)

@@ -1,40 +1,85 @@
-"""The customer's side of a sealed copy: unwrap the private key with the
-password, unwrap each day key, open each reading. The same steps run in the
-browser portal with WebCrypto."""
+"""The customer's side of a sealed copy, without a browser: log in to the
+MDMS portal API as the portal script does (a verifier derived from the
+password, never the password), fetch the wrapped private key and the
+sealed readings, and open them here. The same steps run in the browser
+portal with WebCrypto (mdms/static/portal.js)."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
-from pathlib import Path
+import http.cookiejar
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
 
 from cryptography.exceptions import InvalidTag
 
-from common import customer
-from common.files import ConfigError, read_json
-from gateway.store import Store
+from common import customer, tls
+from common.files import ConfigError
+
+MIN_ITERATIONS = 100_000  # whatever a server says, never derive with fewer
 
 
-def readings(home: Path, store: Store, customer_id: str, password: str) -> list[list]:
-    keyfile = read_json(Path(home) / "customers" / f"{customer_id}.json", "customer key file",
-                        secret=True)
-    priv = customer.unlock(keyfile, password)
-    meters = [r[0] for r in store.db.execute("SELECT meter_id FROM meters WHERE customer=?"
-                                             " ORDER BY meter_id", (customer_id,))]
-    if not meters:
-        raise ConfigError(f"customer {customer_id} has no meters")
+def _opener(ca_file):
+    handlers = [urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())]
+    ctx = tls.client_context(ca_file)
+    if ctx is not None:
+        handlers.append(urllib.request.HTTPSHandler(context=ctx))
+    return urllib.request.build_opener(*handlers)
+
+
+def _call(opener, url: str, body: dict | None = None) -> dict:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json",
+                                                           "Accept": "application/json"})
+    try:
+        with opener.open(req, timeout=60) as r:
+            return json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        try:
+            msg = json.loads(e.read(4096)).get("error", "")
+        except ValueError:
+            msg = ""
+        raise ConfigError(f"the portal answered {e.code}: {msg}") from None
+    except urllib.error.URLError as e:
+        raise ConfigError(f"cannot reach the portal at {url}: {e.reason}") from None
+
+
+def fetch(mdms_url: str, ca_file, customer_id: str, password: str) -> dict:
+    base = mdms_url.rstrip("/")
+    opener = _opener(ca_file)
+    p = _call(opener, f"{base}/api/portal/params?" +
+              urllib.parse.urlencode({"customer": customer_id}))
+    if int(p["iterations"]) < MIN_ITERATIONS:
+        raise ConfigError(f"the portal asks for {p['iterations']} PBKDF2 iterations, fewer than"
+                          f" the {MIN_ITERATIONS} this client accepts; not sending a verifier")
+    verifier = customer.derive(password, base64.b64decode(p["salt_auth"]), int(p["iterations"]))
+    _call(opener, f"{base}/api/portal/login",
+          {"customer": customer_id, "verifier": base64.b64encode(verifier).decode()})
+    return _call(opener, f"{base}/api/portal/data")
+
+
+def readings(mdms_url: str, ca_file, customer_id: str, password: str) -> list[list]:
+    """[meter, seq, interval end (UTC, ISO), energy Wh, register Wh] for
+    every reading of the customer's meters."""
+    d = fetch(mdms_url, ca_file, customer_id, password)
+    if int(d["kdf"]["iterations"]) < MIN_ITERATIONS:
+        raise ConfigError("the portal sent weakened key-derivation parameters; refusing them")
+    priv = customer.unlock({"customer_id": customer_id, "kdf": d["kdf"],
+                            "wrapped_private_key": d["wrapped_private_key"]}, password)
+    keys = {(k["meter"], k["day"], k["key_no"]): customer.open_day_key(
+        priv, base64.b64decode(k["wrapped"])) for k in d["day_keys"]}
     rows = []
-    for meter_id in meters:
-        keys = {(day, n): customer.open_day_key(priv, w) for day, n, w in store.db.execute(
-            "SELECT day, key_no, wrapped FROM customer_day_keys WHERE meter_id=?", (meter_id,))}
-        for seq, day, n, nonce, ct in store.db.execute(
-                "SELECT seq, day, key_no, nonce, ciphertext FROM sealed_readings"
-                " WHERE meter_id=? ORDER BY seq", (meter_id,)):
-            try:
-                s, end, energy, register = customer.open_reading(keys[(day, n)], meter_id, seq,
-                                                                 nonce, ct)
-            except (KeyError, InvalidTag):
-                raise ConfigError(f"sealed reading {meter_id}#{seq} does not open: it was"
-                                  " altered, or belongs to another key") from None
-            stamp = dt.datetime.fromtimestamp(end, dt.timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
-            rows.append([meter_id, s, stamp, energy, register])
+    for r in d["readings"]:
+        try:
+            s, end, energy, register = customer.open_reading(
+                keys[(r["meter"], r["day"], r["key_no"])], r["meter"], r["seq"],
+                base64.b64decode(r["nonce"]), base64.b64decode(r["ct"]))
+        except (KeyError, InvalidTag):
+            raise ConfigError(f"sealed reading {r['meter']}#{r['seq']} does not open: it was"
+                              " altered, or belongs to another key") from None
+        stamp = dt.datetime.fromtimestamp(end, dt.timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
+        rows.append([r["meter"], s, stamp, energy, register])
     return rows

@@ -63,11 +63,13 @@ def unix_build() -> Path:
 
 
 def start_meter(meter_dir: Path, heap: str = "64K", log=None,
-                build: Path | None = None) -> subprocess.Popen:
-    """One emulated meter running the .mpy build from its own folder."""
+                build: Path | None = None, wrap=None) -> subprocess.Popen:
+    """One emulated meter running the .mpy build from its own folder.
+    `wrap` may turn the command into a confined one (host_tools/confine.py)."""
     b = build or unix_build()
     env = dict(os.environ, MICROPYPATH=f"{b / 'lib'}:{b}:.frozen")
-    return subprocess.Popen([micropython(), "-X", f"heapsize={heap}", "-c", "import main"],
+    cmd = [micropython(), "-X", f"heapsize={heap}", "-c", "import main"]
+    return subprocess.Popen(wrap(meter_dir, cmd) if wrap else cmd,
                             cwd=meter_dir, env=env, stdout=log or subprocess.PIPE,
                             stderr=subprocess.STDOUT)
 
@@ -80,10 +82,10 @@ class MeterRun:
 
 
 def run_fleet(meter_dirs: list[Path], heap: str = "64K", timeout: float = 600,
-              progress=None) -> list[MeterRun]:
+              progress=None, wrap=None) -> list[MeterRun]:
     """Run every meter until its replay ends and its queue is delivered."""
     b = unix_build()
-    procs = [(d, start_meter(d, heap, build=b)) for d in meter_dirs]
+    procs = [(d, start_meter(d, heap, build=b, wrap=wrap)) for d in meter_dirs]
     deadline = time.monotonic() + timeout
     results: dict[Path, MeterRun] = {}
     outputs = {d: b"" for d, _ in procs}

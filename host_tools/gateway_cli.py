@@ -1,9 +1,10 @@
-"""`gridveil gateway ...` and `gridveil tariff ...`."""
+"""`gridveil gateway ...` and `gridveil tariff ...`: one gateway, in its own home."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import shutil
 from pathlib import Path
 
 from common.files import ConfigError
@@ -12,22 +13,25 @@ from .cli_common import home, sub
 
 
 def cmd_init(args):
-    from authority import setup
     from gateway.config import GatewayConfig
 
     from . import provision
 
-    cfg = GatewayConfig(bind=args.bind, port=args.port, interval_s=args.interval,
-                        grace_s=args.grace, clock=args.clock)
-    pub = Path(args.paillier_pub) if args.paillier_pub else \
-        setup.public_key_file(home(args) / "authority")
-    h = provision.init_gateway(home(args) / "gateway", pub, cfg)
-    print(f"gateway ready in {h.path}; listens on {cfg.bind}:{cfg.port}")
+    cfg = GatewayConfig(gateway_id=args.id, bind=args.bind, port=args.port,
+                        interval_s=args.interval, grace_s=args.grace,
+                        bill_grace_s=args.bill_grace, clock=args.clock,
+                        seal_every_s=args.seal_every, push_every_s=args.push_every,
+                        mdms_url=args.mdms_url or "")
+    cfg.validate()
+    h = provision.init_gateway(home(args), Path(args.paillier_pub), cfg,
+                               Path(args.mdms_ca) if args.mdms_ca else None)
+    if args.export_key:
+        shutil.copyfile(h.signing_pub, args.export_key)
+    print(f"gateway {args.id} ready in {h.path}; listens on {cfg.bind}:{cfg.port}; give"
+          f" {args.export_key or h.signing_pub} to the key holders and the MDMS")
 
 
 def cmd_rekey(args):
-    from authority import setup
-
     from . import provision
 
     try:
@@ -35,9 +39,7 @@ def cmd_rekey(args):
     except ValueError:
         raise ConfigError(f"--from-day must be a date like 2026-12-01, not {args.from_day!r}") \
             from None
-    pub = Path(args.paillier_pub) if args.paillier_pub else \
-        setup.public_key_file(home(args) / "authority")
-    kid = provision.rekey_gateway(home(args) / "gateway", pub,
+    kid = provision.rekey_gateway(home(args), Path(args.paillier_pub),
                                   (day - dt.date(1970, 1, 1)).days)
     print(f"readings from {day} on are encrypted under key epoch {kid}; restart the gateway")
 
@@ -45,70 +47,117 @@ def cmd_rekey(args):
 def cmd_run(args):
     from gateway.server import serve
 
-    asyncio.run(serve(home(args) / "gateway", args.port))
+    asyncio.run(serve(home(args), args.port))
 
 
 def cmd_seal(args):
+    from common import signing
     from gateway.config import GatewayHome
     from gateway.seal import seal
-    from gateway.signing import load_private
     from gateway.store import Store
 
-    h = GatewayHome(home(args) / "gateway")
+    h = GatewayHome(home(args))
     cfg = h.load_config()
-    r = seal(Store(h.db), load_private(h.signing_key), cfg.interval_s, cfg.grace_s, cfg.clock,
-             seal_all=args.all, bill_grace_s=cfg.bill_grace_s)
+    store = Store(h.db)
+    try:
+        r = seal(store, signing.load_private(h.signing_key), cfg.gateway_id, cfg.interval_s,
+                 cfg.grace_s, cfg.clock, seal_all=args.all, bill_grace_s=cfg.bill_grace_s)
+    finally:
+        store.close()
     print(f"sealed {r.aggregates} aggregates, signed {r.bill_days} bill days")
+
+
+def cmd_push(args):
+    from common import signing
+    from gateway.config import GatewayHome
+    from gateway.push import Pusher, PushError
+    from gateway.store import Store
+
+    h = GatewayHome(home(args))
+    cfg = h.load_config()
+    store = Store(h.db)
+    try:
+        pusher = Pusher(store, signing.load_private(h.signing_key), cfg.gateway_id,
+                        cfg.mdms_url, cfg.mdms_ca, batch=cfg.push_batch)
+        n = pusher.drain()
+    except PushError as e:
+        raise ConfigError(f"push failed, nothing lost (the outbox keeps it): {e}") from None
+    finally:
+        store.close()
+    print(f"pushed {n} items to {cfg.mdms_url}")
 
 
 def cmd_status(args):
     from gateway.config import GatewayHome
     from gateway.store import Store
 
-    store = Store(GatewayHome(home(args) / "gateway").db, readonly=True)
+    store = Store(GatewayHome(home(args)).db, readonly=True)
     print(f"{'meter':<8}{'nbh':<10}{'last seq':>9}{'stored':>8}{'dups':>6}{'late':>6}"
           f"{'backlog':>8}  fw")
     for m in store.meters():
+        backlog = m["backlog"] if m["backlog"] is not None else "-"
         print(f"{m['meter_id']:<8}{m['neighbourhood']:<10}{m['last_seq']:>9}{m['accepted']:>8}"
-              f"{m['duplicates']:>6}{m['late']:>6}{m['backlog'] if m['backlog'] is not None else '-':>8}"
-              f"  {m['fw_version'] or '-'}")
+              f"{m['duplicates']:>6}{m['late']:>6}{backlog:>8}  {m['fw_version'] or '-'}")
     rej = store.rejects()
     print("rejected messages: " + (", ".join(f"{m or '?'}/{r}={n}" for (m, r), n in
                                              sorted(rej.items())) or "none"))
+    print(f"waiting to be pushed to the MDMS: {store.outbox_count()} items")
+
+
+def cmd_customer_add(args):
+    from . import provision
+
+    for f in args.files:
+        cid = provision.add_customer(home(args), Path(f))
+        print(f"customer {cid}: the gateway will seal copies of their readings to them")
 
 
 def cmd_tariff_add(args):
     from . import provision
 
-    tid = provision.add_tariff(home(args) / "gateway", Path(args.file))
+    tid = provision.add_tariff(home(args), Path(args.file))
     print(f"tariff {tid} added; assign it with `gridveil provision ... --tariff {tid}`")
 
 
 def register(subparsers) -> None:
-    g = sub(subparsers, "gateway", "gateway daemon: init, run, seal, status, rekey")
+    g = sub(subparsers, "gateway", "one gateway: init, run, seal, push, status, rekey,"
+                                   " customer-add")
     s = g.add_subparsers(dest="action", required=True, metavar="ACTION")
     x = sub(s, "init", "create the gateway's keys, database and settings")
-    x.add_argument("--paillier-pub", help="the authority's public key file"
-                                          " (default: the authority's current epoch in --home)")
+    x.add_argument("--id", default="gw1", help="this gateway's name in records (default gw1)")
+    x.add_argument("--paillier-pub", required=True,
+                   help="the Paillier public key file from `gridveil keygen`")
+    x.add_argument("--mdms-url", help="the MDMS to push to, e.g. https://mdms.example:8443")
+    x.add_argument("--mdms-ca", help="the MDMS's certificate (pinned) or its CA, for https")
+    x.add_argument("--export-key", help="also copy the gateway's public signing key here")
     x.add_argument("--bind", default="127.0.0.1", help="address to listen on")
     x.add_argument("--port", type=int, default=5683, help="UDP port (default 5683)")
     x.add_argument("--interval", type=int, default=900, help="reading interval in s")
     x.add_argument("--grace", type=int, default=900, help="seconds to wait before sealing")
+    x.add_argument("--bill-grace", type=int, default=3600,
+                   help="seconds after a day ends before its bills are signed")
     x.add_argument("--clock", choices=("wall", "data"), default="wall",
                    help="seal by the wall clock, or by the replayed data's own time")
+    x.add_argument("--seal-every", type=float, default=10.0, help="seconds between seal runs")
+    x.add_argument("--push-every", type=float, default=5.0, help="seconds between pushes")
     x.set_defaults(func=cmd_init)
-    x = sub(s, "run", "serve meters until SIGINT or SIGTERM")
+    x = sub(s, "run", "serve meters and push to the MDMS until SIGINT or SIGTERM")
     x.add_argument("--port", type=int, help="override the configured port")
     x.set_defaults(func=cmd_run)
     x = sub(s, "seal", "seal what is due now")
     x.add_argument("--all", action="store_true", help="seal every open accumulator now")
     x.set_defaults(func=cmd_seal)
-    x = sub(s, "status", "fleet health and rejected-message counters")
+    x = sub(s, "push", "push everything waiting in the outbox to the MDMS now")
+    x.set_defaults(func=cmd_push)
+    x = sub(s, "status", "fleet health, rejected-message counters, outbox")
     x.set_defaults(func=cmd_status)
     x = sub(s, "rekey", "encrypt readings from a future day on under a new key epoch")
     x.add_argument("--from-day", required=True, help="first UTC day of the new epoch, YYYY-MM-DD")
-    x.add_argument("--paillier-pub", help="the new public key (default: the authority's current)")
+    x.add_argument("--paillier-pub", required=True, help="the new public key file")
     x.set_defaults(func=cmd_rekey)
+    x = sub(s, "customer-add", "take customers' public keys (files from `customer create`)")
+    x.add_argument("files", nargs="+")
+    x.set_defaults(func=cmd_customer_add)
 
     t = sub(subparsers, "tariff", "time-of-use tariffs (bands by weekday and hour)")
     s = t.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -9,9 +9,31 @@ from common.files import ConfigError, read_json
 from .cli_common import home, read_secret_file, sub
 
 
-def cmd_provision(args):
+def _provision_one(args, spec: dict) -> None:
     from . import provision
 
+    provision.provision_meter(home(args), spec["meter_id"], spec["neighbourhood"],
+                              Path(spec["out"]), customer_id=spec.get("customer"),
+                              tariff_id=spec.get("tariff", "flat"), host=spec.get("gateway_host"),
+                              extra=spec.get("settings"), extra_secrets=spec.get("secrets"))
+    print(f"meter {spec['meter_id']} registered in neighbourhood {spec['neighbourhood']};"
+          f" device files in {spec['out']} (secrets.json is owner-only; keep it off shared disks)")
+
+
+def cmd_provision(args):
+    if args.batch:
+        specs = read_json(Path(args.batch), "meter batch")
+        if not isinstance(specs, list) or not all(isinstance(x, dict) for x in specs):
+            raise ConfigError(f"{args.batch}: a JSON list of meters"
+                              " ({meter_id, neighbourhood, out, ...})")
+        for spec in specs:
+            try:
+                _provision_one(args, spec)
+            except KeyError as e:
+                raise ConfigError(f"{args.batch}: a meter lacks {e}") from None
+        return
+    if not args.meter_id or not args.neighbourhood:
+        raise ConfigError("give a meter id and --neighbourhood (or --batch FILE)")
     extra = {}
     if args.replay:
         if not Path(args.replay).exists():
@@ -30,18 +52,17 @@ def cmd_provision(args):
             raise ConfigError("give the Wi-Fi password with --wifi-password-file or"
                               " $GRIDVEIL_WIFI_PASSWORD")
         secrets = {"wifi_ssid": args.wifi_ssid, "wifi_password": pw}
-    out = Path(args.out) if args.out else home(args) / "meters" / args.meter_id
-    provision.provision_meter(home(args) / "gateway", args.meter_id, args.neighbourhood, out,
-                              customer_id=args.customer, tariff_id=args.tariff,
-                              host=args.gateway_host, extra=extra, extra_secrets=secrets)
-    print(f"meter {args.meter_id} registered in neighbourhood {args.neighbourhood};"
-          f" device files in {out} (secrets.json is owner-only; keep it off shared disks)")
+    _provision_one(args, {"meter_id": args.meter_id, "neighbourhood": args.neighbourhood,
+                          "customer": args.customer, "tariff": args.tariff,
+                          "gateway_host": args.gateway_host, "settings": extra,
+                          "secrets": secrets,
+                          "out": args.out or str(home(args) / "provisioned" / args.meter_id)})
 
 
 def cmd_fleet(args):
     from . import fleet
 
-    root = Path(args.meters) if args.meters else home(args) / "meters"
+    root = Path(args.meters) if args.meters else home(args) / "provisioned"
     dirs = sorted(d for d in root.iterdir() if (d / "settings.json").exists()) \
         if root.is_dir() else []
     if not dirs:
@@ -78,7 +99,10 @@ def cmd_build(args):
 def cmd_deploy(args):
     from . import deploy
 
-    meter_dir = Path(args.meter_dir) if args.meter_dir else home(args) / "meters" / args.meter
+    if not (args.meter_dir or args.meter):
+        raise ConfigError("give --meter (provisioned by this gateway) or --meter-dir")
+    meter_dir = Path(args.meter_dir) if args.meter_dir else \
+        home(args) / "provisioned" / args.meter
     deploy.deploy(args.port, Path(args.build), meter_dir, reset=not args.no_reset)
 
 
@@ -104,13 +128,16 @@ def cmd_board_emulator(args):
 
 
 def register(subparsers) -> None:
-    x = sub(subparsers, "provision", "register a meter and write its device files")
-    x.add_argument("meter_id")
-    x.add_argument("--neighbourhood", required=True)
+    x = sub(subparsers, "provision", "register a meter with the gateway in --home and write its"
+                                     " device files")
+    x.add_argument("meter_id", nargs="?")
+    x.add_argument("--neighbourhood")
+    x.add_argument("--batch", help="instead, a JSON list of meters: {meter_id, neighbourhood,"
+                                   " out, customer, tariff, settings}")
     x.add_argument("--customer", help="customer id (create it first with `gridveil customer"
                                       " create`); the gateway seals readings for them")
     x.add_argument("--tariff", default="flat", help="tariff id (default: flat)")
-    x.add_argument("--out", help="device directory (default <home>/meters/<meter_id>)")
+    x.add_argument("--out", help="device directory (default <home>/provisioned/<meter_id>)")
     x.add_argument("--gateway-host", help="address the meter sends to")
     x.add_argument("--replay", help="consumption file to replay (emulator board)")
     x.add_argument("--board-settings", help="JSON file with the board's \"board\" and"
@@ -123,7 +150,8 @@ def register(subparsers) -> None:
     x.set_defaults(func=cmd_provision)
 
     x = sub(subparsers, "fleet", "run every provisioned meter on the MicroPython Unix port")
-    x.add_argument("--meters", help="directory of meter directories (default <home>/meters)")
+    x.add_argument("--meters", help="directory of meter directories"
+                                    " (default <home>/provisioned)")
     x.add_argument("--heap", default="64K", help="MicroPython heap per meter (default 64K)")
     x.add_argument("--timeout", type=float, default=600, help="seconds before giving up")
     x.set_defaults(func=cmd_fleet)
@@ -136,7 +164,7 @@ def register(subparsers) -> None:
     x = sub(subparsers, "deploy", "copy a build and a meter's files to a board with mpremote,"
                                   " verify them and reset the board")
     x.add_argument("--port", required=True, help="serial port, e.g. /dev/ttyUSB0")
-    x.add_argument("--meter", help="meter id (device files in <home>/meters/<id>)")
+    x.add_argument("--meter", help="meter id (device files in <home>/provisioned/<id>)")
     x.add_argument("--meter-dir", help="or the folder with its settings.json and secrets.json")
     x.add_argument("--build", default="build/esp32", help="build folder (default build/esp32)")
     x.add_argument("--no-reset", action="store_true", help="do not reset the board afterwards")

@@ -1,4 +1,4 @@
-"""The ASGI app: `gridveil web` serves it with uvicorn."""
+"""The ASGI app: `gridveil mdms serve` serves it with uvicorn."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from starlette.applications import Starlette
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from . import pages, portal
-from .web import HERE, Guard, Web, WebConfig
+from . import intake, pages, portal
+from .web import HERE, Guard, NoTraceback, Web, WebConfig
 
 PLOTLY = Path(__import__("plotly").__file__).parent / "package_data" / "plotly.min.js"
 
@@ -27,9 +27,12 @@ class StaticWithVendor(StaticFiles):
 
 
 def create_app(cfg: WebConfig):
+    """The MDMS service: the gateways' intake API, the staff dashboard and
+    the customer portal, on one server."""
     web = Web(cfg)
     routes = [Route(p, f, methods=m) for p, f, m in pages.routes(web) + portal.routes(web)]
+    routes.append(Route("/v1/intake", intake.route(web.store), methods=["POST"]))
     routes.append(Mount("/static", StaticWithVendor(directory=HERE / "static"), name="static"))
     app = Starlette(routes=routes)
     app.state.web = web
-    return Guard(app, web)
+    return NoTraceback(Guard(app, web))

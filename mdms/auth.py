@@ -57,15 +57,13 @@ class Throttle:
 
     def locked_for(self, *keys: str) -> float:
         now = time.time()
-        rows = [self.store.db.execute("SELECT locked_until FROM login_failures WHERE key=?",
-                                      (k,)).fetchone() for k in keys]
-        return max([0.0] + [r[0] - now for r in rows if r and r[0] > now])
+        rows = [self.store.failures(k) for k in keys]
+        return max([0.0] + [r[2] - now for r in rows if r and r[2] > now])
 
     def failed(self, *keys: str) -> None:
         now = time.time()
         for k in keys:
-            row = self.store.db.execute("SELECT count, first_at, locked_until FROM login_failures"
-                                        " WHERE key=?", (k,)).fetchone()
+            row = self.store.failures(k)
             count, first = (row[0], row[1]) if row and now - row[1] < WINDOW_S else (0, now)
             count += 1
             locked = row[2] if row else 0
@@ -73,12 +71,11 @@ class Throttle:
             if count >= limit:
                 locks = count - limit
                 locked = now + LOCK_S * (2 ** min(locks, 6))
-            self.store.db.execute("INSERT OR REPLACE INTO login_failures VALUES (?, ?, ?, ?)",
-                                  (k, count, first, locked))
+            self.store.put_failures(k, count, first, locked)
 
     def succeeded(self, *keys: str) -> None:
         for k in keys:
-            self.store.db.execute("DELETE FROM login_failures WHERE key=?", (k,))
+            self.store.clear_failures(k)
 
 
 class Sessions:
@@ -87,22 +84,20 @@ class Sessions:
 
     def create(self, username: str, role: str) -> tuple[str, str]:
         token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
-        self.store.db.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, ?)",
-                              (_h(token), username, role, csrf, time.time() + SESSION_S))
+        self.store.add_session(_h(token), username, role, csrf, time.time() + SESSION_S)
         return token, csrf
 
     def get(self, token: str | None) -> dict | None:
         if not token:
             return None
-        rows = self.store.rows("SELECT username, role, csrf, expires FROM sessions"
-                               " WHERE token_hash=?", (_h(token),))
-        if not rows or rows[0]["expires"] < time.time():
+        s = self.store.session(_h(token))
+        if s is None or s["expires"] < time.time():
             return None
-        return rows[0]
+        return s
 
     def end(self, token: str | None) -> None:
         if token:
-            self.store.db.execute("DELETE FROM sessions WHERE token_hash=?", (_h(token),))
+            self.store.end_session(_h(token))
 
 
 def _h(token: str) -> str:

@@ -8,6 +8,7 @@ import csv
 import datetime as dt
 import io
 import json
+import logging
 import secrets
 import time
 from collections import defaultdict
@@ -17,16 +18,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from authority.ledger import Ledger
-from authority.setup import holder_dirs
 from common.files import ConfigError
-from gateway.config import GatewayHome
-from gateway.store import Store, StoreError
 
 from . import auth, releases
+from .store import IntegrityError
 from .web import HOME_PAGE, ROLES, Web, client_key
 
 DAY = 86400
+log = logging.getLogger("gridveil.web")
 
 
 def utc(ts) -> str:
@@ -35,14 +34,7 @@ def utc(ts) -> str:
     return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
 
 
-def gateway_store(web: Web) -> Store | None:
-    try:
-        return Store(GatewayHome(web.cfg.home / "gateway").db, readonly=True)
-    except StoreError:
-        return None
-
-
-def add_user(web: Web, username: str, role: str, password: str) -> None:
+def add_user(store, username: str, role: str, password: str) -> None:
     if role not in ROLES or role == "customer":
         raise ConfigError(f"role must be one of {[r for r in ROLES if r != 'customer']}")
     if not username or len(username) > 64 or not username.isprintable():
@@ -50,9 +42,8 @@ def add_user(web: Web, username: str, role: str, password: str) -> None:
     if len(password) < 12:
         raise ConfigError("passwords need at least 12 characters")
     try:
-        web.store.db.execute("INSERT INTO users VALUES (?, ?, ?, ?)",
-                             (username, role, auth.hash_secret(password.encode()), time.time()))
-    except Exception:
+        store.add_user(username, role, auth.hash_secret(password.encode()))
+    except IntegrityError:
         raise ConfigError(f"user {username} already exists") from None
 
 
@@ -80,7 +71,8 @@ def routes(web: Web):
         if wait > 0:
             return web.render(request, "login.html", 429, login_csrf="",
                               error=f"Too many failed logins; try again in {int(wait) + 1} s.")
-        rows = web.store.rows("SELECT role, pw_hash FROM users WHERE username=?", (user,))
+        row = web.store.user(user)
+        rows = [row] if row else []
         ok = bool(rows) and auth.check_secret(pw.encode(), rows[0]["pw_hash"])
         if not rows:
             auth.check_secret(pw.encode(), auth.hash_secret(b"x"))  # same time either way
@@ -102,11 +94,8 @@ def routes(web: Web):
         return r
 
     async def admin(request: Request, error: str = ""):
-        users = web.store.rows("SELECT username, role, created FROM users ORDER BY username")
-        gw = gateway_store(web)
-        meters = gw.meters() if gw else []
-        if gw:
-            gw.close()
+        users = web.store.users()
+        meters = web.store.meters()
         nbhs = defaultdict(int)
         for m in meters:
             nbhs[m["neighbourhood"]] += 1
@@ -117,7 +106,7 @@ def routes(web: Web):
     async def admin_users(request: Request):
         form = await request.form()
         try:
-            add_user(web, str(form.get("username", "")), str(form.get("role", "")),
+            add_user(web.store, str(form.get("username", "")), str(form.get("role", "")),
                      str(form.get("password", "")))
         except ConfigError as e:
             return await admin(request, str(e))
@@ -128,36 +117,29 @@ def routes(web: Web):
         user = str(form.get("username", ""))
         if user == request.state.session["username"]:
             return await admin(request, "you cannot delete your own account")
-        web.store.db.execute("DELETE FROM users WHERE username=?", (user,))
-        web.store.db.execute("DELETE FROM sessions WHERE username=? AND role!='customer'", (user,))
+        web.store.delete_user(user)
         return RedirectResponse("/admin", status_code=303)
 
     async def operator(request: Request):
-        gw = gateway_store(web)
-        meters, rejects = ([], {})
-        if gw:
-            meters, rejects = gw.meters(), gw.rejects()
-            gw.close()
+        meters = web.store.meters()
         per_meter = defaultdict(dict)
-        for (m, reason), n in rejects.items():
-            per_meter[m][reason] = n
+        for g in web.store.gateways():
+            for m, reason, n in json.loads(g["rejects"] or "[]"):
+                per_meter[m][reason] = per_meter[m].get(reason, 0) + n
         return web.render(request, "operator.html", meters=meters, rejects=per_meter, utc=utc,
                           now=time.time())
 
     async def analyst(request: Request):
-        rows = web.store.rows("SELECT neighbourhood, interval_end, wh, noisy FROM"
-                              " released_aggregates ORDER BY interval_end")
+        rows = web.store.released_aggregates()
         hourly, profile, peaks = releases.demand_views(rows)
-        pending = web.store.rows("SELECT id, requested_at FROM requests WHERE kind='aggregates'"
-                                 " AND status='pending'")
+        pending = web.store.requests("pending", "aggregates")
         return web.render(request, "analyst.html", hourly=hourly, peaks=peaks,
                           chart=Markup(json.dumps({"hourly": hourly, "profile": profile})
                                        .replace("</", "<\\/")),
                           pending=pending, count=len(rows), utc=utc)
 
     async def demand_csv(request: Request):
-        rows = web.store.rows("SELECT neighbourhood, interval_end, wh, noisy FROM"
-                              " released_aggregates ORDER BY neighbourhood, interval_end")
+        rows = web.store.released_aggregates()
         buf = io.StringIO()
         w = csv.writer(buf)
         w.writerow(["neighbourhood", "interval_end_utc", "energy_wh", "noisy"])
@@ -182,8 +164,7 @@ def routes(web: Web):
             end = dt.date.fromisoformat(q["to"]) if q.get("to") else None
         except ValueError:
             start = end = None
-        rows = web.store.rows("SELECT meter_id, first_day, days, amount_uct FROM bills"
-                              " ORDER BY meter_id, first_day")
+        rows = web.store.bills()
         epoch = dt.date(1970, 1, 1)
         out = []
         for r in rows:
@@ -196,8 +177,7 @@ def routes(web: Web):
 
     async def billing(request: Request):
         bills, start, end = _bills(request)
-        pending = web.store.rows("SELECT id, params FROM requests WHERE kind='bills'"
-                                 " AND status='pending'")
+        pending = web.store.requests("pending", "bills")
         return web.render(request, "billing.html", bills=bills, start=start, end=end,
                           pending=pending, total=sum(b["eur"] for b in bills))
 
@@ -211,26 +191,31 @@ def routes(web: Web):
         return Response(buf.getvalue(), media_type="text/csv",
                         headers={"Content-Disposition": "attachment; filename=bills.csv"})
 
-    async def auditor(request: Request):
+    def holder_logs() -> list[dict]:
         logs = []
         try:
-            dirs = holder_dirs(web.cfg.home / "authority")
-        except ConfigError:
-            dirs = {}
-        for role, d in dirs.items():
-            led = Ledger(d / "authority.db")
-            ok, msg = led.verify()
-            entries = led.entries()[-300:]
-            led.close()
-            logs.append({"role": role, "ok": ok, "message": msg, "entries": entries})
-        requests = web.store.rows("SELECT * FROM requests ORDER BY id DESC LIMIT 100")
-        return web.render(request, "auditor.html", logs=logs, requests=requests, utc=utc)
+            holders = web.authority().holders
+        except ConfigError as e:
+            return [{"role": "-", "ok": False, "message": str(e), "entries": []}]
+        for role, h in holders.items():
+            try:
+                v = h.verify()
+                logs.append({"role": role, "ok": v["ok"], "message": v["message"],
+                             "entries": h.log()[-300:]})
+            except ConfigError as e:
+                logs.append({"role": role, "ok": False, "message": f"unreachable: {e}",
+                             "entries": []})
+        return logs
+
+    async def auditor(request: Request):
+        logs = await run_in_threadpool(holder_logs)
+        return web.render(request, "auditor.html", logs=logs, requests=web.store.requests(),
+                          utc=utc)
 
     async def guardian(request: Request):
-        pending = web.store.rows("SELECT * FROM requests WHERE status='pending' ORDER BY id")
-        done = web.store.rows("SELECT * FROM requests WHERE status!='pending' ORDER BY id DESC"
-                              " LIMIT 50")
-        return web.render(request, "guardian.html", pending=pending, done=done, utc=utc)
+        return web.render(request, "guardian.html", pending=list(reversed(
+            web.store.requests("pending"))), done=web.store.requests("decided", limit=50),
+            utc=utc)
 
     async def guardian_decide(request: Request):
         form = await request.form()
@@ -241,7 +226,10 @@ def routes(web: Web):
         who = request.state.session["username"]
         # Decryptions take seconds: off the event loop, so other pages stay live.
         decide = releases.approve if form.get("decision") == "approve" else releases.decline
-        await run_in_threadpool(decide, web, rid, who)
+        try:
+            await run_in_threadpool(decide, web.store, web.authority(), rid, who)
+        except ConfigError as e:
+            log.error("request %s: the key holders could not be asked: %s", rid, e)
         return RedirectResponse("/guardian", status_code=303)
 
     return [("/", index, ["GET"]), ("/login", login_page, ["GET"]), ("/login", login, ["POST"]),

@@ -14,10 +14,6 @@ import json
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from common.files import ConfigError, read_json
-from gateway.config import GatewayHome
-from gateway.store import Store, StoreError
-
 from . import auth
 from .web import Web, client_key
 
@@ -28,25 +24,26 @@ def b64(b: bytes) -> str:
     return base64.b64encode(b).decode()
 
 
-def register_customer(web_store, customer_id: str, keyfile: dict, password: str) -> None:
-    """At customer creation: keep a slow hash of the login verifier only."""
-    from common import customer
+def register_customer(store, keyfile: dict) -> str:
+    """A customer's registration file (`gridveil customer create`): the key
+    file with the private key wrapped under the password, and a slow hash
+    of the login verifier. The MDMS never sees the password."""
+    try:
+        cid = str(keyfile["customer_id"])
+        verifier_hash = str(keyfile["login_verifier_hash"])
+        entry = {k: keyfile[k] for k in ("kind", "customer_id", "kdf", "public_key",
+                                         "wrapped_private_key")}
+    except (KeyError, TypeError) as e:
+        from common.files import ConfigError
 
-    verifier = customer.auth_verifier(keyfile, password)
-    web_store.db.execute("INSERT OR REPLACE INTO customer_logins VALUES (?, ?)",
-                         (customer_id, auth.hash_secret(verifier)))
+        raise ConfigError(f"customer file is malformed: missing {e}") from None
+    store.put_customer(cid, entry, verifier_hash)
+    return cid
 
 
 def _keyfile(web: Web, customer_id: str) -> dict | None:
-    if not customer_id or "/" in customer_id or customer_id.startswith("."):
-        return None
-    path = web.cfg.home / "customers" / f"{customer_id}.json"
-    if not path.exists():
-        return None
-    try:
-        return read_json(path, "customer key file", secret=True)
-    except ConfigError:
-        return None
+    found = web.store.customer(customer_id) if customer_id else None
+    return found[0] if found else None
 
 
 def _decoy(web: Web, customer_id: str) -> dict:
@@ -80,9 +77,8 @@ def routes(web: Web):
         if wait > 0:
             return JSONResponse({"error": f"too many failed logins; wait {int(wait) + 1} s"},
                                 status_code=429)
-        row = web.store.db.execute("SELECT verifier_hash FROM customer_logins WHERE"
-                                   " customer_id=?", (cid,)).fetchone()
-        if row is None or not auth.check_secret(verifier, row[0]):
+        row = web.store.customer(cid)
+        if row is None or not auth.check_secret(verifier, row[1]):
             web.throttle.failed(*keys)
             return JSONResponse({"error": "wrong customer id or password"}, status_code=401)
         web.throttle.succeeded(*keys)
@@ -97,26 +93,15 @@ def routes(web: Web):
         kf = _keyfile(web, cid)
         if kf is None:
             return JSONResponse({"error": "no key file for this customer"}, status_code=404)
-        try:
-            gw = Store(GatewayHome(web.cfg.home / "gateway").db, readonly=True)
-        except StoreError as e:
-            return JSONResponse({"error": str(e)}, status_code=503)
-        try:
-            meters = [r[0] for r in gw.db.execute(
-                "SELECT meter_id FROM meters WHERE customer=? ORDER BY meter_id", (cid,))]
-            marks = ",".join("?" * len(meters))
-            day_keys = [{"meter": m, "day": d, "key_no": n, "wrapped": b64(w)}
-                        for m, d, n, w in gw.db.execute(
-                            f"SELECT meter_id, day, key_no, wrapped FROM customer_day_keys"
-                            f" WHERE meter_id IN ({marks})", meters)]
-            readings = [{"meter": m, "seq": s, "day": d, "key_no": n, "nonce": b64(nc),
-                         "ct": b64(ct)}
-                        for m, s, d, n, nc, ct in gw.db.execute(
-                            f"SELECT meter_id, seq, day, key_no, nonce, ciphertext FROM"
-                            f" sealed_readings WHERE meter_id IN ({marks})"
-                            f" ORDER BY meter_id, seq LIMIT {MAX_READINGS}", meters)]
-        finally:
-            gw.close()
+        meters = web.store.customer_meters(cid)
+        day_keys, readings = [], []
+        for m in meters:
+            day_keys += [{"meter": m, "day": d, "key_no": n, "wrapped": b64(w)}
+                         for d, n, w in web.store.day_keys(m)]
+            readings += [{"meter": m, "seq": s, "day": d, "key_no": n, "nonce": b64(nc),
+                          "ct": b64(ct)}
+                         for s, d, n, nc, ct in web.store.sealed_readings(
+                             m, MAX_READINGS - len(readings))]
         return JSONResponse({"customer": cid, "kdf": kf["kdf"],
                              "wrapped_private_key": kf["wrapped_private_key"],
                              "meters": meters, "day_keys": day_keys, "readings": readings})

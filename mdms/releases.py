@@ -1,26 +1,103 @@
-"""Release requests: an analyst or billing asks, the privacy guardian
-approves or declines, and only then do the key holders (each checking the
-policy on its own) release. Released values are kept for the dashboard."""
+"""Releases, as the MDMS does them: for every (neighbourhood, interval) that
+all gateways serving it have sealed, one request carrying every gateway's
+signed part; for every meter, one bill per billing period from its signed
+day records. Both go to every key holder over its HTTP API; the values
+that come back are stored for the dashboard.
+
+An analyst or billing clerk asks in the web app, the privacy guardian
+approves or declines there, and only then does this run (`approve`).
+`gridveil mdms release` runs the same from the command line.
+"""
 
 from __future__ import annotations
 
 import json
-import os
+import logging
 from collections import defaultdict
-from pathlib import Path
+from dataclasses import dataclass, field
 
-from authority.api import HttpHolder
-from authority.client import Authority
-from authority.holder import HolderHome
-from authority.keys import PASSPHRASE_ENV
-from authority.ledger import Ledger
-from authority.setup import holder_dirs
-from common.files import ConfigError, check_owner_only, read_json
-from gateway.config import GatewayHome
-from gateway.store import Store
-from host_tools import report
+from authority.client import Authority, Refusal
+from common import records, tariff
 
+from .store import MdmsStore
+
+log = logging.getLogger("gridveil.mdms.releases")
 HOUR = 3600
+DAY = 86400
+
+
+@dataclass
+class Released:
+    aggregates: dict[tuple[str, int], int] = field(default_factory=dict)  # (nbh, end) -> Wh
+    bills: dict[tuple[str, int], int] = field(default_factory=dict)  # (meter, first day) -> µct
+    refusals: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"aggregates": [[n, e, wh] for (n, e), wh in sorted(self.aggregates.items())],
+                "bills": [[m, d, a] for (m, d), a in sorted(self.bills.items())],
+                "refusals": self.refusals}
+
+    @classmethod
+    def from_store(cls, store: MdmsStore) -> Released:
+        return cls({(r["neighbourhood"], r["interval_end"]): r["wh"]
+                    for r in store.released_aggregates()},
+                   {(r["meter_id"], r["first_day"]): r["amount_uct"] for r in store.bills()})
+
+
+def release_aggregates(store: MdmsStore, authority: Authority, out: Released,
+                       with_dp: bool = False) -> None:
+    for (nbh, end), parts in store.unreleased_aggregate_parts().items():
+        signed = [(records.parse(rec), sig) for rec, sig in parts]
+        try:
+            wh, contributors = authority.release_aggregate(signed, with_dp)
+        except Refusal as r:
+            out.refusals.append(f"{nbh} @ {end}: {r}")
+            continue
+        store.save_aggregate(nbh, end, wh, contributors, with_dp)
+        out.aggregates[(nbh, end)] = wh
+
+
+def meter_prices(store: MdmsStore) -> dict[tuple[str, str], dict[int, int]]:
+    """(gateway, tariff id) -> prices per band. Flat is every gateway's default."""
+    out = defaultdict(lambda: tariff.FLAT.prices)
+    for key, d in store.tariff_definitions().items():
+        out[key] = tariff.parse(d).prices
+    return out
+
+
+def release_bills(store: MdmsStore, authority: Authority, out: Released,
+                  period_days: int = 1) -> None:
+    """One bill per meter per run of `period_days` consecutive signed days;
+    a leftover shorter run is not billed yet."""
+    prices = meter_prices(store)
+    billed = {(b["meter_id"], b["first_day"]) for b in store.bills()}
+    by_meter = defaultdict(list)
+    for row in store.signed_bill_days():
+        by_meter[row["meter_id"]].append(row)
+    for meter_id, days in by_meter.items():
+        for i in range(0, len(days) - period_days + 1, period_days):
+            chunk = days[i:i + period_days]
+            first = chunk[0]["day"]
+            if (meter_id, first) in billed:
+                continue
+            signed = [(records.parse(d["record"]), d["signature"]) for d in chunk]
+            band_prices = prices[(chunk[0]["gateway_id"], chunk[0]["tariff"])]
+            try:
+                amount = authority.release_bill(meter_id, first * DAY,
+                                                (first + period_days) * DAY, band_prices, signed)
+            except Refusal as r:
+                out.refusals.append(f"bill {meter_id} from day {first}: {r}")
+                continue
+            store.save_bill(meter_id, first, period_days, amount)
+            out.bills[(meter_id, first)] = amount
+
+
+def release_all(store: MdmsStore, authority: Authority, period_days: int = 1,
+                with_dp: bool = False) -> Released:
+    out = Released()
+    release_aggregates(store, authority, out, with_dp)
+    release_bills(store, authority, out, period_days)
+    return out
 
 
 def demand_views(rows: list[dict]):
@@ -45,72 +122,28 @@ def demand_views(rows: list[dict]):
     return series, profile, sorted(peaks, key=lambda p: (p["hour"], p["neighbourhood"]))
 
 
-def authority(home: Path) -> Authority:
-    """The key holders as the MDMS reaches them: over their HTTP APIs when
-    <home>/mdms/authority.json names them, e.g.
-
-        {"holders": {"utility": {"url": "http://127.0.0.1:8710", "token_file": "utility.token"},
-                     "guardian": {"url": "http://127.0.0.1:8711", "token_file": "guardian.token"}}}
-
-    (token files relative to that folder), else in this process. Public
-    keys for combining partials come from the authority folder."""
-    cfg_file = home / "mdms" / "authority.json"
-    keys = HolderHome(next(iter(holder_dirs(home / "authority").values()))).keys
-    if cfg_file.exists():
-        cfg = read_json(cfg_file, "MDMS authority settings")
-        try:
-            holders = {role: HttpHolder(h["url"], read_secret(cfg_file.parent / h["token_file"]))
-                       for role, h in cfg["holders"].items()}
-        except (KeyError, TypeError, AttributeError) as e:
-            raise ConfigError(f"{cfg_file} is malformed: {e!r}") from None
-        return Authority(holders, keys, requester="mdms-web")
-    p = os.environ.get(PASSPHRASE_ENV)
-    return Authority.local(home / "authority", {"single": p, "utility": p, "guardian": p},
-                           requester="mdms-web")
-
-
-def read_secret(path: Path) -> str:
-    check_owner_only(path, "API token")
-    return path.read_text().strip()
-
-
-def approve(web, rid: int, who: str) -> str:
-    rows = web.store.rows("SELECT * FROM requests WHERE id=? AND status='pending'", (rid,))
-    if not rows:
+def approve(store: MdmsStore, authority: Authority, rid: int, who: str) -> str:
+    req = store.request(rid)
+    if req is None:
         return "no such pending request"
-    req = rows[0]
     params = json.loads(req["params"])
-    gw = Store(GatewayHome(web.cfg.home / "gateway").db, readonly=True)
-    auth = authority(web.cfg.home)
-    out = report.Released()
-    try:
-        if req["kind"] == "aggregates":
-            done = {(r["neighbourhood"], r["interval_end"]) for r in web.store.rows(
-                "SELECT neighbourhood, interval_end FROM released_aggregates")}
-            report.release_aggregates(gw, auth, out, bool(params.get("dp")), skip=done)
-        else:
-            done = {(r["meter_id"], r["first_day"]) for r in web.store.rows(
-                "SELECT meter_id, first_day FROM bills")}
-            report.release_bills(gw, auth, out, int(params.get("period_days", 1)), skip=done)
-    finally:
-        auth.close()
-        gw.close()
-    web.store.save_released(out, int(params.get("period_days", 1)), bool(params.get("dp")))
+    out = Released()
+    if req["kind"] == "aggregates":
+        release_aggregates(store, authority, out, bool(params.get("dp")))
+    else:
+        release_bills(store, authority, out, int(params.get("period_days", 1)))
     outcome = (f"released {len(out.aggregates)} aggregates and {len(out.bills)} bills;"
                f" {len(out.refusals)} refused by policy")
-    web.store.decide(rid, "approved", who, outcome)
+    store.decide(rid, "approved", who, outcome)
+    log.info("request %d approved by %s: %s", rid, who, outcome)
     return outcome
 
 
-def decline(web, rid: int, who: str) -> None:
-    rows = web.store.rows("SELECT kind FROM requests WHERE id=? AND status='pending'", (rid,))
-    if not rows:
+def decline(store: MdmsStore, authority: Authority, rid: int, who: str) -> None:
+    req = store.request(rid)
+    if req is None:
         return
-    if web.store.decide(rid, "declined", who, "declined by the privacy guardian"):
-        # The guardian's holder logs the refusal too, so auditors see it there.
-        d = holder_dirs(web.cfg.home / "authority").get("guardian")
-        if d is not None:
-            led = Ledger(HolderHome(d).ledger)
-            led.record("mdms-web", rows[0]["kind"], f"request:{rid}", False,
-                       f"declined: by privacy guardian {who}")
-            led.close()
+    if store.decide(rid, "declined", who, "declined by the privacy guardian"):
+        # The holders log the refusal too, so auditors find it in their logs.
+        authority.note_refusal(req["kind"], f"request:{rid}",
+                               f"declined: by privacy guardian {who}")

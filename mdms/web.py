@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from . import auth
+from .config import MdmsHome, authority
 from .store import MdmsStore
 
 log = logging.getLogger("gridveil.web")
@@ -62,20 +63,16 @@ SECURITY_HEADERS = {
 
 @dataclass
 class WebConfig:
-    home: Path  # the GridVeil home: gateway/, authority/, customers/, mdms/
-    secure_cookies: bool = False  # set behind HTTPS
-
-    @property
-    def mdms_db(self) -> Path:
-        return self.home / "mdms" / "mdms.db"
+    home: Path  # the MDMS's own home (mdms.json)
+    secure_cookies: bool = False  # set when served over HTTPS
 
 
 class Web:
     """Shared state of one running app."""
 
-    def __init__(self, cfg: WebConfig):
+    def __init__(self, cfg: WebConfig, store: MdmsStore | None = None):
         self.cfg = cfg
-        self.store = MdmsStore(cfg.mdms_db)
+        self.store = store or MdmsStore(MdmsHome(cfg.home).db_url())
         self.sessions = auth.Sessions(self.store)
         self.throttle = auth.Throttle(self.store)
         self.templates = Environment(loader=FileSystemLoader(HERE / "templates"),
@@ -86,6 +83,11 @@ class Web:
         ctx.update(session=session, csrf=session["csrf"] if session else "",
                    nav=HOME_PAGE.get(session["role"]) if session else None)
         return HTMLResponse(self.templates.get_template(name).render(**ctx), status_code=status)
+
+    def authority(self):
+        """The key holders, over their HTTP APIs (made per use: cheap, and a
+        changed mdms.json takes effect without a restart)."""
+        return authority(self.cfg.home)
 
 
 def client_key(request: Request) -> str:
@@ -135,6 +137,8 @@ class Guard:
 
         request = Request(scope, receive)
         path, method = scope["path"], scope["method"]
+        if path.startswith("/v1/"):  # the gateways' intake: signed requests, no session
+            return await self.app(scope, receive, send_with_headers)
         body = b""
         if method == "POST":
             body = await request.body()
@@ -167,3 +171,28 @@ class Guard:
             if response is not None:
                 return await response(scope, replay, send_with_headers)
         await self.app(scope, replay, send_with_headers)
+
+
+class NoTraceback:
+    """Outermost: an unexpected error becomes a plain 500 and one log line
+    that names it, never a traceback in the response or the log."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        started = False
+
+        async def tracking_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as e:  # noqa: BLE001 - the last line of defence
+            log.error("%s %s failed: %s: %s", scope.get("method"), scope.get("path"),
+                      type(e).__name__, str(e)[:200])
+            if scope["type"] == "http" and not started:
+                await Response("internal error; the operator's log says what",
+                               status_code=500)(scope, receive, send)

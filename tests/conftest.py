@@ -125,3 +125,25 @@ def umass_files() -> list[Path]:
     if len(files) != 10:
         pytest.skip(f"real UMass data not found in {SHARED_DATA}")
     return files
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server for the MDMS tests (tests/helpers/postgres.py)."""
+    from helpers.postgres import Cluster, PostgresUnavailable
+
+    try:
+        cluster = Cluster()
+    except PostgresUnavailable as e:
+        pytest.skip(str(e))
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def mdms_db(request, tmp_path):
+    """An MDMS database URL: SQLite in a temporary file, or a fresh database
+    on the test PostgreSQL server. Tests that take it run against both."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'mdms.db'}"
+    return request.getfixturevalue("postgres").new_database()

@@ -21,7 +21,7 @@ def system(tmp_path_factory, sample_files):
     s = System(tmp_path_factory.mktemp("attacks") / "gv", sample_files[:5])
     s.start_gateway()
     yield s
-    s.stop_gateway()
+    s.close()
 
 
 def peer(system, meter_id):
@@ -120,5 +120,5 @@ def test_garbage_datagrams_do_not_hurt_the_gateway(system, datagram):
     # The gateway is still alive and serving.
     inner, _ = peer(system, "m01").post(readings_payload("m01", [[0, END, 123, 123]]))
     assert inner.code == aiocoap.CHANGED  # a duplicate of an earlier test's reading
-    assert system.gateway.poll() is None
+    assert system.gw.proc.poll() is None
     assert "Traceback" not in system.gateway_log()

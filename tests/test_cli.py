@@ -4,6 +4,7 @@ input answered with one clear line and a non-zero exit, never a traceback."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,21 +13,38 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-COMMANDS = [[], ["authority"], ["authority", "init"], ["authority", "rotate"],
-            ["authority", "trust-gateway"], ["authority", "token"], ["authority", "serve"],
-            ["authority", "log"], ["authority", "verify"], ["gateway"], ["gateway", "init"],
-            ["gateway", "run"], ["gateway", "seal"], ["gateway", "status"], ["gateway", "rekey"],
-            ["tariff"], ["tariff", "add"], ["customer"], ["customer", "create"],
-            ["customer", "export"], ["provision"], ["fleet"], ["report"], ["sample-data"],
-            ["demo"], ["bench"], ["build"], ["deploy"], ["monitor"], ["board-emulator"],
-            ["web"], ["web-user"], ["web-user", "add"]]
+COMMANDS = [[], ["keygen"], ["holder"], ["holder", "init"], ["holder", "import-key"],
+            ["holder", "trust-gateway"], ["holder", "allow"], ["holder", "serve"],
+            ["holder", "log"], ["holder", "verify"], ["gateway"], ["gateway", "init"],
+            ["gateway", "run"], ["gateway", "seal"], ["gateway", "push"], ["gateway", "status"],
+            ["gateway", "rekey"], ["gateway", "customer-add"], ["tariff"], ["tariff", "add"],
+            ["customer"], ["customer", "create"], ["customer", "export"], ["provision"],
+            ["fleet"], ["sample-data"], ["demo"], ["bench"], ["build"], ["deploy"], ["monitor"],
+            ["board-emulator"], ["mdms"], ["mdms", "init"], ["mdms", "holder-add"],
+            ["mdms", "trust-gateway"], ["mdms", "customer-add"], ["mdms", "serve"],
+            ["mdms", "release"], ["mdms", "status"], ["mdms", "user-add"]]
+PASS = {"GRIDVEIL_HOLDER_PASSPHRASE": "a holder passphrase"}
 
 
-def gridveil(*args, home=None):
+def gridveil(*args, home=None, env=None):
     cmd = [sys.executable, "-m", "host_tools.cli"]
     if home is not None:
         cmd += ["--home", str(home)]
-    return subprocess.run(cmd + list(args), capture_output=True, text=True, cwd=REPO, timeout=120)
+    return subprocess.run(cmd + list(args), capture_output=True, text=True, cwd=REPO, timeout=120,
+                          env={**os.environ, **(env or {})})
+
+
+def holder_and_key(tmp_path):
+    """A utility holder in tmp/hu and a 512-bit key dealt to it and a guardian."""
+    for role in ("utility", "guardian"):
+        assert gridveil("holder", "init", "--role", role, "--export",
+                        str(tmp_path / f"{role}.t.json"), home=tmp_path / f"h{role[0]}",
+                        env=PASS).returncode == 0
+    r = gridveil("keygen", "--bits", "512", "--out", str(tmp_path / "keys"), "--utility",
+                 str(tmp_path / "utility.t.json"), "--guardian", str(tmp_path / "guardian.t.json"))
+    assert r.returncode == 0, r.stderr
+    kid = r.stdout.split()[-1]
+    return kid, tmp_path / "keys" / f"{kid}.pub.json"
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c) or "gridveil")
@@ -44,92 +62,115 @@ def clean_failure(r, *needles):
 
 
 def test_bad_arguments(tmp_path):
-    clean_failure(gridveil("authority", "init", "--bits", "many", home=tmp_path), "invalid int")
+    clean_failure(gridveil("keygen", "--bits", "many", "--out", str(tmp_path)), "invalid int")
     clean_failure(gridveil("nonsense"), "invalid choice")
-    clean_failure(gridveil("authority", "init", "--bits", "100", home=tmp_path), "at least 512")
-    clean_failure(gridveil("authority", "init", "--bits", "512", "--k", "1", home=tmp_path), "k must")
+    holder_and_key(tmp_path)
+    clean_failure(gridveil("keygen", "--bits", "100", "--out", str(tmp_path), "--single",
+                           str(tmp_path / "utility.t.json")), "at least 512")
+    clean_failure(gridveil("keygen", "--bits", "512", "--out", str(tmp_path), "--utility",
+                           str(tmp_path / "utility.t.json")), "the utility and the guardian")
+    clean_failure(gridveil("holder", "init", "--role", "utility", "--k", "1", "--export",
+                           str(tmp_path / "x"), home=tmp_path / "h1", env=PASS), "k must")
+    clean_failure(gridveil("holder", "init", "--role", "utility", "--export", str(tmp_path / "x"),
+                           home=tmp_path / "h2"), "encrypted at rest")
+    clean_failure(gridveil("mdms", "init", "--db", "mysql://x", home=tmp_path / "m"),
+                  "sqlite:///PATH or postgresql://")
+    clean_failure(gridveil("mdms", "init", "--db", "postgresql://u:secret@h/db",
+                           home=tmp_path / "m2"), "keep the database password out")
 
 
 def test_missing_and_broken_files(tmp_path):
-    clean_failure(gridveil("gateway", "status", home=tmp_path), "gateway database not found")
-    clean_failure(gridveil("gateway", "init", home=tmp_path), "authority layout not found")
-    assert gridveil("authority", "init", "--bits", "512", home=tmp_path).returncode == 0
-    clean_failure(gridveil("authority", "init", "--bits", "512", home=tmp_path), "already exists")
-    assert gridveil("gateway", "init", "--port", "5999", home=tmp_path).returncode == 0
+    gw = tmp_path / "gw"
+    clean_failure(gridveil("gateway", "status", home=gw), "gateway database not found")
+    clean_failure(gridveil("gateway", "init", "--paillier-pub", "/nope.json", home=gw),
+                  "not found")
+    kid, pub = holder_and_key(tmp_path)
+    clean_failure(gridveil("holder", "init", "--role", "utility", "--export", str(tmp_path / "x"),
+                           home=tmp_path / "hu", env=PASS), "already exists")
+    assert gridveil("gateway", "init", "--port", "5999", "--paillier-pub", str(pub),
+                    home=gw).returncode == 0
     clean_failure(gridveil("provision", "m1", "--neighbourhood", "n", "--replay", "/nope.csv",
-                           home=tmp_path), "replay file not found")
-    gw = tmp_path / "gateway" / "gateway.json"
-    gw.write_text('{"port": "fifty"}')
-    clean_failure(gridveil("gateway", "seal", home=tmp_path), "port must be a int")
-    gw.write_text("{not json")
-    clean_failure(gridveil("gateway", "run", home=tmp_path), "not valid JSON")
-    clean_failure(gridveil("gateway", "rekey", "--from-day", "yesterday", home=tmp_path),
-                  "must be a date")
-    clean_failure(gridveil("tariff", "add", str(gw), home=tmp_path), "not valid JSON")
+                           home=gw), "replay file not found")
+    clean_failure(gridveil("gateway", "push", home=gw), "no MDMS to push to")
+    cfg = gw / "gateway.json"
+    cfg.write_text('{"port": "fifty"}')
+    clean_failure(gridveil("gateway", "seal", home=gw), "port must be a int")
+    cfg.write_text("{not json")
+    clean_failure(gridveil("gateway", "run", home=gw), "not valid JSON")
+    clean_failure(gridveil("gateway", "rekey", "--from-day", "yesterday", "--paillier-pub",
+                           str(pub), home=gw), "must be a date")
+    clean_failure(gridveil("tariff", "add", str(cfg), home=gw), "not valid JSON")
     (tmp_path / "t.json").write_text('{"id": "x", "bands": {"0": "a"}, "default_band": 3}')
-    clean_failure(gridveil("tariff", "add", str(tmp_path / "t.json"), home=tmp_path),
+    clean_failure(gridveil("tariff", "add", str(tmp_path / "t.json"), home=gw),
                   "undefined bands")
-    clean_failure(gridveil("customer", "create", "c1", "--password-file", "/nope",
-                           home=tmp_path), "cannot read the password file")
+    clean_failure(gridveil("customer", "create", "c1", "--password-file", "/nope"),
+                  "cannot read the password file")
     (tmp_path / "pw").write_text("short")
     clean_failure(gridveil("customer", "create", "c1", "--password-file", str(tmp_path / "pw"),
-                           home=tmp_path), "at least 10 characters")
-    clean_failure(gridveil("authority", "verify", "--holder", "mallory", home=tmp_path),
-                  "no key holder 'mallory'")
-    share = next((tmp_path / "authority" / "utility" / "keys").glob("*.share.json"))
+                           "--out-dir", str(tmp_path)), "at least 10 characters")
+    clean_failure(gridveil("holder", "import-key", str(tmp_path / "keys" / f"{kid}.utility"
+                                                        ".sealed.json"), "--pub", str(pub),
+                           home=tmp_path / "hu", env={"GRIDVEIL_HOLDER_PASSPHRASE": "nope nope"
+                                                                                    " nope"}),
+                  "wrong passphrase")
+    assert gridveil("holder", "import-key", str(tmp_path / "keys" / f"{kid}.utility.sealed.json"),
+                    "--pub", str(pub), home=tmp_path / "hu", env=PASS).returncode == 0
+    share = next((tmp_path / "hu" / "keys").glob("*.share.json"))
     share.chmod(0o644)
-    gw.write_text('{"port": 5999}')
-    gridveil("authority", "trust-gateway", home=tmp_path)
-    clean_failure(gridveil("report", home=tmp_path), "readable by others")
+    clean_failure(gridveil("holder", "serve", home=tmp_path / "hu", env=PASS),
+                  "readable by others")
+    clean_failure(gridveil("mdms", "release", home=tmp_path / "nomdms"), "MDMS settings not found")
 
 
 def test_provision_never_prints_secrets(tmp_path):
-    gridveil("authority", "init", "--bits", "512", home=tmp_path)
-    gridveil("gateway", "init", "--port", "5999", home=tmp_path)
+    _, pub = holder_and_key(tmp_path)
+    gw = tmp_path / "gw"
+    gridveil("gateway", "init", "--port", "5999", "--paillier-pub", str(pub), home=gw)
     (tmp_path / "pw").write_text("a customer password")
     r = gridveil("customer", "create", "c1", "--password-file", str(tmp_path / "pw"),
-                 home=tmp_path)
+                 "--out-dir", str(tmp_path))
     assert r.returncode == 0, r.stderr
-    r = gridveil("provision", "m1", "--neighbourhood", "north", "--customer", "c1", home=tmp_path)
+    assert "a customer password" not in (tmp_path / "c1.json").read_text()
+    assert gridveil("gateway", "customer-add", str(tmp_path / "c1.json"), home=gw).returncode == 0
+    r = gridveil("provision", "m1", "--neighbourhood", "north", "--customer", "c1", home=gw)
     assert r.returncode == 0, r.stderr
-    secrets = json.loads((tmp_path / "meters" / "m1" / "secrets.json").read_text())
-    assert (tmp_path / "meters" / "m1" / "secrets.json").stat().st_mode & 0o077 == 0
-    assert (tmp_path / "gateway" / "keystore.json").stat().st_mode & 0o077 == 0
+    secrets = json.loads((gw / "provisioned" / "m1" / "secrets.json").read_text())
+    assert (gw / "provisioned" / "m1" / "secrets.json").stat().st_mode & 0o077 == 0
+    assert (gw / "keystore.json").stat().st_mode & 0o077 == 0
     for v in (secrets["master_secret"], secrets["master_salt"]):
         assert v not in r.stdout + r.stderr
-    clean_failure(gridveil("provision", "m1", "--neighbourhood", "north", home=tmp_path),
-                  "already")
+    clean_failure(gridveil("provision", "m1", "--neighbourhood", "north", home=gw), "already")
     # An ESP32 meter: board settings merged, Wi-Fi password read from a file.
     (tmp_path / "wifi").write_text("wifi-secret-42\n")
     (tmp_path / "board.json").write_text(json.dumps(
         {"board": {"chip": "esp32c3"}, "sensor": {"type": "pulse", "pin": 4, "imp_per_kwh": 800}}))
     r = gridveil("provision", "m2", "--neighbourhood", "north", "--board-settings",
                  str(tmp_path / "board.json"), "--wifi-ssid", "home", "--wifi-password-file",
-                 str(tmp_path / "wifi"), home=tmp_path)
+                 str(tmp_path / "wifi"), home=gw)
     assert r.returncode == 0, r.stderr
     assert "wifi-secret-42" not in r.stdout + r.stderr
-    s2 = json.loads((tmp_path / "meters" / "m2" / "secrets.json").read_text())
+    s2 = json.loads((gw / "provisioned" / "m2" / "secrets.json").read_text())
     assert s2["wifi_password"] == "wifi-secret-42"
-    settings = json.loads((tmp_path / "meters" / "m2" / "settings.json").read_text())
+    settings = json.loads((gw / "provisioned" / "m2" / "settings.json").read_text())
     assert settings["sensor"]["imp_per_kwh"] == 800 and "wifi_password" not in settings
 
 
-def test_authority_verify_detects_an_edited_log(tmp_path):
+def test_holder_verify_detects_an_edited_log(tmp_path):
     import sqlite3
 
     from authority.ledger import Ledger
 
-    assert gridveil("authority", "init", "--bits", "512", home=tmp_path).returncode == 0
-    db = tmp_path / "authority" / "guardian" / "authority.db"
+    holder_and_key(tmp_path)
+    db = tmp_path / "hg" / "authority.db"
     led = Ledger(db)
     for i in range(3):
         led.record("mdms", "aggregate", f"agg:n:{i}", False, "too_few: test")
     led.close()
-    r = gridveil("authority", "verify", "--holder", "guardian", home=tmp_path)
+    r = gridveil("holder", "verify", home=tmp_path / "hg")
     assert r.returncode == 0 and "OK: 3 entries" in r.stdout
     con = sqlite3.connect(db)
     con.execute("UPDATE log SET granted=1 WHERE n=2")
     con.commit()
     con.close()
-    r = gridveil("authority", "verify", "--holder", "guardian", home=tmp_path)
+    r = gridveil("holder", "verify", home=tmp_path / "hg")
     assert r.returncode == 1 and "BROKEN: entry 2" in r.stdout

@@ -4,6 +4,7 @@ straight away."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,5 +20,14 @@ def test_demo_runs_twice_and_cross_checks(tmp_path):
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
         lines = r.stdout.strip().splitlines()
         assert lines[-1] == "CROSS-CHECK OK: 10 bills and 192 aggregates match ground truth exactly"
-        assert "http://127.0.0.1:8080/portal" in r.stdout
+        assert re.search(r"customer portal at https://127\.0\.0\.1:\d+/portal", r.stdout)
         assert (tmp_path / "demo" / "web-accounts.txt").stat().st_mode & 0o077 == 0
+        # Every party its own process, with its own pid and home.
+        pids = {}
+        for party in ("holder-utility", "holder-guardian", "mdms", "gateway-1", "gateway-2"):
+            m = re.search(rf"^  {party}\s+(\d+)\s+(\S+)\s+(\S+)$", r.stdout, re.M)
+            assert m, f"{party} not listed:\n{r.stdout[:3000]}"
+            pids[party] = m.group(1)
+            assert m.group(3) == str(tmp_path / "demo" / party)
+        assert len(set(pids.values())) == 5
+        assert "each confined to its own home" in r.stdout

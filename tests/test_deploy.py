@@ -29,25 +29,25 @@ def gridveil(home, *args, timeout=300):
 def deployed(tmp_path, sample_files):
     s = System(tmp_path / "gv", sample_files[:5])
     s.start_gateway()
-    r = gridveil(s.home, "build", "--target", "unix", "--out", str(tmp_path / "build"))
+    r = gridveil(s.gw_home, "build", "--target", "unix", "--out", str(tmp_path / "build"))
     assert r.returncode == 0, r.stderr
     link = tmp_path / "ttyGV0"
     emu = BoardEmulator(tmp_path / "board", link=link).start()
     yield s, emu, link, tmp_path
     emu.close()
-    s.stop_gateway()
+    s.close()
 
 
 def test_deploy_to_emulated_board_then_it_delivers(deployed):
     s, emu, link, tmp_path = deployed
-    r = gridveil(s.home, "deploy", "--port", str(link), "--meter-dir", str(s.home / "meters" / "m01"),
+    r = gridveil(s.gw_home, "deploy", "--port", str(link), "--meter-dir", str(s.meters_dir / "m01"),
                  "--build", str(tmp_path / "build"))
     assert r.returncode == 0, r.stderr + r.stdout
     assert "files verified" in r.stdout
     lib = sorted(p.name for p in (emu.fs / "lib").iterdir())
     assert "meter.mpy" in lib and "board.mpy" in lib and not any(n.endswith(".py") for n in lib)
     assert (emu.fs / "secrets.json").read_bytes() == \
-        (s.home / "meters" / "m01" / "secrets.json").read_bytes()
+        (s.meters_dir / "m01" / "secrets.json").read_bytes()
     deadline = time.monotonic() + 90
     while s.accepted("m01") < 96 and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -57,23 +57,23 @@ def test_deploy_to_emulated_board_then_it_delivers(deployed):
 
 def test_deploy_refuses_a_corrupted_transfer_and_missing_files(deployed, tmp_path):
     s, emu, link, tmp_path = deployed
-    r = gridveil(s.home, "deploy", "--port", str(link), "--meter-dir", str(tmp_path),
+    r = gridveil(s.gw_home, "deploy", "--port", str(link), "--meter-dir", str(tmp_path),
                  "--build", str(tmp_path / "build"))
     assert r.returncode == 2 and "settings.json" in r.stderr and "Traceback" not in r.stderr
-    r = gridveil(s.home, "deploy", "--port", str(tmp_path / "nope"), "--meter-dir",
-                 str(s.home / "meters" / "m01"), "--build", str(tmp_path / "build"), timeout=60)
+    r = gridveil(s.gw_home, "deploy", "--port", str(tmp_path / "nope"), "--meter-dir",
+                 str(s.meters_dir / "m01"), "--build", str(tmp_path / "build"), timeout=60)
     assert r.returncode == 2 and "mpremote failed" in r.stderr
     # A manifest that does not match what is sent: verification must catch it.
     manifest = tmp_path / "build" / "manifest.json"
     manifest.write_text(manifest.read_text().replace('"main.py": "', '"main.py": "00'))
-    r = gridveil(s.home, "deploy", "--port", str(link), "--meter-dir",
-                 str(s.home / "meters" / "m01"), "--build", str(tmp_path / "build"), "--no-reset")
+    r = gridveil(s.gw_home, "deploy", "--port", str(link), "--meter-dir",
+                 str(s.meters_dir / "m01"), "--build", str(tmp_path / "build"), "--no-reset")
     assert r.returncode == 2 and "did not arrive intact" in r.stderr
 
 
 def test_monitor_follows_the_console_across_a_board_swap(deployed):
     s, emu, link, tmp_path = deployed
-    r = gridveil(s.home, "deploy", "--port", str(link), "--meter-dir", str(s.home / "meters" / "m01"),
+    r = gridveil(s.gw_home, "deploy", "--port", str(link), "--meter-dir", str(s.meters_dir / "m01"),
                  "--build", str(tmp_path / "build"))
     assert r.returncode == 0, r.stderr
     p = subprocess.Popen([sys.executable, "-m", "host_tools.cli", "monitor", "--port", str(link),

@@ -1,6 +1,8 @@
-"""The whole path on real parts: MicroPython meters (64K heap) -> OSCORE over
-CoAP on loopback -> aiocoap gateway -> Paillier accumulators in SQLite ->
-signed seal -> key authority -> released values equal to ground truth."""
+"""The whole path on real parts, each party its own process: MicroPython
+meters (64K heap) -> OSCORE over CoAP on loopback -> aiocoap gateways ->
+Paillier accumulators in SQLite -> signed seal -> outbox pushed over HTTPS to
+the MDMS -> both key holders over HTTPS -> released values equal to ground
+truth."""
 
 from __future__ import annotations
 
@@ -14,9 +16,9 @@ from host_tools import fleet
 
 @pytest.fixture
 def sample_system(tmp_path, sample_files):
-    s = System(tmp_path / "gv", sample_files)
+    s = System(tmp_path / "gv", sample_files, gateways=2)
     yield s
-    s.stop_gateway()
+    s.close()
 
 
 def test_sample_day_matches_ground_truth(sample_system):
@@ -28,14 +30,20 @@ def test_sample_day_matches_ground_truth(sample_system):
         assert r.returncode == 0, r.output
         assert "96 readings delivered, 0 still queued" in r.output
     s.seal_all()
-    store = s.store(readonly=True)
-    # The data clock sealed as the meters went; nothing arrived after its seal.
-    assert store.db.execute("SELECT COUNT(*) FROM sealed").fetchone()[0] == 192
-    assert store.db.execute("SELECT COUNT(*) FROM demand").fetchone()[0] == 0
-    assert sum(m["late"] for m in store.meters()) == 0
-    store.close()
-    ok, line = s.cross_check(s.release())
+    for gid in s.gateways:
+        store = s.store(readonly=True, gateway=gid)
+        # The data clock sealed as the meters went; nothing arrived after its seal.
+        # Each gateway sealed its own part of every (neighbourhood, interval).
+        assert len(store.sealed_rows()) == 192
+        assert store.open_demand() == []
+        assert sum(m["late"] for m in store.meters()) == 0
+        assert store.outbox_count() == 0  # all pushed
+        store.close()
+    released = s.release()
+    ok, line = s.cross_check(released)
     assert ok, line
+    # k = 5 per neighbourhood holds only with both gateways' parts combined.
+    assert len(released.aggregates) == 192
     # Every meter answered the gateway's Echo challenge on its first exchange.
     assert all("Echo" in r.output for r in runs)
     assert s.rejects() == {}
@@ -60,6 +68,7 @@ def test_gateway_sigkill_mid_replay_loses_nothing_and_counts_nothing_twice(tmp_p
             if p.poll() is None:
                 p.kill()
         s.stop_gateway()
+        s.close()
     for p, out in zip(meters, outputs, strict=True):
         assert p.returncode == 0, out
         assert "0 still queued" in out
@@ -69,12 +78,13 @@ def test_gateway_sigkill_mid_replay_loses_nothing_and_counts_nothing_twice(tmp_p
     ok, line = s.cross_check(released)
     assert ok, line
     assert len(released.aggregates) == 192
+    s.close()
 
 
 def test_heap_limit_is_real(tmp_path, sample_files):
     """The 64K runs above mean something: the same firmware cannot even
     start in a quarter of that heap."""
-    s = System(tmp_path / "gv", sample_files[:1])
+    s = System(tmp_path / "gv", sample_files[:1], tls=False)
     p = fleet.start_meter(s.meter_dirs()[0], heap="16K")
     out = p.communicate(timeout=60)[0].decode()
     assert p.returncode != 0

@@ -5,6 +5,7 @@ aiocoap-client (as a meter) -> GridVeil gateway, and the firmware's client
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,8 @@ import cbor2
 import pytest
 from helpers.system import System
 
-from host_tools import demo, fleet
+from host_tools import fleet
+from host_tools.site import free_port
 
 HERE = Path(__file__).parent
 END = 1767225600 + 900
@@ -28,7 +30,7 @@ def system(tmp_path, sample_files):
     s = System(tmp_path / "gv", sample_files[:5])
     s.start_gateway()
     yield s
-    s.stop_gateway()
+    s.close()
 
 
 def test_aiocoap_client_posts_reading_that_gateway_accepts(system, tmp_path):
@@ -89,7 +91,7 @@ def test_firmware_client_exchanges_with_aiocoap_oscore_server(tmp_path):
     (ctxdir / "settings.json").write_text(json.dumps({
         "sender-id_hex": server_id, "recipient-id_hex": client_id, "secret_hex": secret,
         "salt_hex": salt, "algorithm": "AES-CCM-16-64-128"}))
-    port = demo.free_udp_port()
+    port = free_port(socket.SOCK_DGRAM)
     out = _probe_against_peer(ctxdir, port, secret, salt, client_id, server_id, 3, 0)
     results = [line for line in out.splitlines() if line.startswith("RESULT")]
     assert results == [f"RESULT 68 {{'oscore': True, 'got': {{'n': {i}}}}}" for i in range(3)], out

@@ -41,7 +41,7 @@ def test_no_reading_value_in_any_file_or_cell(tmp_path):
         f = tmp_path / f"meter{i}.csv"
         write_meter_file(f, i)
         files.append(f)
-    s = System(tmp_path / "gv", files)
+    s = System(tmp_path / "gv", files, gateways=2, customers=True)
     s.start_gateway()
     runs = s.run_meters()
     s.stop_gateway()
@@ -50,6 +50,7 @@ def test_no_reading_value_in_any_file_or_cell(tmp_path):
     released = s.release()
     ok, line = s.cross_check(released)
     assert ok, line  # the values really went through the system
+    s.close()
 
     secrets_values = set()
     for i in range(METERS):
@@ -59,14 +60,17 @@ def test_no_reading_value_in_any_file_or_cell(tmp_path):
             secrets_values |= {energy(i, j), register}
 
     needles = {enc: v for v in secrets_values for enc in encodings(v)}
-    written = [p for d in ("gateway", "authority") for p in (s.home / d).rglob("*") if p.is_file()]
-    assert any(p.name.endswith("-wal") or p.name == "gateway.db" for p in written)
+    # Every file every party wrote: both gateways, both key holders, the MDMS
+    # (its database holds the customers' sealed copies), and their logs.
+    written = [p for party in s.parties() for p in party.home.rglob("*") if p.is_file()]
+    written += list(s.logs.iterdir())
+    assert {"gateway.db", "authority.db", "mdms.db"} <= {p.name for p in written}
     for p in written:
         data = p.read_bytes()
         for needle, v in needles.items():
             assert needle not in data, f"reading value {v} found in {p} as {needle!r}"
 
-    for db in [s.home / "gateway" / "gateway.db", s.home / "authority" / "authority.db"]:
+    for db in [p for p in written if p.suffix == ".db"]:
         con = sqlite3.connect(db)
         for (table,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'"):
             for row in con.execute(f"SELECT * FROM {table}"):

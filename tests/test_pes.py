@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from authority import setup
-from authority.keys import KeyDir
 from common import paillier
 from gateway.config import GatewayConfig, GatewayHome
 from gateway.pes import PES, Reading
@@ -18,16 +16,15 @@ DAY0 = 1767225600
 
 @pytest.fixture
 def pes(tmp_path):
-    provision.init_authority(tmp_path / "authority", 512, passphrases={"single": "x" * 12},
-                             threshold=False)
-    provision.init_gateway(tmp_path / "gateway", setup.public_key_file(tmp_path / "authority"),
-                           GatewayConfig(port=5999))
+    # The whole key, in this unit test only: it checks sums against plaintext.
+    pub, priv = paillier.generate(512)
+    paillier.save_public(tmp_path / "pub.json", pub)
+    provision.init_gateway(tmp_path / "gateway", tmp_path / "pub.json", GatewayConfig(port=5999))
     gh = GatewayHome(tmp_path / "gateway")
     for i in (1, 2):
         provision.provision_meter(gh.path, f"m{i}", "n", tmp_path / "meters" / f"m{i}")
     store = Store(gh.db)
-    kid = store.key_epochs()[0][1]
-    yield PES(store, 900), KeyDir(tmp_path / "authority" / "keys").private(kid, "x" * 12)
+    yield PES(store, 900), priv
     store.close()
 
 

@@ -32,3 +32,4 @@ def test_umass_week_matches_ground_truth(tmp_path, umass_files):
     assert len(released.bills) == 10  # one ciphertext, one decryption per meter and week
     ok, line = s.cross_check(released, period_days=7)
     assert ok, line
+    s.close()

@@ -13,9 +13,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -24,7 +21,7 @@ from pathlib import Path
 import pytest
 from helpers.system import System
 
-from common import customer
+from common import customer, tls
 from host_tools import demo, groundtruth
 from mdms.web import HOME_PAGE, ROLE_MATRIX, ROLES
 
@@ -35,35 +32,28 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory, sample_files):
+    """The demo's deployment: two gateways, two holders, the MDMS serving
+    the dashboard and the portal over HTTPS with its own certificate."""
     base = tmp_path_factory.mktemp("web")
-    s = System(base / "gv", sample_files, customers=True)
+    s = System(base / "gv", sample_files, customers=True, gateways=2)
     s.start_gateway()
     runs = s.run_meters()
-    s.stop_gateway()
     assert all(r.returncode == 0 for r in runs)
     s.seal_all()
-    accounts = demo.setup_web(s.home, s.release())
+    s.release()
+    accounts = demo.setup_web(s)
     passwords = dict(re.findall(r"^(\w+)\s+user \w+\s+password (\S+)", accounts.read_text(), re.M))
-    port = demo.free_udp_port()
-    log = open(base / "web.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "host_tools.cli", "--home", str(s.home), "-v",
-                             "web", "--port", str(port)], cwd=REPO, stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(url + "/login", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.1)
-    yield {"system": s, "url": url, "passwords": passwords, "log": base / "web.log"}
-    proc.terminate()
-    proc.wait()
+    s.stop(s.mdms)  # again with request logging, to check what it logs
+    s.start(s.mdms, "-v", "mdms", "serve", "--port", str(s.mdms.port))
+    yield {"system": s, "url": s.mdms_url(), "ca": s.mdms_ca(), "passwords": passwords,
+           "log": s.logs / "mdms.log"}
+    s.close()
 
 
 class Client:
     """A cookie-keeping HTTP client that does not follow redirects."""
 
-    def __init__(self, url):
+    def __init__(self, url, ca):
         self.url = url
         self.jar = http.cookiejar.CookieJar()
 
@@ -71,8 +61,9 @@ class Client:
             def redirect_request(self, *a, **k):
                 return None
 
-        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar),
-                                                  NoRedirect)
+        self.opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(self.jar), NoRedirect,
+            urllib.request.HTTPSHandler(context=tls.client_context(ca)))
         self.csrf = None
 
     def request(self, method, path, data=None, headers=None):
@@ -98,9 +89,12 @@ class Client:
         return self.request("POST", "/login", {"username": user, "password": password,
                                                "csrf": self.cookie("gv_login_csrf")})
 
-    def customer_login(self, home, cid, password):
-        kf = json.loads((home / "customers" / f"{cid}.json").read_text())
-        verifier = base64.b64encode(customer.auth_verifier(kf, password)).decode()
+    def customer_login(self, cid, password):
+        """As the portal script does: the salt from the server, the verifier
+        derived here; the password never leaves."""
+        p = json.loads(self.request("GET", f"/api/portal/params?customer={cid}")[1])
+        verifier = base64.b64encode(customer.derive(password, base64.b64decode(p["salt_auth"]),
+                                                    p["iterations"])).decode()
         status, body = self.request("POST", "/api/portal/login",
                                     json.dumps({"customer": cid, "verifier": verifier}).encode(),
                                     {"Content-Type": "application/json"})
@@ -110,9 +104,9 @@ class Client:
 
 
 def logged_in(site, role):
-    c = Client(site["url"])
+    c = Client(site["url"], site["ca"])
     if role == "customer":
-        assert c.customer_login(site["system"].home, "c01", demo.DEMO_PASSWORD) == 200
+        assert c.customer_login("c01", demo.DEMO_PASSWORD) == 200
     else:
         status, _ = c.staff_login(role, site["passwords"][role])
         assert status == 303
@@ -136,7 +130,7 @@ def test_role_matrix_every_route(site, role):
 
 
 def test_anonymous_csrf_and_unknown_routes(site):
-    c = Client(site["url"])
+    c = Client(site["url"], site["ca"])
     for (method, path) in ROLE_MATRIX:
         status, _ = c.request(method, path, {} if method == "POST" else None)
         assert status in (303, 401), (method, path, status)  # to the login page, or 401 for APIs
@@ -153,17 +147,16 @@ def test_login_throttling(site):
     assert admin.request("POST", "/admin/users", {"csrf": admin.csrf, "username": "lockme",
                                                   "role": "auditor",
                                                   "password": "lockme-password"})[0] == 303
-    c = Client(site["url"])
+    c = Client(site["url"], site["ca"])
     for _ in range(5):
         assert c.staff_login("lockme", "wrong password!")[0] == 401
     status, body = c.staff_login("lockme", "lockme-password")
     assert status == 429 and b"Too many failed logins" in body
-    p = Client(site["url"])
-    home = site["system"].home
+    p = Client(site["url"], site["ca"])
     for _ in range(5):
-        assert p.customer_login(home, "c09", "not the password") == 401
-    assert p.customer_login(home, "c09", demo.DEMO_PASSWORD) == 429
-    assert p.customer_login(home, "c08", demo.DEMO_PASSWORD) == 200  # others are not locked out
+        assert p.customer_login("c09", "not the password") == 401
+    assert p.customer_login("c09", demo.DEMO_PASSWORD) == 429
+    assert p.customer_login("c08", demo.DEMO_PASSWORD) == 200  # others are not locked out
     # The admin removes the account: it cannot log in any more.
     assert admin.request("POST", "/admin/users/delete", {"csrf": admin.csrf,
                                                          "username": "lockme"})[0] == 303
@@ -209,7 +202,7 @@ STAFF_TEXT = {"admin": "Administration", "operator": "Fleet health",
 
 @pytest.mark.parametrize("role", list(STAFF_TEXT))
 def test_each_role_in_the_browser(site, browser, role):
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page = browser.new_page(viewport={"width": 1280, "height": 900}, ignore_https_errors=True)
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(site["url"] + "/login")
@@ -232,7 +225,7 @@ def test_each_role_in_the_browser(site, browser, role):
 
 
 def test_guardian_approves_what_the_analyst_asked(site, browser):
-    page = browser.new_page()
+    page = browser.new_page(ignore_https_errors=True)
     for role, action in (("billing", "/billing"), ("guardian", "/guardian")):
         page.goto(site["url"] + "/login")
         page.fill("input[name=username]", role)
@@ -253,13 +246,12 @@ def test_guardian_approves_what_the_analyst_asked(site, browser):
 
 def test_customer_portal_decrypts_in_the_browser(site, browser):
     s = site["system"]
-    home = s.home
-    kf = json.loads((home / "customers" / "c03.json").read_text())
+    kf = json.loads((s.exchange / "customers" / "c03.json").read_text())
     wrap_key = customer.derive(demo.DEMO_PASSWORD, base64.b64decode(kf["kdf"]["salt_wrap"]),
                                kf["kdf"]["iterations"])
     verifier = customer.auth_verifier(kf, demo.DEMO_PASSWORD)
     log_start = site["log"].stat().st_size
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page = browser.new_page(viewport={"width": 1280, "height": 900}, ignore_https_errors=True)
     bodies = []
     page.on("request", lambda r: bodies.append((r.url, r.post_data_buffer or b"")))
     page.goto(site["url"] + "/portal")
@@ -276,7 +268,7 @@ def test_customer_portal_decrypts_in_the_browser(site, browser):
     assert round(total * 1000) == sum(truth.values())
     page.click("#portal-logout")
     page.wait_for_url("**/portal")
-    assert page.goto(site["url"] + "/api/portal/data").status == 401
+    assert page.request.get(site["url"] + "/api/portal/data").status == 401
     page.close()
 
     secrets_ = [demo.DEMO_PASSWORD.encode(), wrap_key, base64.b64encode(wrap_key), wrap_key.hex().encode()]
@@ -289,15 +281,8 @@ def test_customer_portal_decrypts_in_the_browser(site, browser):
     assert log  # the server did log the session's requests
     for x in secrets_ + [verifier, base64.b64encode(verifier)]:
         assert x not in log
-    for f in (home / "mdms").iterdir():
-        data = f.read_bytes()
-        for x in secrets_ + [verifier, base64.b64encode(verifier)]:
-            assert x not in data, f
-    # No table of the MDMS holds single readings: only released sums and bills.
-    import sqlite3
-
-    con = sqlite3.connect(home / "mdms" / "mdms.db")
-    tables = {t for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    con.close()
-    assert tables == {"secrets", "users", "customer_logins", "sessions", "login_failures",
-                      "released_aggregates", "bills", "requests"}
+    for f in s.mdms.home.rglob("*"):
+        if f.is_file():
+            data = f.read_bytes()
+            for x in secrets_ + [verifier, base64.b64encode(verifier)]:
+                assert x not in data, f

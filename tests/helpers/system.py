@@ -1,5 +1,10 @@
-"""A whole GridVeil installation in a temporary directory, with the gateway
-as a real subprocess on loopback and meters as real MicroPython processes."""
+"""A whole GridVeil deployment in a temporary directory for the tests: key
+holders, the MDMS and the gateways as real processes, each in its own home
+(confined to it where the kernel allows), talking HTTPS and CoAP/OSCORE on
+loopback, and meters as real MicroPython processes (host_tools/site.py).
+
+The test itself plays auditor: it may read any party's files to check what
+they hold; the parties never do."""
 
 from __future__ import annotations
 
@@ -8,105 +13,103 @@ import os
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from authority.client import Authority
 from common.tariff import FLAT
-from gateway.config import GatewayHome
-from gateway.seal import seal
-from gateway.signing import load_private
 from gateway.store import Store
-from host_tools import demo, fleet, report
+from host_tools import demo, fleet
+from host_tools.site import Site
 
 REPO = Path(__file__).resolve().parents[2]
 TEST_BITS = 1024  # speed only; docs/privacy.md states 2048 bits for deployments
 
 
-class System:
+@dataclass
+class Released:
+    aggregates: dict
+    bills: dict
+    refusals: list
+
+
+class System(Site):
     def __init__(self, home: Path, files: list[Path], bits: int = TEST_BITS, speed: int = 0,
                  k: int = 5, settings: dict | None = None, tariff=FLAT,
-                 customers: bool = False):
-        self.home = home
+                 customers: bool = False, gateways: int = 1, tls: bool = True,
+                 db_url: str | None = None):
+        super().__init__(home, gateways=gateways, tls=tls, db_url=db_url, bits=bits, k=k)
         self.files = files
         self.tariff = tariff
         tariff_file = None
         if tariff is not FLAT:
-            tariff_file = home.parent / f"{tariff.id}.json"
+            tariff_file = Path(home).parent / f"{tariff.id}.json"
             tariff_file.write_text(json.dumps(tariff.to_json()))
-        self.assignment = demo.setup(home, files, bits, k=k, speed=speed,
-                                     tariff_file=tariff_file, customers=customers)
-        self.gw_home = GatewayHome(home / "gateway")
-        self.port = self.gw_home.load_config().port
-        self.gateway: subprocess.Popen | None = None
-        if settings:
-            for d in self.meter_dirs():
-                p = d / "settings.json"
-                s = json.loads(p.read_text())
-                s.update(settings)
-                p.write_text(json.dumps(s))
+        self.setup(files, tariff_file=tariff_file, customers=customers, meter_settings=settings,
+                   speed=speed)
+        self.gw = self.gateways["gw1"]
+        self.gw_home = self.gw.home
+        self.port = self.gw.port
 
-    def meter_dirs(self) -> list[Path]:
-        return sorted((self.home / "meters").iterdir())
+    # --- services ---
+    def ensure_services(self) -> None:
+        for h in self.holders.values():
+            if h.proc is None:
+                self.start(h, "holder", "serve", "--port", str(h.port))
+        if self.mdms.proc is None:
+            self.start(self.mdms, "mdms", "serve", "--port", str(self.mdms.port))
 
-    def meter_secrets(self, meter_id: str) -> dict:
-        return json.loads((self.home / "meters" / meter_id / "secrets.json").read_text())
-
-    # --- gateway process ---
     def start_gateway(self) -> None:
-        self.gateway = demo.start_gateway(self.home, self.home / "gateway" / "gateway.log")
+        self.ensure_services()
+        for g in self.gateways.values():
+            if g.proc is None:
+                self.start(g, "gateway", "run")
 
     def stop_gateway(self) -> None:
-        if self.gateway is not None:
-            demo.stop_gateway(self.gateway)
-            self.gateway = None
+        for g in self.gateways.values():
+            self.stop(g)
 
     def kill_gateway(self) -> None:
-        self.gateway.send_signal(signal.SIGKILL)
-        self.gateway.wait()
-        self.gateway = None
+        self.gw.proc.send_signal(signal.SIGKILL)
+        self.gw.proc.wait()
+        self.gw.proc = None
 
     def gateway_log(self) -> str:
-        p = self.home / "gateway" / "gateway.log"
+        p = self.logs / f"{self.gw.name}.log"
         return p.read_text() if p.exists() else ""
 
     # --- meters ---
+    def meter_secrets(self, meter_id: str) -> dict:
+        return json.loads((self.meters_dir / meter_id / "secrets.json").read_text())
+
     def start_meters(self, heap: str = "64K") -> list[subprocess.Popen]:
-        return [fleet.start_meter(d, heap) for d in self.meter_dirs()]
+        b = fleet.unix_build()
+        return [fleet.start_meter(d, heap, build=b, wrap=self.wrap) for d in self.meter_dirs()]
 
     def run_meters(self, heap: str = "64K", timeout: float = 300) -> list[fleet.MeterRun]:
-        return fleet.run_fleet(self.meter_dirs(), heap=heap, timeout=timeout)
+        return fleet.run_fleet(self.meter_dirs(), heap=heap, timeout=timeout, wrap=self.wrap)
 
     # --- sealing and release ---
-    def store(self, readonly: bool = False) -> Store:
-        return Store(self.gw_home.db, readonly=readonly)
+    def store(self, readonly: bool = False, gateway: str = "gw1") -> Store:
+        return Store(self.gateways[gateway].home / "gateway.db", readonly=readonly)
 
-    def seal_all(self):
-        s = self.store()
-        try:
-            return seal(s, load_private(self.gw_home.signing_key), demo.INTERVAL_S, 0,
-                        seal_all=True)
-        finally:
-            s.close()
+    def seal_all(self) -> None:
+        self.ensure_services()
+        self.seal_and_push()
 
-    def authority(self) -> Authority:
-        return Authority.local(self.home / "authority")
+    def release(self, period_days: int = 1, with_dp: bool = False) -> Released:
+        self.ensure_services()
+        return Released(*demo.released_dicts(super().release(period_days, with_dp)))
 
-    def release(self, period_days: int = 1, with_dp: bool = False) -> report.Released:
-        s = self.store()
-        a = self.authority()
-        try:
-            return report.release_all(s, a, period_days, with_dp)
-        finally:
-            a.close()
-            s.close()
-
-    def cross_check(self, released: report.Released, period_days: int = 1) -> tuple[bool, str]:
-        return demo.cross_check(self.files, self.assignment, released,
+    def cross_check(self, released: Released, period_days: int = 1) -> tuple[bool, str]:
+        as_json = {"aggregates": [[n, e, v] for (n, e), v in released.aggregates.items()],
+                   "bills": [[m, d, v] for (m, d), v in released.bills.items()],
+                   "refusals": released.refusals}
+        return demo.cross_check(self.files, self.assignment, as_json,
                                 {m: self.tariff for m in self.assignment}, period_days)
 
     def accepted(self, meter_id: str) -> int:
         """Readings the gateway has stored for this meter."""
-        s = self.store(readonly=True)
+        s = self.store(readonly=True, gateway=self.meter_gateway[meter_id])
         try:
             return {m["meter_id"]: m for m in s.meters()}[meter_id]["accepted"]
         finally:
@@ -119,7 +122,12 @@ class System:
         finally:
             s.close()
 
-    def cli(self, *args, check=True) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "host_tools.cli", "--home", str(self.home),
+    def cli(self, party, *args, check=True) -> subprocess.CompletedProcess:
+        """`gridveil` as a party (its home), like an operator on its host."""
+        home = party.home if hasattr(party, "home") else Path(party)
+        return subprocess.run([sys.executable, "-m", "host_tools.cli", "--home", str(home),
                                *args], capture_output=True, text=True, cwd=REPO, check=check,
-                              env=dict(os.environ))
+                              env={**os.environ, **getattr(party, "env", {})})
+
+    def close(self) -> None:
+        self.stop_all()

@@ -1,0 +1,71 @@
+"""Ed25519 signing keys of the parties (owner-only PEM files) and their
+public halves. A gateway signs its records and its pushes to the MDMS with
+one; key holders and the MDMS verify with the public half."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from .files import ConfigError, check_owner_only, write_atomic
+
+
+def generate(private_path: Path, public_path: Path) -> Ed25519PrivateKey:
+    key = Ed25519PrivateKey.generate()
+    write_atomic(private_path, key.private_bytes(serialization.Encoding.PEM,
+                                                 serialization.PrivateFormat.PKCS8,
+                                                 serialization.NoEncryption()), secret=True)
+    write_atomic(public_path, public_pem(key.public_key()))
+    return key
+
+
+def public_pem(pub: Ed25519PublicKey) -> bytes:
+    return pub.public_bytes(serialization.Encoding.PEM,
+                            serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def load_private(path: Path) -> Ed25519PrivateKey:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"signing key not found: {path}")
+    check_owner_only(path, "signing key")
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"signing key {path} is malformed: {e}") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ConfigError(f"signing key {path} is not an Ed25519 key")
+    return key
+
+
+def parse_public(pem: bytes, where: str) -> Ed25519PublicKey:
+    try:
+        key = serialization.load_pem_public_key(pem)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"{where} is not a PEM public key: {e}") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise ConfigError(f"{where} is not an Ed25519 public key")
+    return key
+
+
+def load_public(path: Path) -> Ed25519PublicKey:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"public key not found: {path}")
+    return parse_public(path.read_bytes(), str(path))
+
+
+def sign_b64(key: Ed25519PrivateKey, data: bytes) -> str:
+    return base64.b64encode(key.sign(data)).decode()
+
+
+def verify_b64(pub: Ed25519PublicKey, data: bytes, signature_b64: str) -> bool:
+    try:
+        pub.verify(base64.b64decode(signature_b64, validate=True), data)
+        return True
+    except (InvalidSignature, ValueError, TypeError):
+        return False

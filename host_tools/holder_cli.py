@@ -1,0 +1,140 @@
+"""`gridveil holder ...` (one key holder, run once for the utility and once
+for the privacy guardian, each in its own home) and `gridveil keygen` (the
+dealer's key ceremony)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from common.files import ConfigError
+
+from .cli_common import home, passphrase_args, read_secret_file, sub, tls_args, tls_files
+
+PASS_ENV = "GRIDVEIL_HOLDER_PASSPHRASE"
+
+
+def _passphrase(args) -> str | None:
+    return read_secret_file(getattr(args, "passphrase_file", None), PASS_ENV, "passphrase")
+
+
+def cmd_init(args):
+    from authority import dealer, holder
+    from authority.policy import Policy
+
+    raw = holder.create(home(args), args.role, Policy(k=args.k), _passphrase(args))
+    dealer.save_transport_pub(Path(args.export), raw, args.role)
+    tls_files(args, home(args), f"holder-{args.role}")
+    print(f"{args.role} key holder ready in {home(args)} (k = {args.k}); give {args.export} to"
+          " the dealer (`gridveil keygen`)")
+
+
+def cmd_keygen(args):
+    from authority import dealer
+
+    holders = {r: Path(p) for r, p in (("single", args.single), ("utility", args.utility),
+                                       ("guardian", args.guardian)) if p}
+    kid = dealer.deal(Path(args.out), args.bits, holders)
+    print(f"{args.bits}-bit Paillier key in {args.out}: {kid}.pub.json for the gateways, one"
+          f" sealed part for each of {sorted(holders)}; key epoch {kid}")
+
+
+def cmd_import(args):
+    from authority import holder
+
+    kid = holder.import_key(home(args), Path(args.sealed), Path(args.pub), _passphrase(args))
+    print(f"key epoch {kid} imported, encrypted under this holder's passphrase")
+
+
+def cmd_trust(args):
+    from authority import holder
+
+    holder.trust_gateway(home(args), args.gateway_id, Path(args.public_key))
+    print(f"records signed by gateway {args.gateway_id} are now accepted")
+
+
+def cmd_allow(args):
+    from authority import api
+
+    digest = args.token_hash or Path(args.token_hash_file).read_text().strip()
+    api.allow(home(args), args.requester, digest)
+    print(f"{args.requester} may call this holder's API with its token")
+
+
+def cmd_serve(args):
+    from authority import api
+    from authority.holder import KeyHolder
+    from common.asgi import serve
+
+    holder = KeyHolder(home(args), _passphrase(args))
+    cert, key = tls_files(args, home(args))
+    app = api.create_app(holder, api.load_tokens(holder))
+    serve(app, args.bind, args.port, cert, key,
+          ready=lambda url: print(f"READY {url}", flush=True))
+
+
+def cmd_log(args):
+    from authority.holder import HolderHome
+    from authority.ledger import Ledger
+
+    h = HolderHome(home(args))
+    if not h.ledger.exists():
+        raise ConfigError(f"no decision log in {h.path}")
+    ledger = Ledger(h.ledger)
+    if not args.verify_only:
+        for e in ledger.entries():
+            verdict = "GRANTED" if e["granted"] else "REFUSED"
+            print(f"{e['n']:>5} {verdict} {e['requester']:<8} {e['kind']:<9} {e['subject']:<36}"
+                  f" {e['reason']}")
+    ok, msg = ledger.verify()
+    print("audit log " + ("OK: " if ok else "BROKEN: ") + msg)
+    return 0 if ok else 1
+
+
+def register(subparsers) -> None:
+    x = sub(subparsers, "keygen", "the dealer's key ceremony: a Paillier key, one sealed part per"
+                                  " holder")
+    x.add_argument("--bits", type=int, default=2048, help="modulus size (default 2048)")
+    x.add_argument("--out", required=True, help="folder for the public key and the sealed parts")
+    x.add_argument("--utility", help="the utility holder's transport key (from `holder init`)")
+    x.add_argument("--guardian", help="the guardian holder's transport key")
+    x.add_argument("--single", help="instead: one holder that gets the whole key")
+    x.set_defaults(func=cmd_keygen)
+
+    a = sub(subparsers, "holder", "one key holder: init, import-key, trust-gateway, allow, serve,"
+                                  " log, verify")
+    s = a.add_subparsers(dest="action", required=True, metavar="ACTION")
+    x = sub(s, "init", "create this holder's home, policy and transport key")
+    x.add_argument("--role", required=True, choices=("utility", "guardian", "single"))
+    x.add_argument("--k", type=int, default=5, help="minimum contributors per aggregate (>= 3)")
+    x.add_argument("--export", required=True,
+                   help="where to write the transport public key for the dealer")
+    passphrase_args(x)
+    tls_args(x, init=True)
+    x.set_defaults(func=cmd_init)
+    x = sub(s, "import-key", "open this holder's sealed share (or key) and keep it encrypted")
+    x.add_argument("sealed", help="<key id>.<role>.sealed.json from `gridveil keygen`")
+    x.add_argument("--pub", required=True, help="<key id>.pub.json from `gridveil keygen`")
+    passphrase_args(x)
+    x.set_defaults(func=cmd_import)
+    x = sub(s, "trust-gateway", "accept records signed by a gateway")
+    x.add_argument("gateway_id")
+    x.add_argument("public_key", help="the gateway's signing.pub")
+    x.set_defaults(func=cmd_trust)
+    x = sub(s, "allow", "let a requester (the MDMS) call the API with its token")
+    x.add_argument("requester")
+    g = x.add_mutually_exclusive_group(required=True)
+    g.add_argument("--token-hash", help="SHA-256 of the requester's token, hex")
+    g.add_argument("--token-hash-file", help="file holding that hash")
+    x.set_defaults(func=cmd_allow)
+    x = sub(s, "serve", "serve this holder's HTTP API until SIGINT or SIGTERM")
+    x.add_argument("--bind", default="127.0.0.1")
+    x.add_argument("--port", type=int, default=8711)
+    passphrase_args(x)
+    tls_args(x)
+    x.set_defaults(func=cmd_serve)
+    for name, text in (("log", "print this holder's decision log and verify its hash chain"),
+                       ("verify", "verify this holder's decision log (edits, deletions, order)")):
+        x = sub(s, name, text)
+        if name == "log":
+            x.add_argument("--verify-only", action="store_true", help="only verify the chain")
+        x.set_defaults(func=cmd_log, verify_only=name == "verify")

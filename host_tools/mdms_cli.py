@@ -1,0 +1,167 @@
+"""`gridveil mdms ...`: the utility's meter data management: intake from the
+gateways, releases through the key holders, the dashboard and the portal."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from common.files import ConfigError, read_json
+
+from .cli_common import home, read_secret_file, sub, tls_args, tls_files
+
+
+def _store(args):
+    from mdms.config import MdmsHome
+    from mdms.store import MdmsStore
+
+    return MdmsStore(MdmsHome(home(args)).db_url())
+
+
+def cmd_init(args):
+    from mdms import config
+
+    h = config.init(home(args), args.db)
+    tls_files(args, h.path, "mdms")
+    store = _store(args)  # creates the schema now: a bad URL fails here, not later
+    store.close()
+    kind = "PostgreSQL" if args.db and args.db.startswith("postgres") else "SQLite"
+    print(f"MDMS ready in {h.path} (database: {kind})")
+
+
+def cmd_holder_add(args):
+    from mdms import config
+
+    digest = config.add_holder(home(args), args.role, args.url, args.ca)
+    if args.token_hash_out:
+        Path(args.token_hash_out).write_text(digest + "\n")
+    print(f"{args.role} key holder at {args.url}; run there:"
+          f" gridveil holder allow mdms --token-hash {digest}")
+
+
+def cmd_trust(args):
+    from common import signing
+    from common.files import check_name
+
+    check_name(args.gateway_id, "gateway id")
+    pem = Path(args.public_key).read_bytes() if Path(args.public_key).exists() else None
+    if pem is None:
+        raise ConfigError(f"gateway public key not found: {args.public_key}")
+    signing.parse_public(pem, args.public_key)
+    store = _store(args)
+    try:
+        store.trust_gateway(args.gateway_id, pem.decode())
+    finally:
+        store.close()
+    print(f"gateway {args.gateway_id} may push to this MDMS")
+
+
+def cmd_customer_add(args):
+    from mdms.portal import register_customer
+
+    store = _store(args)
+    try:
+        for f in args.files:
+            cid = register_customer(store, read_json(Path(f), "customer registration"))
+            print(f"customer {cid} can log in to the portal")
+    finally:
+        store.close()
+
+
+def cmd_serve(args):
+    from common.asgi import serve
+    from mdms.app import create_app
+    from mdms.web import WebConfig
+
+    cert, key = tls_files(args, home(args))
+    app = create_app(WebConfig(home(args), secure_cookies=bool(cert)))
+    serve(app, args.bind, args.port, cert, key,
+          ready=lambda url: print(f"READY {url}", flush=True),
+          log_level="info" if args.verbose else "warning")
+
+
+def cmd_release(args):
+    from mdms import config, report
+    from mdms.releases import release_all
+
+    store = _store(args)
+    try:
+        rel = release_all(store, config.authority(home(args)), args.period_days, args.dp)
+    finally:
+        store.close()
+    if args.json:
+        Path(args.json).write_text(json.dumps(rel.to_json()))
+    print(report.format_demand(rel.aggregates) if rel.aggregates else "no aggregates released")
+    print()
+    print(report.format_bills(rel.bills, args.period_days) if rel.bills else "no bills released")
+    for r in rel.refusals:
+        print(f"refused: {r}")
+
+
+def cmd_status(args):
+    store = _store(args)
+    try:
+        counts = store.counts()
+        gws = store.gateways()
+    finally:
+        store.close()
+    for g in gws:
+        at = "never" if g["health_at"] is None else f"at {g['health_at']:.0f}"
+        print(f"gateway {g['gateway_id']}: last health report {at}")
+    print(", ".join(f"{k}: {v}" for k, v in counts.items()))
+
+
+def cmd_user_add(args):
+    from mdms.pages import add_user
+
+    pw = read_secret_file(args.password_file, "GRIDVEIL_WEB_PASSWORD", "password")
+    if pw is None:
+        raise ConfigError("give the password with --password-file or $GRIDVEIL_WEB_PASSWORD")
+    store = _store(args)
+    try:
+        add_user(store, args.username, args.role, pw)
+    finally:
+        store.close()
+    print(f"user {args.username} ({args.role}) added")
+
+
+def register(subparsers) -> None:
+    m = sub(subparsers, "mdms", "the utility's MDMS: init, holder-add, trust-gateway, customer-add,"
+                                " serve, release, status, user-add")
+    s = m.add_subparsers(dest="action", required=True, metavar="ACTION")
+    x = sub(s, "init", "create the MDMS's home and database")
+    x.add_argument("--db", help="sqlite:///PATH (default: mdms.db in the home) or"
+                                " postgresql://... (a password goes in $GRIDVEIL_MDMS_DB)")
+    tls_args(x, init=True)
+    x.set_defaults(func=cmd_init)
+    x = sub(s, "holder-add", "reach a key holder's API; makes the token it must allow")
+    x.add_argument("role", choices=("utility", "guardian", "single"))
+    x.add_argument("--url", required=True, help="e.g. https://holder-u.example:8711")
+    x.add_argument("--ca", help="the holder's certificate (pinned) or its CA, for https")
+    x.add_argument("--token-hash-out", help="also write the token's SHA-256 to this file")
+    x.set_defaults(func=cmd_holder_add)
+    x = sub(s, "trust-gateway", "accept pushes from a gateway")
+    x.add_argument("gateway_id")
+    x.add_argument("public_key", help="the gateway's signing.pub")
+    x.set_defaults(func=cmd_trust)
+    x = sub(s, "customer-add", "register customers for the portal (files from `customer create`)")
+    x.add_argument("files", nargs="+")
+    x.set_defaults(func=cmd_customer_add)
+    x = sub(s, "serve", "serve the intake API, the dashboard and the portal")
+    x.add_argument("--bind", default="127.0.0.1")
+    x.add_argument("--port", type=int, default=8080)
+    tls_args(x)
+    x.set_defaults(func=cmd_serve)
+    x = sub(s, "release", "release what is due through the key holders, and print it")
+    x.add_argument("--period-days", type=int, default=1, help="billing period in days (default 1)")
+    x.add_argument("--dp", action="store_true", help="ask for differentially private aggregates")
+    x.add_argument("--json", help="also write what was released to this file")
+    x.set_defaults(func=cmd_release)
+    x = sub(s, "status", "gateways, meters and what the MDMS holds")
+    x.set_defaults(func=cmd_status)
+    x = sub(s, "user-add", "add a dashboard user (admin, operator, analyst, billing, auditor,"
+                           " guardian)")
+    x.add_argument("username")
+    x.add_argument("--role", required=True)
+    x.add_argument("--password-file", help="file with the password (or $GRIDVEIL_WEB_PASSWORD)")
+    x.set_defaults(func=cmd_user_add)

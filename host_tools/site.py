@@ -1,0 +1,288 @@
+"""A whole GridVeil deployment on one machine, each party its own process
+with its own home, as `make demo` and the tests run it:
+
+    <base>/holder-utility/   <base>/holder-guardian/   key holders (HTTP API)
+    <base>/mdms/                                       MDMS: intake, web, portal (HTTP API)
+    <base>/gateway-1/  <base>/gateway-2/               gateways (CoAP/OSCORE in, HTTP out)
+    <base>/meters/m01 ...                              meters (MicroPython Unix port)
+    <base>/exchange/                                   what the installer hands between
+                                                       parties: public keys, certificates,
+                                                       sealed key shares, token hashes
+    <base>/logs/                                       each service's stderr
+
+This module is the installer, not a party: it runs `gridveil` commands as
+each party (confined to that party's home where the kernel allows,
+host_tools/confine.py), moves only files from exchange/, and talks to the
+services over the network. Holder passphrases live only in its memory and
+in the environment of the one holder process each belongs to.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import confine, fleet
+
+REPO = Path(__file__).resolve().parents[1]
+NEIGHBOURHOODS = ("north", "south")
+INTERVAL_S = 900
+# Customers' passwords in the demo and tests only; real ones are chosen by customers.
+DEMO_PASSWORD = "demo-password-not-secret"
+DEMO_PBKDF2_ITERATIONS = 100_000
+
+
+class SiteError(Exception):
+    pass
+
+
+def free_port(kind=socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Party:
+    name: str
+    home: Path
+    env: dict = field(default_factory=dict)
+    port: int = 0
+    url: str = ""
+    proc: subprocess.Popen | None = None
+
+
+class Site:
+    def __init__(self, base: Path, gateways: int = 2, tls: bool = True, confined: bool = True,
+                 db_url: str | None = None, bits: int = 2048, k: int = 5, mdms_port: int = 0):
+        self.base = Path(base)
+        self.tls = tls
+        self.confined = confined and confine.available()
+        self.db_url = db_url
+        self.bits = bits
+        self.k = k
+        self.exchange = self.base / "exchange"
+        self.logs = self.base / "logs"
+        self.holders = {role: Party(f"holder-{role}", self.base / f"holder-{role}",
+                                    {"GRIDVEIL_HOLDER_PASSPHRASE": secrets.token_urlsafe(24)})
+                        for role in ("utility", "guardian")}
+        self.mdms = Party("mdms", self.base / "mdms", port=mdms_port)
+        self.gateways = {f"gw{i}": Party(f"gateway-{i}", self.base / f"gateway-{i}")
+                         for i in range(1, gateways + 1)}
+        self.meters_dir = self.base / "meters"
+        self.meter_gateway: dict[str, str] = {}
+        self.assignment: dict[str, str] = {}  # meter -> neighbourhood
+        self.customers: dict[str, str] = {}  # meter -> customer
+        self.key_id = ""
+
+    # --- running commands as a party -----------------------------------------
+    def parties(self) -> list[Party]:
+        return [*self.holders.values(), self.mdms, *self.gateways.values()]
+
+    def homes(self) -> list[Path]:
+        return [p.home for p in self.parties()] + [self.meters_dir]
+
+    def wrap(self, own: Path, cmd: list[str]) -> list[str]:
+        if not self.confined:
+            return cmd
+        own = Path(own).resolve()
+        hide = [h for h in self.homes() if h.resolve() != own and not own.is_relative_to(h)]
+        if own.is_relative_to(self.meters_dir.resolve()):  # a meter sees only its own folder
+            hide += [d for d in self.meters_dir.iterdir() if d.resolve() != own]
+        return confine.command(cmd, hide)
+
+    def gridveil(self, party: Party | None, *args: str, env: dict | None = None,
+                 home: Path | None = None) -> str:
+        """Run one `gridveil` command as `party` (None: a party of its own,
+        seeing no home, like the dealer or a customer); returns stdout."""
+        own = party.home if party else (home or self.exchange)
+        cmd = [sys.executable, "-m", "host_tools.cli", "--home", str(own), *args]
+        r = subprocess.run(self.wrap(own, cmd), capture_output=True, text=True, cwd=REPO,
+                           env={**os.environ, **(party.env if party else {}), **(env or {})},
+                           timeout=600)
+        if r.returncode != 0:
+            who = party.name if party else "installer"
+            raise SiteError(f"`gridveil {' '.join(args[:3])}` as {who} failed:"
+                            f" {(r.stderr.strip() or r.stdout.strip())[-2000:]}")
+        return r.stdout
+
+    def start(self, party: Party, *args: str) -> None:
+        """Start a service; returns once it printed READY <url>."""
+        self.logs.mkdir(parents=True, exist_ok=True)
+        log = open(self.logs / f"{party.name}.log", "ab")
+        cmd = [sys.executable, "-m", "host_tools.cli", "--home", str(party.home), *args]
+        p = subprocess.Popen(self.wrap(party.home, cmd), stdout=subprocess.PIPE, stderr=log,
+                             cwd=REPO, env={**os.environ, **party.env})
+        line = p.stdout.readline().decode()
+        if not line.startswith("READY"):
+            p.kill()
+            p.wait()
+            raise SiteError(f"{party.name} did not start; see {self.logs / party.name}.log")
+        party.proc = p
+        party.url = line.split()[1] if len(line.split()) > 1 else ""
+
+    def stop(self, party: Party, kill: bool = False) -> None:
+        p = party.proc
+        if p is None:
+            return
+        if kill:
+            p.kill()
+        else:
+            p.terminate()
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        party.proc = None
+
+    def stop_all(self) -> None:
+        for p in self.parties():
+            self.stop(p)
+
+    # --- set-up ---------------------------------------------------------------
+    def tls_args(self, party: Party) -> list[str]:
+        return ["--tls-host", "127.0.0.1", "--export-cert",
+                str(self.exchange / f"{party.name}.cert.pem")] if self.tls else []
+
+    def ca(self, party: Party) -> list[str]:
+        return ["--ca", str(self.exchange / f"{party.name}.cert.pem")] if self.tls else []
+
+    def setup(self, files: list[Path], tariff_file: Path | None = None, customers: bool = True,
+              meter_settings: dict | None = None, clock: str = "data", speed: int = 0) -> None:
+        if self.base.exists():
+            shutil.rmtree(self.base)
+        for d in [self.exchange, self.logs, *self.homes()]:
+            d.mkdir(parents=True)
+            d.chmod(0o700 if d not in (self.exchange, self.logs) else 0o755)
+        scheme = "https" if self.tls else "http"
+        # 1. key holders, then the dealer's key ceremony, then each holder imports its share
+        for role, h in self.holders.items():
+            h.port = free_port()
+            self.gridveil(h, "holder", "init", "--role", role, "--k", str(self.k), "--export",
+                          str(self.exchange / f"{h.name}.transport.json"), *self.tls_args(h))
+        out = self.gridveil(None, "keygen", "--bits", str(self.bits), "--out",
+                            str(self.exchange / "keys"),
+                            *[a for role, h in self.holders.items() for a in
+                              (f"--{role}", str(self.exchange / f"{h.name}.transport.json"))])
+        self.key_id = out.split()[-1]
+        pub = self.exchange / "keys" / f"{self.key_id}.pub.json"
+        for role, h in self.holders.items():
+            self.gridveil(h, "holder", "import-key", str(self.exchange / "keys" /
+                                                         f"{self.key_id}.{role}.sealed.json"),
+                          "--pub", str(pub))
+        # 2. the MDMS, with a token for each holder that only the MDMS knows
+        self.mdms.port = self.mdms.port or free_port()
+        self.gridveil(self.mdms, "mdms", "init", *(["--db", self.db_url] if self.db_url else []),
+                      *self.tls_args(self.mdms))
+        for role, h in self.holders.items():
+            digest = self.exchange / f"mdms-token-for-{role}.sha256"
+            self.gridveil(self.mdms, "mdms", "holder-add", role, "--url",
+                          f"{scheme}://127.0.0.1:{h.port}", *self.ca(h), "--token-hash-out",
+                          str(digest))
+            self.gridveil(h, "holder", "allow", "mdms", "--token-hash-file", str(digest))
+        # 3. gateways, trusted by both holders and the MDMS
+        for gid, g in self.gateways.items():
+            g.port = free_port(socket.SOCK_DGRAM)
+            key = self.exchange / f"{gid}.signing.pub"
+            self.gridveil(g, "gateway", "init", "--id", gid, "--port", str(g.port),
+                          "--paillier-pub", str(pub), "--clock", clock, "--grace", "0",
+                          "--bill-grace", "0", "--seal-every", "2", "--push-every", "1",
+                          "--mdms-url", f"{scheme}://127.0.0.1:{self.mdms.port}",
+                          *(["--mdms-ca", str(self.exchange / "mdms.cert.pem")] if self.tls
+                            else []), "--export-key", str(key))
+            for h in [*self.holders.values(), self.mdms]:
+                self.gridveil(h, *(["holder"] if h is not self.mdms else ["mdms"]),
+                              "trust-gateway", gid, str(key))
+            if tariff_file:
+                self.gridveil(g, "tariff", "add", str(tariff_file))
+        self._provision(files, tariff_file, customers, meter_settings or {}, speed)
+
+    def _provision(self, files, tariff_file, customers: bool, meter_settings: dict,
+                   speed: int) -> None:
+        """Meters split evenly over the neighbourhoods (all in the first when
+        too few for k in each), and dealt round-robin over the gateways, so a
+        neighbourhood spans gateways and only their combined parts reach k."""
+        groups = NEIGHBOURHOODS if len(files) >= self.k * len(NEIGHBOURHOODS) \
+            else NEIGHBOURHOODS[:1]
+        per = max(1, len(files) // len(groups))
+        gids = list(self.gateways)
+        plan: dict[str, list] = {gid: [] for gid in gids}
+        tariff_id = json.loads(Path(tariff_file).read_text())["id"] if tariff_file else "flat"
+        for i, f in enumerate(files):
+            meter_id = f"m{i + 1:02d}"
+            gid = gids[i % len(gids)]
+            spec = {"meter_id": meter_id, "neighbourhood": groups[min(i // per, len(groups) - 1)],
+                    "tariff": tariff_id, "out": str(self.exchange / "meters" / meter_id),
+                    "settings": {"replay": {"file": str(Path(f).resolve()), "speed": speed},
+                                 "ack_timeout_ms": 1000, "max_retransmit": 4, "retry_ms": 500,
+                                 "max_retry_ms": 4000, "drain_ms": 120000, **meter_settings}}
+            if customers:
+                spec["customer"] = self.customers[meter_id] = f"c{i + 1:02d}"
+            plan[gid].append(spec)
+            self.meter_gateway[meter_id] = gid
+            self.assignment[meter_id] = spec["neighbourhood"]
+        if customers:  # each household makes its own key pair; one process for the demo's ten
+            regs = self.exchange / "customers"
+            self.gridveil(None, "customer", "create", *self.customers.values(), "--out-dir",
+                          str(regs), "--iterations", str(DEMO_PBKDF2_ITERATIONS),
+                          env={"GRIDVEIL_CUSTOMER_PASSWORD": DEMO_PASSWORD}, home=regs)
+            self.gridveil(self.mdms, "mdms", "customer-add", *sorted(map(str, regs.iterdir())))
+        for gid, specs in plan.items():
+            g = self.gateways[gid]
+            if customers:
+                self.gridveil(g, "gateway", "customer-add", *[
+                    str(self.exchange / "customers" / f"{s['customer']}.json") for s in specs])
+            batch = self.exchange / f"{gid}.meters.json"
+            batch.write_text(json.dumps(specs))
+            self.gridveil(g, "provision", "--batch", str(batch))
+            for s in specs:  # "flashing": the device files move to the meter
+                os.rename(s["out"], self.meters_dir / s["meter_id"])
+
+    # --- running ----------------------------------------------------------------
+    def start_services(self) -> None:
+        for h in self.holders.values():
+            self.start(h, "holder", "serve", "--port", str(h.port))
+        self.start(self.mdms, "mdms", "serve", "--port", str(self.mdms.port))
+        for g in self.gateways.values():
+            self.start(g, "gateway", "run")
+
+    def meter_dirs(self) -> list[Path]:
+        return sorted(self.meters_dir.iterdir())
+
+    def run_meters(self, heap: str = "64K", timeout: float = 600, progress=None):
+        runs = fleet.run_fleet(self.meter_dirs(), heap=heap, timeout=timeout, progress=progress,
+                               wrap=self.wrap)
+        for r in runs:
+            if r.returncode != 0:
+                raise SiteError(f"meter {r.meter_dir.name} exited with {r.returncode}:"
+                                f" {r.output[-1500:]}")
+        return runs
+
+    def seal_and_push(self) -> None:
+        """Stop the gateways, seal everything still open and push it all."""
+        for g in self.gateways.values():
+            self.stop(g)
+            self.gridveil(g, "gateway", "seal", "--all")
+            self.gridveil(g, "gateway", "push")
+
+    def release(self, period_days: int = 1, with_dp: bool = False) -> dict:
+        """`gridveil mdms release` as the MDMS; returns what it published."""
+        out = self.exchange / f"released-{time.monotonic_ns()}.json"
+        self.gridveil(self.mdms, "mdms", "release", "--period-days", str(period_days),
+                      *(["--dp"] if with_dp else []), "--json", str(out))
+        return json.loads(out.read_text())
+
+    def mdms_url(self) -> str:
+        return self.mdms.url
+
+    def mdms_ca(self) -> Path | None:
+        return self.exchange / "mdms.cert.pem" if self.tls else None

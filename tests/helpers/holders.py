@@ -1,0 +1,135 @@
+"""Key holders for the policy tests: each a real `gridveil holder serve`
+process in its own home, its share from the dealer's ceremony, reached
+over its HTTP API like the MDMS does; and a gateway store fed in process.
+No process here ever holds both shares: the test talks HTTP only."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+from authority.client import Authority, HolderClient, token_hash
+from common import records, signing
+from common.files import read_json, write_json
+from gateway import seal as seal_mod
+from gateway.config import GatewayConfig, GatewayHome
+from gateway.store import Store
+from host_tools import provision
+
+REPO = Path(__file__).resolve().parents[2]
+PASS_ENV = "GRIDVEIL_HOLDER_PASSPHRASE"
+
+
+def gridveil(home: Path, *args: str, env: dict | None = None, check: bool = True):
+    r = subprocess.run([sys.executable, "-m", "host_tools.cli", "--home", str(home), *args],
+                       capture_output=True, text=True, cwd=REPO, timeout=300,
+                       env={**os.environ, **(env or {})})
+    if check:
+        assert r.returncode == 0, r.stderr + r.stdout
+    return r
+
+
+class Holders:
+    def __init__(self, base: Path, single: bool = False, k: int = 5, bits: int = 512):
+        self.base = Path(base)
+        self.roles = ("single",) if single else ("utility", "guardian")
+        self.bits = bits
+        self.homes = {r: self.base / f"holder-{r}" for r in self.roles}
+        self.env = {r: {PASS_ENV: secrets.token_urlsafe(16)} for r in self.roles}
+        self.exchange = self.base / "exchange"
+        self.token = secrets.token_urlsafe(24)
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.urls: dict[str, str] = {}
+        for r in self.roles:
+            gridveil(self.homes[r], "holder", "init", "--role", r, "--k", str(k), "--export",
+                     str(self.exchange / f"{r}.transport.json"), env=self.env[r])
+            gridveil(self.homes[r], "holder", "allow", "mdms", "--token-hash",
+                     token_hash(self.token))
+        self.key_ids = [self.new_epoch()]
+
+    def new_epoch(self) -> str:
+        out = gridveil(self.exchange, "keygen", "--bits", str(self.bits), "--out",
+                       str(self.exchange / "keys"),
+                       *[a for r in self.roles for a in (f"--{r}",
+                                                         str(self.exchange / f"{r}.transport.json"))])
+        kid = out.stdout.split()[-1]
+        for r in self.roles:
+            gridveil(self.homes[r], "holder", "import-key",
+                     str(self.exchange / "keys" / f"{kid}.{r}.sealed.json"), "--pub",
+                     str(self.pub_file(kid)), env=self.env[r])
+        return kid
+
+    def pub_file(self, kid: str | None = None) -> Path:
+        return self.exchange / "keys" / f"{kid or self.key_ids[-1]}.pub.json"
+
+    def set_policy(self, role: str, **changes) -> None:
+        p = self.homes[role] / "policy.json"
+        write_json(p, {**read_json(p, "policy"), **changes})
+
+    def trust(self, gateway_id: str, pub: Path) -> None:
+        for r in self.roles:
+            gridveil(self.homes[r], "holder", "trust-gateway", gateway_id, str(pub))
+
+    def start(self) -> Authority:
+        self.stop()
+        for r in self.roles:
+            p = subprocess.Popen([sys.executable, "-m", "host_tools.cli", "--home",
+                                  str(self.homes[r]), "holder", "serve", "--port", "0"],
+                                 stdout=subprocess.PIPE, stderr=open(self.base / f"{r}.log", "ab"),
+                                 cwd=REPO, env={**os.environ, **self.env[r]})
+            line = p.stdout.readline().decode()
+            assert line.startswith("READY"), (self.base / f"{r}.log").read_text()
+            self.procs[r], self.urls[r] = p, line.split()[1]
+        return self.authority()
+
+    def client(self, role: str) -> HolderClient:
+        cert = self.homes[role] / "tls" / "cert.pem"
+        return HolderClient(role, self.urls[role], self.token, cert if cert.exists() else None)
+
+    def authority(self) -> Authority:
+        return Authority({r: self.client(r) for r in self.roles})
+
+    def log(self, role: str) -> list[tuple[int, str]]:
+        return [(e["granted"], e["reason"].split(":")[0]) for e in self.client(role).log()]
+
+    def stop(self) -> None:
+        for p in self.procs.values():
+            p.terminate()
+            p.wait(timeout=20)
+        self.procs.clear()
+
+
+class Gateway:
+    """A gateway's store and signing key, in the test process."""
+
+    def __init__(self, base: Path, holders: Holders, gateway_id: str = "gw1",
+                 meters: dict[str, str] | None = None):
+        self.id = gateway_id
+        self.home = GatewayHome(base / f"gateway-{gateway_id}")
+        provision.init_gateway(self.home.path, holders.pub_file(),
+                               GatewayConfig(gateway_id=gateway_id, port=5999, grace_s=0,
+                                             bill_grace_s=0))
+        for m, nbh in (meters or {}).items():
+            provision.provision_meter(self.home.path, m, nbh, base / "meters" / gateway_id / m)
+        holders.trust(gateway_id, self.home.signing_pub)
+        self.key = signing.load_private(self.home.signing_key)
+        self.store = Store(self.home.db)
+
+    def seal(self):
+        return seal_mod.seal(self.store, self.key, self.id, 900, 0, seal_all=True)
+
+    def agg(self, nbh: str, end: int):
+        for n, e, start, c, cnt, kid, sig in self.store.sealed_rows():
+            if (n, e) == (nbh, end):
+                return records.AggregateRecord(self.id, n, start, e, cnt, c, kid), sig
+        raise KeyError((nbh, end))
+
+    def bill_days(self, meter_id: str) -> list[tuple]:
+        rows = self.store.db.execute("SELECT day, version, signature FROM bill_signed WHERE"
+                                     " meter_id=? AND signature IS NOT NULL ORDER BY day",
+                                     (meter_id,)).fetchall()
+        return [(seal_mod.bill_record(self.store, self.id, meter_id, d, v), sig)
+                for d, v, sig in rows]
