@@ -2,8 +2,10 @@
 
     GET  /v1/keys        {"keys": {key_id: n}}: public keys, to combine partials
     POST /v1/aggregate   {"parts": [{"record": b64, "signature": b64}, ...], "dp": false}
-    POST /v1/bill        {"meter_id", "start", "end", "prices": {"0": 25000},
+    POST /v1/bill        {"meter_id", "start", "end", "tariff": "id@version",
                           "days": [{"record": b64, "signature": b64}, ...]}
+                         (prices come from the holder's approved tariffs, never
+                         from the request)
     POST /v1/refusal     {"kind", "subject", "reason"}: log a decline made elsewhere
     GET  /v1/log         the decision log (?after=N&limit=M)
     GET  /v1/verify      {"ok": true, "message": "..."}
@@ -115,9 +117,10 @@ def create_app(holder: KeyHolder, tokens: dict[str, str]) -> Starlette:
         days = [_signed(x) for x in body["days"]]
         if not all(isinstance(r, records.BillDayRecord) for r, _ in days):
             raise ValueError("not a bill day record")
-        prices = {int(k): v for k, v in body["prices"].items()}
-        req = BillRequest(str(body["meter_id"]), int(body["start"]), int(body["end"]), prices,
-                          days)
+        if "prices" in body:
+            raise ValueError("prices come from the holder's approved tariffs, not from requests")
+        req = BillRequest(str(body["meter_id"]), int(body["start"]), int(body["end"]),
+                          str(body["tariff"]), days)
         return _answer_json(await run(holder.release_bill, req, who))
 
     async def refusal(request, who, body):

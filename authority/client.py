@@ -58,10 +58,9 @@ class HolderClient:
         return self._call("POST", "/v1/aggregate", {"parts": [_item(r, s) for r, s in parts],
                                                      "dp": with_dp})
 
-    def bill(self, meter_id: str, start: int, end: int, prices: dict[int, int], days) -> dict:
+    def bill(self, meter_id: str, start: int, end: int, tariff: str, days) -> dict:
         return self._call("POST", "/v1/bill", {
-            "meter_id": meter_id, "start": start, "end": end,
-            "prices": {str(k): v for k, v in prices.items()},
+            "meter_id": meter_id, "start": start, "end": end, "tariff": tariff,
             "days": [_item(r, s) for r, s in days]})
 
     def note_refusal(self, kind: str, subject: str, reason: str) -> dict:
@@ -126,9 +125,10 @@ class Authority:
         value, first = self._ask_all(lambda h: h.aggregate(parts, with_dp))
         return value, int(first.get("contributors", 0))
 
-    def release_bill(self, meter_id: str, start: int, end: int, prices: dict[int, int],
-                     days) -> int:
-        return self._ask_all(lambda h: h.bill(meter_id, start, end, prices, days))[0]
+    def release_bill(self, meter_id: str, start: int, end: int, tariff: str, days) -> int:
+        """One bill over [start, end) at the approved tariff `id@version`
+        that the gateway signed into every day record."""
+        return self._ask_all(lambda h: h.bill(meter_id, start, end, tariff, days))[0]
 
     def note_refusal(self, kind: str, subject: str, reason: str) -> None:
         for h in self.holders.values():

@@ -20,7 +20,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import paillier, records, signing
+from common import paillier, records, signing, tariff
 from common.files import ConfigError, check_name, check_owner_only, read_json, write_atomic, write_json
 
 from . import dp, keys, threshold
@@ -47,7 +47,17 @@ class HolderHome:
         self.policy = self.path / "policy.json"
         self.ledger = self.path / "authority.db"
         self.tokens = self.path / "api-tokens.json"
+        self.tariffs = self.path / "tariffs"  # <id>@<version>.json: approved, with prices
         self.transport = self.path / "transport-key.json"
+
+    def approved_tariffs(self) -> dict:
+        if not self.tariffs.is_dir():
+            return {}
+        out = {}
+        for p in sorted(self.tariffs.glob("*.json")):
+            t = tariff.check_bounds(tariff.parse(read_json(p, "approved tariff")))
+            out[t.ref] = t
+        return out
 
     def gateway_keys(self) -> dict:
         if not self.gateways.is_dir():
@@ -60,7 +70,7 @@ class BillRequest:
     meter_id: str
     start: int  # Unix seconds, UTC; must be midnight
     end: int  # exclusive
-    prices: dict[int, int]  # band -> micro-cents per Wh
+    tariff: str  # id@version in this holder's registry of approved tariffs
     days: list[tuple[records.BillDayRecord, bytes]]
 
 
@@ -123,6 +133,20 @@ def import_key(home: Path, box_file: Path, pub_file: Path, passphrase: str | Non
     return kid
 
 
+def approve_tariff(home: Path, tariff_file: Path) -> str:
+    """Add a tariff to this holder's registry, if it keeps within the bounds
+    (common/tariff.check_bounds). An approved id@version never changes."""
+    t = tariff.check_bounds(tariff.parse(read_json(tariff_file, "tariff")))
+    h = HolderHome(home)
+    read_json(h.meta, "key holder settings")  # a holder's home, not any folder
+    path = h.tariffs / f"{t.ref}.json"
+    if path.exists() and tariff.parse(read_json(path, "approved tariff")) != t:
+        raise ConfigError(f"tariff {t.ref} is already approved with other contents; a changed"
+                          " tariff needs a new version")
+    write_json(path, t.to_json())
+    return t.ref
+
+
 def trust_gateway(home: Path, gateway_id: str, pub_file: Path) -> None:
     check_name(gateway_id, "gateway id")
     pem = Path(pub_file).read_bytes() if Path(pub_file).exists() else None
@@ -130,6 +154,14 @@ def trust_gateway(home: Path, gateway_id: str, pub_file: Path) -> None:
         raise ConfigError(f"gateway public key not found: {pub_file}")
     signing.parse_public(pem, str(pub_file))
     write_atomic(HolderHome(home).gateways / f"{gateway_id}.pub", pem)
+
+
+def _whole_months(start: int, end: int) -> bool:
+    import datetime as dt
+
+    a = dt.datetime.fromtimestamp(start, dt.timezone.utc)
+    b = dt.datetime.fromtimestamp(end, dt.timezone.utc)
+    return a.day == 1 and b.day == 1 and (b.year, b.month) > (a.year, a.month)
 
 
 class KeyHolder:
@@ -266,11 +298,17 @@ class KeyHolder:
             raise Refusal("period_too_short" if req.end - req.start < DAY else "not_whole_days",
                           "a bill must cover whole UTC days (midnight to midnight)")
         ndays = (req.end - req.start) // DAY
+        if self.policy.billing == "calendar-month" and not _whole_months(req.start, req.end):
+            raise Refusal("period_too_short" if ndays < 28 else "not_whole_months",
+                          "a bill must cover whole calendar months (UTC), from the 1st")
         if ndays < self.policy.min_bill_days:
             raise Refusal("period_too_short",
                           f"a bill must cover at least {self.policy.min_bill_days} whole day(s)")
-        if any(type(p) is not int or p < 0 for p in req.prices.values()):
-            raise Refusal("bad_tariff", "prices must be non-negative whole micro-cents per Wh")
+        approved = self.home.approved_tariffs()
+        if req.tariff not in approved:
+            raise Refusal("unknown_tariff", f"tariff {req.tariff} is not in this holder's"
+                                            " registry of approved tariffs")
+        prices = approved[req.tariff].prices
         if ndays > MAX_BILL_DAYS:
             raise Refusal("period_too_long", f"a bill covers at most {MAX_BILL_DAYS} days")
         wanted = set(range(req.start // DAY, req.end // DAY))
@@ -290,11 +328,15 @@ class KeyHolder:
             if r.meter_id != req.meter_id:
                 raise Refusal("mixed_meters", "all day records must belong to the bill's meter")
             self._verify(r, sig)
+            if r.tariff != req.tariff:
+                # A tariff changes only from the start of a billing period.
+                raise Refusal("mixed_tariffs", f"day {r.day} was metered under {r.tariff}, not"
+                                               f" {req.tariff}")
             for band, c in r.bands:
-                if band not in req.prices:
-                    raise Refusal("bad_tariff", f"no price for band {band}")
+                if band not in prices:
+                    raise Refusal("bad_tariff", f"{req.tariff} has no band {band}")
                 try:
-                    total = total + paillier.from_bytes(pub, c) * req.prices[band]
+                    total = total + paillier.from_bytes(pub, c) * prices[band]
                 except ValueError as e:
                     raise Refusal("bad_ciphertext", str(e)) from None
         return key_id, paillier.to_bytes(pub, total)

@@ -20,7 +20,10 @@ __all__ = ["Policy", "Refusal"]
 @dataclass
 class Policy:
     k: int = 5  # minimum contributors to a released aggregate
-    min_bill_days: int = 1  # bills cover whole days, at least this many
+    # A bill covers whole calendar months (UTC) by default; "days" allows
+    # shorter periods of at least min_bill_days whole days (the demo: one).
+    billing: str = "calendar-month"
+    min_bill_days: int = 1
     # Differential privacy for aggregates, used when a release asks for it:
     dp_epsilon: str = "1/2"  # per release, as a fraction
     dp_sensitivity_wh: int = 4000  # most one household adds to one interval (16 kW x 15 min)
@@ -37,6 +40,8 @@ class Policy:
     def validate(self) -> None:
         if type(self.k) is not int or self.k < SAFE_MIN_K:
             raise ConfigError(f"policy k must be an integer >= {SAFE_MIN_K}")
+        if self.billing not in ("calendar-month", "days"):
+            raise ConfigError("policy billing must be \"calendar-month\" or \"days\"")
         if type(self.min_bill_days) is not int or self.min_bill_days < SAFE_MIN_BILL_DAYS:
             raise ConfigError(f"policy min_bill_days must be an integer >= {SAFE_MIN_BILL_DAYS}")
         try:

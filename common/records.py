@@ -16,7 +16,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 AGGREGATE_TAG = "gridveil-aggregate-v2"
-BILL_DAY_TAG = "gridveil-billday-v3"
+BILL_DAY_TAG = "gridveil-billday-v4"
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class AggregateRecord:
 
 @dataclass(frozen=True)
 class BillDayRecord:
-    """Everything one meter used in one UTC day, per tariff band."""
+    """Everything one meter used in one UTC day, per band of its tariff."""
 
     gateway_id: str
     meter_id: str
@@ -45,10 +45,12 @@ class BillDayRecord:
     version: int  # grows when a late reading changes the day after signing
     bands: tuple[tuple[int, bytes], ...]  # (band, ciphertext), sorted by band
     key_id: str
+    tariff: str = "flat@1"  # id@version the bands belong to; prices come from the holders
 
     def signed_bytes(self) -> bytes:
         return cbor2.dumps([BILL_DAY_TAG, self.gateway_id, self.meter_id, self.day, self.readings,
-                            self.version, [[b, c] for b, c in self.bands], self.key_id])
+                            self.version, [[b, c] for b, c in self.bands], self.key_id,
+                            self.tariff])
 
 
 def parse(data: bytes):
@@ -58,9 +60,9 @@ def parse(data: bytes):
         a = cbor2.loads(data)
         if a[0] == AGGREGATE_TAG and len(a) == 8:
             rec = AggregateRecord(*a[1:])
-        elif a[0] == BILL_DAY_TAG and len(a) == 8:
+        elif a[0] == BILL_DAY_TAG and len(a) == 9:
             rec = BillDayRecord(a[1], a[2], a[3], a[4], a[5],
-                                tuple((int(b), bytes(c)) for b, c in a[6]), a[7])
+                                tuple((int(b), bytes(c)) for b, c in a[6]), a[7], a[8])
         else:
             raise ValueError("unknown record type")
     except ValueError:

@@ -45,6 +45,7 @@ class BatchResult:
     accepted: int = 0
     duplicates: int = 0
     late: int = 0
+    stale: int = 0  # a new seq for an interval the meter already reported: not counted
 
 
 @dataclass(frozen=True)
@@ -114,10 +115,19 @@ class PES:
         with store.transaction():
             last_seq = store.last_seq(meter_id)
             last_end = None
+            newest = store.last_end(meter_id) or 0
             for r in readings:
                 if r.seq <= last_seq:
                     result.duplicates += 1
                     continue
+                if r.interval_end <= newest:
+                    # Only strictly newer intervals count, across batches: the
+                    # same interval sent again under fresh seqs must not count
+                    # one household as several contributors.
+                    result.stale += 1
+                    last_seq = r.seq
+                    continue
+                newest = r.interval_end
                 day = day_of(r.interval_end)
                 kid, c = enc.get(r.seq) or self.encrypt(day, r.energy_wh)
                 if r.span == 1:

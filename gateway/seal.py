@@ -80,4 +80,5 @@ def bill_record(store: Store, gateway_id: str, meter_id: str, day: int,
                 version: int) -> records.BillDayRecord:
     rows = store.bill_day_bands(meter_id, day)
     return records.BillDayRecord(gateway_id, meter_id, day, sum(r[2] for r in rows), version,
-                                 tuple((b, c) for b, c, _, _ in rows), rows[0][3])
+                                 tuple((b, c) for b, c, _, _ in rows), rows[0][3],
+                                 store.meter_tariff(meter_id).ref)

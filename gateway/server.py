@@ -63,6 +63,10 @@ class ReadingsResource(resource.Resource):
             log.error("meter %s: cannot store readings: %s", ctx.meter_id, e)
             return aiocoap.Message(code=aiocoap.SERVICE_UNAVAILABLE, max_age=30,
                                    payload=b"storage unavailable")
+        if result.stale:
+            self.gw.rejects[(ctx.meter_id, "stale_interval")] += result.stale
+            log.warning("meter %s: %d readings for intervals it had already reported; not"
+                        " counted", ctx.meter_id, result.stale)
         log.info("meter %s: %d stored, %d duplicate, %d late (seq %d-%d)", ctx.meter_id,
                  result.accepted, result.duplicates, result.late,
                  batch.readings[0].seq, batch.readings[-1].seq)

@@ -182,6 +182,11 @@ class Store:
     def meter_count(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM meters").fetchone()[0]
 
+    def meter_tariff(self, meter_id: str) -> Tariff:
+        (tid,) = self.db.execute("SELECT tariff FROM meters WHERE meter_id=?",
+                                 (meter_id,)).fetchone()
+        return self.tariffs()[tid]
+
     def meter_registration(self, meter_id: str) -> tuple[str, str, bytes | None] | None:
         """(neighbourhood, tariff id, customer's public key DER or None)."""
         return self.db.execute(
@@ -223,6 +228,10 @@ class Store:
         return out
 
     def add_tariff(self, t: Tariff) -> None:
+        old = self.tariffs().get(t.id)
+        if old is not None and t.version <= old.version:
+            raise StoreError(f"tariff {t.id} is at version {old.version} here; a changed tariff"
+                             " needs a higher \"version\"")
         with self.transaction() as db:
             db.execute("INSERT OR REPLACE INTO tariffs VALUES (?, ?)",
                        (t.id, json.dumps(t.to_json())))
@@ -242,6 +251,11 @@ class Store:
     # --- ingest: dedup state, accumulators, customers' copies ---------------
     def last_seq(self, meter_id: str) -> int:
         return self.db.execute("SELECT last_seq FROM meters WHERE meter_id=?",
+                               (meter_id,)).fetchone()[0]
+
+    def last_end(self, meter_id: str) -> int | None:
+        """Interval end of the newest reading stored for this meter."""
+        return self.db.execute("SELECT last_end FROM meters WHERE meter_id=?",
                                (meter_id,)).fetchone()[0]
 
     def is_sealed(self, nbh: str, end: int) -> bool:

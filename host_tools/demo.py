@@ -143,7 +143,8 @@ def run(home: Path, bits: int = 2048, files: list[Path] | None = None, heap: str
         out("\nHourly neighbourhood demand: both gateways' parts combined by the MDMS, released"
             " by the utility's and the privacy guardian's key holders together:")
         out(report.format_demand(aggs))
-        out(f"\nDay bills at a flat {FLAT.prices[0] / 1000:g} ct/kWh, computed on ciphertexts:")
+        out(f"\nDay bills at a flat {FLAT.prices[0] / 1000:g} ct/kWh, computed on ciphertexts (this"
+            " demo's holders bill single days; their default is whole calendar months):")
         out(report.format_bills(bills))
         ok, line = cross_check(files, site.assignment, released,
                                {m: FLAT for m in site.assignment})

@@ -21,7 +21,8 @@ def cmd_init(args):
     from authority import dealer, holder
     from authority.policy import Policy
 
-    raw = holder.create(home(args), args.role, Policy(k=args.k), _passphrase(args))
+    policy = Policy(k=args.k, billing=args.billing, min_bill_days=args.min_bill_days)
+    raw = holder.create(home(args), args.role, policy, _passphrase(args))
     dealer.save_transport_pub(Path(args.export), raw, args.role)
     tls_files(args, home(args), f"holder-{args.role}")
     print(f"{args.role} key holder ready in {home(args)} (k = {args.k}); give {args.export} to"
@@ -43,6 +44,14 @@ def cmd_import(args):
 
     kid = holder.import_key(home(args), Path(args.sealed), Path(args.pub), _passphrase(args))
     print(f"key epoch {kid} imported, encrypted under this holder's passphrase")
+
+
+def cmd_tariff(args):
+    from authority import holder
+
+    for f in args.files:
+        ref = holder.approve_tariff(home(args), Path(f))
+        print(f"tariff {ref} approved: bills under it are priced from this registry")
 
 
 def cmd_trust(args):
@@ -100,12 +109,16 @@ def register(subparsers) -> None:
     x.add_argument("--single", help="instead: one holder that gets the whole key")
     x.set_defaults(func=cmd_keygen)
 
-    a = sub(subparsers, "holder", "one key holder: init, import-key, trust-gateway, allow, serve,"
-                                  " log, verify")
+    a = sub(subparsers, "holder", "one key holder: init, import-key, tariff-approve,"
+                                  " trust-gateway, allow, serve, log, verify")
     s = a.add_subparsers(dest="action", required=True, metavar="ACTION")
     x = sub(s, "init", "create this holder's home, policy and transport key")
     x.add_argument("--role", required=True, choices=("utility", "guardian", "single"))
     x.add_argument("--k", type=int, default=5, help="minimum contributors per aggregate (>= 3)")
+    x.add_argument("--billing", choices=("calendar-month", "days"), default="calendar-month",
+                   help="bills cover whole calendar months (default), or whole days")
+    x.add_argument("--min-bill-days", type=int, default=1,
+                   help="with --billing days: the shortest bill, in days (default 1)")
     x.add_argument("--export", required=True,
                    help="where to write the transport public key for the dealer")
     passphrase_args(x)
@@ -116,6 +129,10 @@ def register(subparsers) -> None:
     x.add_argument("--pub", required=True, help="<key id>.pub.json from `gridveil keygen`")
     passphrase_args(x)
     x.set_defaults(func=cmd_import)
+    x = sub(s, "tariff-approve", "add tariffs to this holder's registry (the only source of"
+                                 " prices)")
+    x.add_argument("files", nargs="+", help="tariff JSON files (see docs/privacy.md for bounds)")
+    x.set_defaults(func=cmd_tariff)
     x = sub(s, "trust-gateway", "accept records signed by a gateway")
     x.add_argument("gateway_id")
     x.add_argument("public_key", help="the gateway's signing.pub")

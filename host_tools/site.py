@@ -165,10 +165,15 @@ class Site:
             d.chmod(0o700 if d not in (self.exchange, self.logs) else 0o755)
         scheme = "https" if self.tls else "http"
         # 1. key holders, then the dealer's key ceremony, then each holder imports its share
+        # The demo's policy bills single days, so that one replayed day gives
+        # bills; the default is whole calendar months.
+        tariffs = [REPO / "data" / "tariffs" / "flat.json"] + ([tariff_file] if tariff_file else [])
         for role, h in self.holders.items():
             h.port = free_port()
-            self.gridveil(h, "holder", "init", "--role", role, "--k", str(self.k), "--export",
-                          str(self.exchange / f"{h.name}.transport.json"), *self.tls_args(h))
+            self.gridveil(h, "holder", "init", "--role", role, "--k", str(self.k), "--billing",
+                          "days", "--export", str(self.exchange / f"{h.name}.transport.json"),
+                          *self.tls_args(h))
+            self.gridveil(h, "holder", "tariff-approve", *map(str, tariffs))
         out = self.gridveil(None, "keygen", "--bits", str(self.bits), "--out",
                             str(self.exchange / "keys"),
                             *[a for role, h in self.holders.items() for a in

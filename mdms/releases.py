@@ -17,7 +17,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from authority.client import Authority, Refusal
-from common import records, tariff
+from common import records
 
 from .store import MdmsStore
 
@@ -57,19 +57,11 @@ def release_aggregates(store: MdmsStore, authority: Authority, out: Released,
         out.aggregates[(nbh, end)] = wh
 
 
-def meter_prices(store: MdmsStore) -> dict[tuple[str, str], dict[int, int]]:
-    """(gateway, tariff id) -> prices per band. Flat is every gateway's default."""
-    out = defaultdict(lambda: tariff.FLAT.prices)
-    for key, d in store.tariff_definitions().items():
-        out[key] = tariff.parse(d).prices
-    return out
-
-
 def release_bills(store: MdmsStore, authority: Authority, out: Released,
                   period_days: int = 1) -> None:
     """One bill per meter per run of `period_days` consecutive signed days;
-    a leftover shorter run is not billed yet."""
-    prices = meter_prices(store)
+    a leftover shorter run is not billed yet. The tariff is the one the
+    gateway signed into the day records; its prices are the holders'."""
     billed = {(b["meter_id"], b["first_day"]) for b in store.bills()}
     by_meter = defaultdict(list)
     for row in store.signed_bill_days():
@@ -81,10 +73,10 @@ def release_bills(store: MdmsStore, authority: Authority, out: Released,
             if (meter_id, first) in billed:
                 continue
             signed = [(records.parse(d["record"]), d["signature"]) for d in chunk]
-            band_prices = prices[(chunk[0]["gateway_id"], chunk[0]["tariff"])]
             try:
                 amount = authority.release_bill(meter_id, first * DAY,
-                                                (first + period_days) * DAY, band_prices, signed)
+                                                (first + period_days) * DAY, signed[0][0].tariff,
+                                                signed)
             except Refusal as r:
                 out.refusals.append(f"bill {meter_id} from day {first}: {r}")
                 continue

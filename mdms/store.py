@@ -256,10 +256,6 @@ class MdmsStore:
                         " UPDATE SET definition=excluded.definition",
                         (gateway_id, tariff_id, json.dumps(definition)))
 
-    def tariff_definitions(self) -> dict[tuple[str, str], dict]:
-        return {(r["gateway_id"], r["id"]): json.loads(r["definition"])
-                for r in self.db.rows("SELECT gateway_id, id, definition FROM tariffs")}
-
     def put_aggregate_part(self, gateway_id: str, nbh: str, end: int, record: bytes,
                            signature: bytes) -> None:
         # A gateway seals each (neighbourhood, interval) once; a resent copy
@@ -337,8 +333,7 @@ class MdmsStore:
         return out
 
     def signed_bill_days(self) -> list[dict]:
-        return self.db.rows("SELECT d.meter_id, d.day, d.record, d.signature, m.tariff,"
-                            " m.gateway_id FROM bill_days d JOIN meters m USING (meter_id)"
+        return self.db.rows("SELECT d.meter_id, d.day, d.record, d.signature FROM bill_days d"
                             " ORDER BY d.meter_id, d.day")
 
     def save_aggregate(self, nbh: str, end: int, wh: int, contributors: int, noisy: bool) -> None:

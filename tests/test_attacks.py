@@ -41,6 +41,26 @@ def test_valid_reading_accepted_and_acknowledged(system):
     assert system.accepted("m01") == 1
 
 
+def test_one_meter_cannot_count_as_several_contributors(system):
+    """The utility's own meter (or a compromised one) sends the same interval
+    in four separate batches under fresh sequence numbers, hoping to count
+    as four households in that interval's aggregate."""
+    p = peer(system, "m01")
+    before = system.accepted("m01")
+    for seq in range(10, 14):
+        inner, _ = p.post(readings_payload("m01", [[seq, END + 900, 77, 77 * seq]]))
+        assert inner.code == aiocoap.CHANGED  # acknowledged, so an honest retry ends
+    assert system.accepted("m01") == before + 1
+    assert rejects(system).get(("m01", "stale_interval"), 0) == 3
+    st = system.store(readonly=True)
+    try:
+        (n,) = st.db.execute("SELECT contributors FROM demand WHERE neighbourhood='north' AND"
+                             " interval_end=?", (END + 900,)).fetchone()
+    finally:
+        st.close()
+    assert n == 1
+
+
 def test_replayed_request_rejected_and_counted(system):
     p = peer(system, "m02")
     inner, datagram = p.post(readings_payload("m02", [[0, END, 50, 50]]))

@@ -25,7 +25,7 @@ from host_tools import provision
 
 DAY0 = 1767225600
 T1 = DAY0 + 900
-PRICES = {0: 25_000}
+FLAT = "flat@1"  # approved at every holder; 25,000 µct/Wh
 SIX = {f"m{i}": "big" if i <= 5 else "small" for i in range(1, 7)}  # "small": m6 alone
 
 
@@ -125,7 +125,7 @@ def test_same_interval_twice_after_a_late_reading(env):
     assert e.value.code == "already_released"
     assert first == sum(100 + i for i in range(1, 6))
     gw.seal()  # the late reading still counts for m6's bill
-    assert auth.release_bill("m6", DAY0, DAY0 + DAY, {0: 7}, gw.bill_days("m6")) == 7 * 1000
+    assert auth.release_bill("m6", DAY0, DAY0 + DAY, FLAT, gw.bill_days("m6")) == 25_000 * 1000
 
 
 def test_bill_policy(env):
@@ -133,15 +133,18 @@ def test_bill_policy(env):
     feed_day(pes, range(1, 3))
     gw.seal()
     m1, m2 = gw.bill_days("m1"), gw.bill_days("m2")
-    assert auth.release_bill("m1", DAY0, DAY0 + DAY, PRICES, m1) == 96 * 101 * 25_000
+    assert auth.release_bill("m1", DAY0, DAY0 + DAY, FLAT, m1) == 96 * 101 * 25_000
     later = dataclasses.replace(m2[0][0], day=m2[0][0].day + 1)
     bad = {
-        "already_released": ("m1", DAY0, DAY0 + DAY, PRICES, m1),
-        "period_too_short": ("m2", DAY0, DAY0 + 3600, PRICES, m2),  # one hour
-        "not_whole_days": ("m2", DAY0 + 3600, DAY0 + DAY + 3600, PRICES, m2),
-        "mixed_meters": ("m2", DAY0, DAY0 + DAY, PRICES, m1),
-        "bad_tariff": ("m2", DAY0, DAY0 + DAY, {1: 5}, m2),
-        "period_gaps": ("m2", DAY0, DAY0 + 3 * DAY, PRICES,
+        "already_released": ("m1", DAY0, DAY0 + DAY, FLAT, m1),
+        "period_too_short": ("m2", DAY0, DAY0 + 3600, FLAT, m2),  # one hour
+        "not_whole_days": ("m2", DAY0 + 3600, DAY0 + DAY + 3600, FLAT, m2),
+        "mixed_meters": ("m2", DAY0, DAY0 + DAY, FLAT, m1),
+        "unknown_tariff": ("m2", DAY0, DAY0 + DAY, "cheap@1", m2),
+        "mixed_tariffs": ("m2", DAY0, DAY0 + DAY, FLAT, [(dataclasses.replace(
+            m2[0][0], tariff="tou-3band@1"), records.sign(gw.key, dataclasses.replace(
+                m2[0][0], tariff="tou-3band@1")))]),
+        "period_gaps": ("m2", DAY0, DAY0 + 3 * DAY, FLAT,
                         m2 + [(dataclasses.replace(later, day=later.day + 1),
                                records.sign(gw.key, later))]),
     }
@@ -276,9 +279,9 @@ def test_key_rotation_keeps_old_periods(tmp_path):
         assert auth.release_aggregate([a1])[0] == sum(200 + i for i in range(1, 6))
         days = gw.bill_days("m1")
         with pytest.raises(Refusal) as e:  # one bill cannot span two key epochs
-            auth.release_bill("m1", DAY0, DAY0 + 2 * DAY, PRICES, days)
+            auth.release_bill("m1", DAY0, DAY0 + 2 * DAY, FLAT, days)
         assert e.value.code == "mixed_keys"
-        assert auth.release_bill("m1", DAY0 + DAY, DAY0 + 2 * DAY, PRICES, days[1:]) == \
+        assert auth.release_bill("m1", DAY0 + DAY, DAY0 + 2 * DAY, FLAT, days[1:]) == \
             96 * 201 * 25_000
     finally:
         holders.stop()

@@ -14,8 +14,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 COMMANDS = [[], ["keygen"], ["holder"], ["holder", "init"], ["holder", "import-key"],
-            ["holder", "trust-gateway"], ["holder", "allow"], ["holder", "serve"],
-            ["holder", "log"], ["holder", "verify"], ["gateway"], ["gateway", "init"],
+            ["holder", "tariff-approve"], ["holder", "trust-gateway"], ["holder", "allow"],
+            ["holder", "serve"], ["holder", "log"], ["holder", "verify"], ["gateway"], ["gateway", "init"],
             ["gateway", "run"], ["gateway", "seal"], ["gateway", "push"], ["gateway", "status"],
             ["gateway", "rekey"], ["gateway", "customer-add"], ["tariff"], ["tariff", "add"],
             ["customer"], ["customer", "create"], ["customer", "export"], ["provision"],
@@ -100,6 +100,10 @@ def test_missing_and_broken_files(tmp_path):
     clean_failure(gridveil("gateway", "rekey", "--from-day", "yesterday", "--paillier-pub",
                            str(pub), home=gw), "must be a date")
     clean_failure(gridveil("tariff", "add", str(cfg), home=gw), "not valid JSON")
+    tou = REPO / "data" / "tariffs" / "tou-3band.json"
+    assert gridveil("tariff", "add", str(tou), home=gw).returncode == 0
+    # The same tariff id again, changed or not, between readings: only as a new version.
+    clean_failure(gridveil("tariff", "add", str(tou), home=gw), "needs a higher \"version\"")
     (tmp_path / "t.json").write_text('{"id": "x", "bands": {"0": "a"}, "default_band": 3}')
     clean_failure(gridveil("tariff", "add", str(tmp_path / "t.json"), home=gw),
                   "undefined bands")

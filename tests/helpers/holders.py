@@ -33,7 +33,8 @@ def gridveil(home: Path, *args: str, env: dict | None = None, check: bool = True
 
 
 class Holders:
-    def __init__(self, base: Path, single: bool = False, k: int = 5, bits: int = 512):
+    def __init__(self, base: Path, single: bool = False, k: int = 5, bits: int = 512,
+                 billing: str = "days"):
         self.base = Path(base)
         self.roles = ("single",) if single else ("utility", "guardian")
         self.bits = bits
@@ -44,8 +45,11 @@ class Holders:
         self.procs: dict[str, subprocess.Popen] = {}
         self.urls: dict[str, str] = {}
         for r in self.roles:
-            gridveil(self.homes[r], "holder", "init", "--role", r, "--k", str(k), "--export",
-                     str(self.exchange / f"{r}.transport.json"), env=self.env[r])
+            gridveil(self.homes[r], "holder", "init", "--role", r, "--k", str(k), "--billing",
+                     billing, "--export", str(self.exchange / f"{r}.transport.json"),
+                     env=self.env[r])
+            gridveil(self.homes[r], "holder", "tariff-approve",
+                     str(REPO / "data" / "tariffs" / "flat.json"))
             gridveil(self.homes[r], "holder", "allow", "mdms", "--token-hash",
                      token_hash(self.token))
         self.key_ids = [self.new_epoch()]
