@@ -48,7 +48,11 @@ class HolderHome:
         self.ledger = self.path / "authority.db"
         self.tokens = self.path / "api-tokens.json"
         self.tariffs = self.path / "tariffs"  # <id>@<version>.json: approved, with prices
+        self.enrolled = self.path / "enrolled.json"  # meter id -> household (customer) id
         self.transport = self.path / "transport-key.json"
+
+    def enrollment(self) -> dict[str, str]:
+        return read_json(self.enrolled, "enrolled meters") if self.enrolled.exists() else {}
 
     def approved_tariffs(self) -> dict:
         if not self.tariffs.is_dir():
@@ -131,6 +135,23 @@ def import_key(home: Path, box_file: Path, pub_file: Path, passphrase: str | Non
     except (KeyError, TypeError, ValueError) as e:
         raise ConfigError(f"{box_file} is malformed: {e}") from None
     return kid
+
+
+def enroll(home: Path, meters: dict[str, str]) -> int:
+    """Enroll meters, each bound to one household. Only enrolled meters
+    count toward k, and a household counts once however many meters it has.
+    A meter stays bound to the household it was first enrolled for."""
+    h = HolderHome(home)
+    read_json(h.meta, "key holder settings")
+    current = h.enrollment()
+    for m, c in meters.items():
+        check_name(m, "meter id")
+        check_name(c, "household id")
+        if current.get(m, c) != c:
+            raise ConfigError(f"meter {m} is enrolled for household {current[m]}, not {c}")
+    current.update(meters)
+    write_json(h.enrolled, current)
+    return len(meters)
 
 
 def approve_tariff(home: Path, tariff_file: Path) -> str:
@@ -240,6 +261,7 @@ class KeyHolder:
         eps = self.policy.epsilon
         dp_spend = (first.neighbourhood, day, eps) if with_dp else None
         total = {"contributors": 0}
+        marks = [subject]
 
         def check():
             for rec, sig in parts:
@@ -251,17 +273,35 @@ class KeyHolder:
                 self._verify(rec, sig)
             if len({r.gateway_id for r, _ in parts}) != len(parts):
                 raise Refusal("mixed_parts", "one part per gateway")
+            meters = [m for r, _ in parts for m in r.meters]
+            if len(set(meters)) != len(meters) or any(r.contributors != len(r.meters)
+                                                       for r, _ in parts):
+                raise Refusal("mixed_parts", "each meter in one part, once")
             if first.key_id not in self.epochs:
                 raise Refusal("wrong_key", f"aggregate is under unknown key {first.key_id}")
-            contributors = sum(r.contributors for r, _ in parts)
-            total["contributors"] = contributors
-            if contributors < self.policy.k:
-                raise Refusal("too_few", f"aggregate has {contributors} contributors;"
-                                         f" at least {self.policy.k} are required")
+            # k counts distinct households that the guardian enrolled, not
+            # what the gateway says: meters the utility made up count for
+            # nothing, and one household's several meters count once.
+            enrolled = self.home.enrollment()
+            households = {enrolled[m] for m in meters if m in enrolled}
+            total["contributors"] = len(households)
+            if len(households) < self.policy.k:
+                raise Refusal("too_few", f"aggregate has {len(households)} enrolled households"
+                                         f" ({len(meters)} meters); at least {self.policy.k}"
+                                         " are required")
             if self.ledger.was_released(subject):
                 raise Refusal("already_released", f"{first.neighbourhood} interval ending"
                                                   f" {first.interval_end} was already released"
                                                   " once")
+            # Whatever the neighbourhood is called: a meter's interval goes
+            # into one released aggregate at most, so no two releases differ
+            # by one household.
+            marks[1:] = [f"mi:{m}:{first.interval_end}" for m in sorted(meters)]
+            again = next((m for m in marks[1:] if self.ledger.was_released(m)), None)
+            if again:
+                raise Refusal("already_released", f"meter {again.split(':')[1]}'s interval ending"
+                                                  f" {first.interval_end} is already in a released"
+                                                  " aggregate")
             pub = self.home.keys.public(first.key_id)
             try:
                 combined = pub.encrypt(0, r_value=1)  # deterministic zero: holders agree
@@ -280,7 +320,7 @@ class KeyHolder:
                 noise = dp.discrete_laplace(dp.scale_for(eps, self.policy.dp_sensitivity_wh))
             return self._open(first.key_id, paillier.to_bytes(pub, combined), noise)
 
-        answer = self._decide(requester, "aggregate", subject, [subject], check, first.key_id,
+        answer = self._decide(requester, "aggregate", subject, marks, check, first.key_id,
                               dp_spend)
         return Answer(answer.kind, answer.number, answer.receipt, answer.key_id,
                       total["contributors"])
@@ -328,6 +368,16 @@ class KeyHolder:
             if r.meter_id != req.meter_id:
                 raise Refusal("mixed_meters", "all day records must belong to the bill's meter")
             self._verify(r, sig)
+            # Every interval this day's readings were counted in must be in a
+            # released aggregate that names this meter: a bill never counts a
+            # reading that no aggregate counts, so bills minus aggregates is
+            # never a reading, nor a too-small group's sum.
+            missing = next((t for t in r.intervals
+                            if not self.ledger.was_released(f"mi:{r.meter_id}:{t}")), None)
+            if missing is not None or not r.intervals:
+                raise Refusal("unreleased_demand", f"day {r.day} of {r.meter_id} has readings in"
+                                                   f" interval {missing}, which no released"
+                                                   " aggregate holds (yet)")
             if r.tariff != req.tariff:
                 # A tariff changes only from the start of a billing period.
                 raise Refusal("mixed_tariffs", f"day {r.day} was metered under {r.tariff}, not"

@@ -15,7 +15,7 @@ import cbor2
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-AGGREGATE_TAG = "gridveil-aggregate-v2"
+AGGREGATE_TAG = "gridveil-aggregate-v3"
 BILL_DAY_TAG = "gridveil-billday-v4"
 
 
@@ -25,13 +25,15 @@ class AggregateRecord:
     neighbourhood: str
     interval_start: int  # Unix seconds, UTC
     interval_end: int
-    contributors: int
+    contributors: int  # distinct meters; the key holders count enrolled households themselves
     ciphertext: bytes
     key_id: str
+    meters: tuple[str, ...] = ()  # the meters whose readings are in the sum, sorted
 
     def signed_bytes(self) -> bytes:
         return cbor2.dumps([AGGREGATE_TAG, self.gateway_id, self.neighbourhood, self.interval_start,
-                            self.interval_end, self.contributors, self.ciphertext, self.key_id])
+                            self.interval_end, self.contributors, self.ciphertext, self.key_id,
+                            list(self.meters)])
 
 
 @dataclass(frozen=True)
@@ -46,11 +48,14 @@ class BillDayRecord:
     bands: tuple[tuple[int, bytes], ...]  # (band, ciphertext), sorted by band
     key_id: str
     tariff: str = "flat@1"  # id@version the bands belong to; prices come from the holders
+    # Ends of the aggregate intervals this day's readings were counted in: a
+    # bill may count only what released aggregates count (docs/privacy.md).
+    intervals: tuple[int, ...] = ()
 
     def signed_bytes(self) -> bytes:
         return cbor2.dumps([BILL_DAY_TAG, self.gateway_id, self.meter_id, self.day, self.readings,
                             self.version, [[b, c] for b, c in self.bands], self.key_id,
-                            self.tariff])
+                            self.tariff, list(self.intervals)])
 
 
 def parse(data: bytes):
@@ -58,11 +63,12 @@ def parse(data: bytes):
     authority); raises ValueError on anything malformed."""
     try:
         a = cbor2.loads(data)
-        if a[0] == AGGREGATE_TAG and len(a) == 8:
-            rec = AggregateRecord(*a[1:])
-        elif a[0] == BILL_DAY_TAG and len(a) == 9:
+        if a[0] == AGGREGATE_TAG and len(a) == 9:
+            rec = AggregateRecord(*a[1:8], tuple(str(m) for m in a[8]))
+        elif a[0] == BILL_DAY_TAG and len(a) == 10:
             rec = BillDayRecord(a[1], a[2], a[3], a[4], a[5],
-                                tuple((int(b), bytes(c)) for b, c in a[6]), a[7], a[8])
+                                tuple((int(b), bytes(c)) for b, c in a[6]), a[7], a[8],
+                                tuple(int(t) for t in a[9]))
         else:
             raise ValueError("unknown record type")
     except ValueError:

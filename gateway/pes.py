@@ -2,18 +2,25 @@
 add it homomorphically into its accumulators, in one transaction with the
 dedup state and the customer's sealed copy.
 
-For a reading of meter m (neighbourhood g, tariff band b) for the interval
-ending at t, on day d:
-    demand[g, t]       <- demand[g, t] (+) E(energy)    unless (g, t) is sealed
-    bill_days[m, d, b] <- bill_days[m, d, b] (+) E(energy)
-    sealed_readings    <- AES-GCM under m's data key for day d, wrapped to
-                          the customer's RSA key (common/customer.py)
-where (+) is ciphertext multiplication mod n^2 and E uses the Paillier key
-epoch in force on day d. A reading that arrives after its interval was
-sealed counts for the bill only: two different releases of one interval
-would let anyone subtract one household out. So does a merged reading
-(span > 1) from a meter whose queue overflowed: its energy is exact, its
-split over the intervals is not known.
+For a reading of meter m (neighbourhood g) for the interval ending at t:
+    demand[g, t']       <- demand[g, t'] (+) E(energy), and m joins its meters
+    bill_days[m, d', b] <- bill_days[m, d', b] (+) E(energy)
+    sealed copy         <- AES-GCM under m's data key for t's day, wrapped to
+                           the customer's RSA key (common/customer.py)
+where (+) is ciphertext multiplication mod n^2, E uses the Paillier key
+epoch in force on day d' = day(t'), b is the tariff band of t', and t' = t.
+
+Except when (g, t) is already sealed (the reading is late), or the reading
+merges several intervals (a meter whose queue overflowed): then t' is the
+neighbourhood's next open interval, for the aggregate *and* the bill. A
+sealed interval never changes (two releases of one interval would let
+anyone subtract a household out), and the bill never counts a reading that
+no aggregate counts: otherwise the sum of a neighbourhood's bills minus the
+sum of its aggregates would be exactly the late reading (a packet delayed
+past the grace period would be enough). Every reading is in exactly one
+aggregate and one bill day, of the same day, so bills and aggregates agree
+on every neighbourhood and day. The energy is exact; only its time shifts
+to when it arrived. The customer's own copy keeps the true interval.
 """
 
 from __future__ import annotations
@@ -128,16 +135,18 @@ class PES:
                     last_seq = r.seq
                     continue
                 newest = r.interval_end
-                day = day_of(r.interval_end)
-                kid, c = enc.get(r.seq) or self.encrypt(day, r.energy_wh)
-                if r.span == 1:
-                    self._add_demand(info.neighbourhood, r.interval_end, kid, c, result)
-                else:
-                    result.late += 1  # its intervals' demand is unknown: bill only
-                band = info.tariff.band(r.interval_end - self.interval_s)
-                self._add_bill(meter_id, day, band, kid, c)
+                target = self._target(info.neighbourhood, r)
+                if target != r.interval_end or r.span != 1:
+                    result.late += 1
+                day = day_of(target)
+                kid, c = enc.get(r.seq) if day == day_of(r.interval_end) and r.seq in enc \
+                    else self.encrypt(day, r.energy_wh)
+                self._add_demand(info.neighbourhood, target, kid, c, meter_id)
+                self._add_bill(meter_id, day, info.tariff.band(target - self.interval_s), kid, c,
+                               target)
                 if info.customer_pub is not None:
-                    self._seal_copy(meter_id, r, day, info.customer_pub, new_keys)
+                    self._seal_copy(meter_id, r, day_of(r.interval_end), info.customer_pub,
+                                    new_keys)
                 if r.seq != last_seq + 1 and last_seq >= 0:
                     log.warning("meter %s: readings %d..%d never arrived", meter_id,
                                 last_seq + 1, r.seq - 1)
@@ -150,18 +159,30 @@ class PES:
             self._day_keys[(meter_id, day)] = k
         return result
 
-    def _add_demand(self, nbh: str, end: int, kid: str, c: bytes, result) -> None:
-        if self.store.is_sealed(nbh, end):
-            result.late += 1
-            return
-        row = self.store.demand(nbh, end)
-        self.store.put_demand(nbh, end, kid, c if row is None else self._add(kid, row[1], c),
-                              new=row is None)
+    def _target(self, nbh: str, r: Reading) -> int:
+        """The interval a reading is counted in: its own, unless that is sealed
+        already (then the next open one)."""
+        t = r.interval_end
+        if self.store.is_sealed(nbh, t):
+            t = max(t, self.store.last_sealed_end(nbh)) + self.interval_s
+            while self.store.is_sealed(nbh, t):
+                t += self.interval_s
+        return t
 
-    def _add_bill(self, meter_id: str, day: int, band: int, kid: str, c: bytes) -> None:
+    def _add_demand(self, nbh: str, end: int, kid: str, c: bytes, meter_id: str) -> None:
+        row = self.store.demand(nbh, end)
+        if row is None:
+            self.store.put_demand(nbh, end, kid, c, meter_id, new=True)
+        else:
+            meters = ",".join(sorted(set(row[2].split(",")) | {meter_id}))
+            self.store.put_demand(nbh, end, kid, self._add(kid, row[1], c), meters, new=False)
+
+    def _add_bill(self, meter_id: str, day: int, band: int, kid: str, c: bytes,
+                  interval_end: int) -> None:
         old = self.store.bill_band(meter_id, day, band)
         self.store.put_bill_band(meter_id, day, band, kid,
-                                 c if old is None else self._add(kid, old, c), new=old is None)
+                                 c if old is None else self._add(kid, old, c), new=old is None,
+                                 interval_end=interval_end)
 
     def _seal_copy(self, meter_id: str, r: Reading, day: int, pub, new_keys) -> None:
         k = self._day_keys.get((meter_id, day)) or new_keys.get(day)

@@ -53,11 +53,13 @@ def seal(store: Store, key, gateway_id: str, interval_s: int, grace_s: int,
         return clocks.get(nbh, 0) if clock == "data" else wall
 
     with store.transaction():
-        for nbh, end, c, n, key_id in store.open_demand():
+        for nbh, end, c, meters, key_id in store.open_demand():
             if not seal_all and end + grace_s > current(nbh):
                 continue
-            rec = records.AggregateRecord(gateway_id, nbh, end - interval_s, end, n, c, key_id)
-            store.seal_demand(nbh, end, end - interval_s, c, n, key_id,
+            names = tuple(meters.split(","))
+            rec = records.AggregateRecord(gateway_id, nbh, end - interval_s, end, len(names), c,
+                                          key_id, names)
+            store.seal_demand(nbh, end, end - interval_s, c, meters, key_id,
                               signed_item("aggregate", key, rec))
             result.aggregates += 1
         for meter_id, day, version, nbh in store.unsigned_bill_days():
@@ -81,4 +83,5 @@ def bill_record(store: Store, gateway_id: str, meter_id: str, day: int,
     rows = store.bill_day_bands(meter_id, day)
     return records.BillDayRecord(gateway_id, meter_id, day, sum(r[2] for r in rows), version,
                                  tuple((b, c) for b, c, _, _ in rows), rows[0][3],
-                                 store.meter_tariff(meter_id).ref)
+                                 store.meter_tariff(meter_id).ref,
+                                 store.bill_intervals(meter_id, day))

@@ -55,7 +55,7 @@ CREATE TABLE IF NOT EXISTS demand (
     interval_end INTEGER NOT NULL,
     key_id TEXT NOT NULL,
     ciphertext BLOB NOT NULL,
-    contributors INTEGER NOT NULL,
+    meters TEXT NOT NULL,                      -- the contributing meters, comma-separated
     PRIMARY KEY (neighbourhood, interval_end)
 );
 CREATE TABLE IF NOT EXISTS sealed (
@@ -63,7 +63,7 @@ CREATE TABLE IF NOT EXISTS sealed (
     interval_end INTEGER NOT NULL,
     interval_start INTEGER NOT NULL,
     ciphertext BLOB NOT NULL,
-    contributors INTEGER NOT NULL,
+    meters TEXT NOT NULL,
     key_id TEXT NOT NULL,
     signature BLOB NOT NULL,
     sealed_at REAL NOT NULL,
@@ -86,6 +86,7 @@ CREATE TABLE IF NOT EXISTS bill_signed (
     day INTEGER NOT NULL,
     version INTEGER NOT NULL DEFAULT 0,
     signature BLOB,
+    intervals TEXT NOT NULL DEFAULT '',        -- ends of the aggregates the day's readings are in
     PRIMARY KEY (meter_id, day)
 );
 -- customers' sealed copies: per (meter, day) data keys wrapped to the
@@ -262,17 +263,17 @@ class Store:
         return self.db.execute("SELECT 1 FROM sealed WHERE neighbourhood=? AND interval_end=?",
                                (nbh, end)).fetchone() is not None
 
-    def demand(self, nbh: str, end: int) -> tuple[str, bytes] | None:
-        """(key id, ciphertext) of an open (neighbourhood, interval) accumulator."""
-        return self.db.execute("SELECT key_id, ciphertext FROM demand WHERE neighbourhood=?"
-                               " AND interval_end=?", (nbh, end)).fetchone()
+    def demand(self, nbh: str, end: int) -> tuple[str, bytes, str] | None:
+        """(key id, ciphertext, meters) of an open (neighbourhood, interval)."""
+        return self.db.execute("SELECT key_id, ciphertext, meters FROM demand WHERE"
+                               " neighbourhood=? AND interval_end=?", (nbh, end)).fetchone()
 
-    def put_demand(self, nbh: str, end: int, kid: str, c: bytes, new: bool) -> None:
+    def put_demand(self, nbh: str, end: int, kid: str, c: bytes, meters: str, new: bool) -> None:
         if new:
-            self.db.execute("INSERT INTO demand VALUES (?, ?, ?, ?, 1)", (nbh, end, kid, c))
+            self.db.execute("INSERT INTO demand VALUES (?, ?, ?, ?, ?)", (nbh, end, kid, c, meters))
         else:
-            self.db.execute("UPDATE demand SET ciphertext=?, contributors=contributors+1"
-                            " WHERE neighbourhood=? AND interval_end=?", (c, nbh, end))
+            self.db.execute("UPDATE demand SET ciphertext=?, meters=? WHERE neighbourhood=?"
+                            " AND interval_end=?", (c, meters, nbh, end))
 
     def bill_band(self, meter_id: str, day: int, band: int) -> bytes | None:
         row = self.db.execute("SELECT ciphertext FROM bill_days WHERE meter_id=? AND day=?"
@@ -280,7 +281,7 @@ class Store:
         return row[0] if row else None
 
     def put_bill_band(self, meter_id: str, day: int, band: int, kid: str, c: bytes,
-                      new: bool) -> None:
+                      new: bool, interval_end: int) -> None:
         if new:
             self.db.execute("INSERT INTO bill_days VALUES (?, ?, ?, ?, 1, ?)",
                             (meter_id, day, band, c, kid))
@@ -288,10 +289,17 @@ class Store:
             self.db.execute("UPDATE bill_days SET ciphertext=?, readings=readings+1"
                             " WHERE meter_id=? AND day=? AND band=?", (c, meter_id, day, band))
         # A change after signing makes a new version that must be signed again.
-        self.db.execute("INSERT INTO bill_signed (meter_id, day) VALUES (?, ?)"
+        self.db.execute("INSERT INTO bill_signed (meter_id, day, intervals) VALUES (?, ?, ?)"
                         " ON CONFLICT(meter_id, day) DO UPDATE SET"
-                        " version = version + (signature IS NOT NULL), signature = NULL",
-                        (meter_id, day))
+                        " version = version + (signature IS NOT NULL), signature = NULL,"
+                        " intervals = CASE WHEN instr(',' || intervals || ',', ',' || ? || ',')"
+                        " THEN intervals ELSE intervals || ',' || ? END",
+                        (meter_id, day, str(interval_end), str(interval_end), str(interval_end)))
+
+    def bill_intervals(self, meter_id: str, day: int) -> tuple[int, ...]:
+        (text,) = self.db.execute("SELECT intervals FROM bill_signed WHERE meter_id=? AND day=?",
+                                  (meter_id, day)).fetchone()
+        return tuple(sorted(int(t) for t in text.split(",") if t))
 
     def next_day_key_no(self, meter_id: str, day: int) -> int:
         return self.db.execute("SELECT COALESCE(MAX(key_no) + 1, 0) FROM customer_day_keys"
@@ -324,15 +332,16 @@ class Store:
         return dict(self.db.execute("SELECT neighbourhood, MIN(COALESCE(last_end, 0)) FROM meters"
                                     " GROUP BY neighbourhood").fetchall())
 
-    def open_demand(self) -> list[tuple[str, int, bytes, int, str]]:
-        return self.db.execute("SELECT neighbourhood, interval_end, ciphertext, contributors,"
-                               " key_id FROM demand ORDER BY interval_end").fetchall()
+    def open_demand(self) -> list[tuple[str, int, bytes, str, str]]:
+        """(neighbourhood, interval end, ciphertext, meters, key id), oldest first."""
+        return self.db.execute("SELECT neighbourhood, interval_end, ciphertext, meters, key_id"
+                               " FROM demand ORDER BY interval_end").fetchall()
 
-    def seal_demand(self, nbh: str, end: int, start: int, c: bytes, n: int, key_id: str,
+    def seal_demand(self, nbh: str, end: int, start: int, c: bytes, meters: str, key_id: str,
                     signed_item: dict) -> None:
         self.db.execute("INSERT INTO sealed VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        (nbh, end, start, c, n, key_id, base64.b64decode(signed_item["signature"]),
-                         now()))
+                        (nbh, end, start, c, meters, key_id,
+                         base64.b64decode(signed_item["signature"]), now()))
         self.db.execute("DELETE FROM demand WHERE neighbourhood=? AND interval_end=?", (nbh, end))
         self.outbox_add(signed_item)
 
@@ -371,7 +380,7 @@ class Store:
 
     def sealed_rows(self) -> list[tuple]:
         return self.db.execute(
-            "SELECT neighbourhood, interval_end, interval_start, ciphertext, contributors, key_id,"
+            "SELECT neighbourhood, interval_end, interval_start, ciphertext, meters, key_id,"
             " signature FROM sealed ORDER BY neighbourhood, interval_end").fetchall()
 
     # --- outbox to the MDMS ------------------------------------------------

@@ -54,6 +54,27 @@ def cmd_tariff(args):
         print(f"tariff {ref} approved: bills under it are priced from this registry")
 
 
+def cmd_enroll(args):
+    import json
+
+    from authority import holder
+
+    meters = {}
+    if args.file:
+        d = json.loads(Path(args.file).read_text())
+        if not isinstance(d, dict):
+            raise ConfigError(f"{args.file}: a JSON object {{meter id: household id}}")
+        meters.update(d)
+    if args.meter:
+        if not args.household:
+            raise ConfigError("give --household for the meter")
+        meters[args.meter] = args.household
+    if not meters:
+        raise ConfigError("give a meter and --household, or --file")
+    n = holder.enroll(home(args), meters)
+    print(f"{n} meters enrolled: each counts toward k for its household, once")
+
+
 def cmd_trust(args):
     from authority import holder
 
@@ -109,7 +130,7 @@ def register(subparsers) -> None:
     x.add_argument("--single", help="instead: one holder that gets the whole key")
     x.set_defaults(func=cmd_keygen)
 
-    a = sub(subparsers, "holder", "one key holder: init, import-key, tariff-approve,"
+    a = sub(subparsers, "holder", "one key holder: init, import-key, tariff-approve, enroll,"
                                   " trust-gateway, allow, serve, log, verify")
     s = a.add_subparsers(dest="action", required=True, metavar="ACTION")
     x = sub(s, "init", "create this holder's home, policy and transport key")
@@ -133,6 +154,11 @@ def register(subparsers) -> None:
                                  " prices)")
     x.add_argument("files", nargs="+", help="tariff JSON files (see docs/privacy.md for bounds)")
     x.set_defaults(func=cmd_tariff)
+    x = sub(s, "enroll", "enroll meters, each bound to one household (the guardian's registry)")
+    x.add_argument("meter", nargs="?")
+    x.add_argument("--household", help="the household (customer) the meter belongs to")
+    x.add_argument("--file", help="or a JSON object {meter id: household id}")
+    x.set_defaults(func=cmd_enroll)
     x = sub(s, "trust-gateway", "accept records signed by a gateway")
     x.add_argument("gateway_id")
     x.add_argument("public_key", help="the gateway's signing.pub")

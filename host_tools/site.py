@@ -235,6 +235,12 @@ class Site:
             plan[gid].append(spec)
             self.meter_gateway[meter_id] = gid
             self.assignment[meter_id] = spec["neighbourhood"]
+        # The guardian (and the utility's holder too) enrolls every meter,
+        # bound to its household: only enrolled households count toward k.
+        enrollment = self.exchange / "enrollment.json"
+        enrollment.write_text(json.dumps({m: f"c{m[1:]}" for m in self.assignment}))
+        for h in self.holders.values():
+            self.gridveil(h, "holder", "enroll", "--file", str(enrollment))
         if customers:  # each household makes its own key pair; one process for the demo's ten
             regs = self.exchange / "customers"
             self.gridveil(None, "customer", "create", *self.customers.values(), "--out-dir",

@@ -54,11 +54,11 @@ def test_one_meter_cannot_count_as_several_contributors(system):
     assert rejects(system).get(("m01", "stale_interval"), 0) == 3
     st = system.store(readonly=True)
     try:
-        (n,) = st.db.execute("SELECT contributors FROM demand WHERE neighbourhood='north' AND"
-                             " interval_end=?", (END + 900,)).fetchone()
+        (meters,) = st.db.execute("SELECT meters FROM demand WHERE neighbourhood='north' AND"
+                                  " interval_end=?", (END + 900,)).fetchone()
     finally:
         st.close()
-    assert n == 1
+    assert meters == "m01"  # one meter, once
 
 
 def test_replayed_request_rejected_and_counted(system):

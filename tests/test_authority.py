@@ -37,6 +37,17 @@ def feed_day(pes, meters, base=100, day0=DAY0, seq0=0):
             pes.ingest(f"m{i}", rs[k:k + 32], "t", 0)
 
 
+def release_demand(auth, gw, nbh="big", days=(0,)):
+    """Release every aggregate of these days: bills may only count readings
+    that released aggregates count."""
+    for n, e, *_ in gw.store.sealed_rows():
+        if n == nbh and (e - 1 - DAY0) // DAY in days:
+            try:
+                auth.release_aggregate([gw.agg(n, e)])
+            except Refusal as r:
+                assert r.code == "already_released"
+
+
 @pytest.fixture(params=["threshold", "single"])
 def env(request, tmp_path):
     holders = Holders(tmp_path, single=request.param == "single")
@@ -119,20 +130,38 @@ def test_same_interval_twice_after_a_late_reading(env):
     assert gw.agg("big", T1) == (rec, sig)  # the sealed interval did not change
     # ...and even a freshly signed record with the new sum is refused.
     bigger = dataclasses.replace(rec, ciphertext=pes._add(rec.key_id, rec.ciphertext,
-                                                          pes.encrypt(0, 1000)[1]), contributors=6)
+                                                          pes.encrypt(0, 1000)[1]), contributors=6,
+                                 meters=tuple(sorted(rec.meters + ("m6",))))
     with pytest.raises(Refusal) as e:
         auth.release_aggregate([(bigger, records.sign(gw.key, bigger))])
     assert e.value.code == "already_released"
     assert first == sum(100 + i for i in range(1, 6))
-    gw.seal()  # the late reading still counts for m6's bill
-    assert auth.release_bill("m6", DAY0, DAY0 + DAY, FLAT, gw.bill_days("m6")) == 25_000 * 1000
+    gw.seal()
+    # The late reading counts in the neighbourhood's next open interval, for
+    # its aggregate and its bill alike (day 1 here: all of day 0 is sealed).
+    moved, _ = gw.agg("big", DAY0 + DAY + 900)
+    assert moved.meters == ("m6",)
+    assert gw.bill_days("m6")[0][0].day == (DAY0 + DAY) // DAY
+    assert gw.bill_days("m6")[0][0].intervals == (DAY0 + DAY + 900,)
+    # That interval holds m6 alone, so it is never released, and neither is
+    # a bill that counts it: otherwise the bill would be the reading.
+    with pytest.raises(Refusal) as e:
+        auth.release_aggregate([moved_part := gw.agg("big", DAY0 + DAY + 900)])
+    assert e.value.code == "too_few" and moved_part[0].meters == ("m6",)
+    with pytest.raises(Refusal) as e:
+        auth.release_bill("m6", DAY0 + DAY, DAY0 + 2 * DAY, FLAT, gw.bill_days("m6"))
+    assert e.value.code == "unreleased_demand"
 
 
 def test_bill_policy(env):
     _, gw, pes, auth = env
-    feed_day(pes, range(1, 3))
+    feed_day(pes, range(1, 6))
     gw.seal()
     m1, m2 = gw.bill_days("m1"), gw.bill_days("m2")
+    with pytest.raises(Refusal) as e:  # before the day's aggregates are released
+        auth.release_bill("m1", DAY0, DAY0 + DAY, FLAT, m1)
+    assert e.value.code == "unreleased_demand"
+    release_demand(auth, gw)
     assert auth.release_bill("m1", DAY0, DAY0 + DAY, FLAT, m1) == 96 * 101 * 25_000
     later = dataclasses.replace(m2[0][0], day=m2[0][0].day + 1)
     bad = {
@@ -277,6 +306,7 @@ def test_key_rotation_keeps_old_periods(tmp_path):
         assert (a0[0].key_id, a1[0].key_id) == (old_kid, new_kid)
         assert auth.release_aggregate([a0])[0] == sum(100 + i for i in range(1, 6))
         assert auth.release_aggregate([a1])[0] == sum(200 + i for i in range(1, 6))
+        release_demand(auth, gw, days=(0, 1))
         days = gw.bill_days("m1")
         with pytest.raises(Refusal) as e:  # one bill cannot span two key epochs
             auth.release_bill("m1", DAY0, DAY0 + 2 * DAY, FLAT, days)

@@ -73,12 +73,17 @@ def test_unregistered_meter_is_a_store_error(pes):
         pes.ingest("ghost", [Reading(0, DAY0 + 900, 1, 1)], None, None)
 
 
-def test_merged_reading_counts_for_the_bill_only(pes):
+def test_merged_reading_counts_in_its_last_interval_for_demand_and_bill(pes):
+    """A meter whose queue overflowed merged three intervals into one
+    reading: its split is unknown, so all of it counts in the last of them,
+    for the aggregate as for the bill, never for the bill alone (which would
+    make bills minus aggregates equal to it)."""
     pes, priv = pes
     r = pes.ingest("m1", [Reading(0, DAY0 + 900, 5, 5), Reading(1, DAY0 + 3600, 30, 35, span=3)],
                    None, None)
     assert (r.accepted, r.late) == (2, 1)
-    ends = [e for (e,) in pes.store.db.execute("SELECT interval_end FROM demand")]
-    assert ends == [DAY0 + 900]
+    ends = [e for (e,) in pes.store.db.execute("SELECT interval_end FROM demand ORDER BY 1")]
+    assert ends == [DAY0 + 900, DAY0 + 3600]
+    assert decrypt_demand(pes, priv, DAY0 + 3600) == 30
     (c,) = pes.store.db.execute("SELECT ciphertext FROM bill_days WHERE meter_id='m1'").fetchone()
     assert priv.decrypt(paillier.from_bytes(priv.public_key, c)) == 35

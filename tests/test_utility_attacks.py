@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 from helpers.holders import REPO, Gateway, Holders, gridveil
-from test_authority import DAY0, FLAT, SIX, feed_day
+from test_authority import DAY0, FLAT, SIX, feed_day, release_demand
 
 from authority.client import Refusal, _item
 from authority.holder import DAY
@@ -51,11 +51,12 @@ def test_holders_refuse_tariffs_that_would_encode_readings(tmp_path, name, tarif
 def test_requester_cannot_bring_its_own_prices_or_tariff(tmp_path):
     holders = Holders(tmp_path)
     gw = Gateway(tmp_path, holders, meters=SIX)
-    feed_day(PES(gw.store, 900), range(1, 3))
+    feed_day(PES(gw.store, 900), range(1, 6))
     gw.seal()
     days = gw.bill_days("m1")
     auth = holders.start()
     try:
+        release_demand(auth, gw)
         # The MDMS's own prices in the request: refused as malformed, before any policy.
         for role in holders.roles:
             body = json.dumps({"meter_id": "m1", "start": DAY0, "end": DAY0 + DAY,
@@ -71,7 +72,7 @@ def test_requester_cannot_bring_its_own_prices_or_tariff(tmp_path):
             auth.release_bill("m1", DAY0, DAY0 + DAY, "decode@1", days)
         assert e.value.code == "unknown_tariff"
         for role in holders.roles:
-            assert holders.log(role) == [(0, "unknown_tariff")]
+            assert holders.log(role)[-1] == (0, "unknown_tariff")
         # The honest request still works: prices from the registry.
         assert auth.release_bill("m1", DAY0, DAY0 + DAY, FLAT, days) == 96 * 101 * 25_000
     finally:
@@ -81,19 +82,21 @@ def test_requester_cannot_bring_its_own_prices_or_tariff(tmp_path):
 def test_default_policy_bills_only_whole_calendar_months(tmp_path):
     """A one-day bill is a day's consumption of one household: by default
     the holders bill whole calendar months only (the demo sets days)."""
-    holders = Holders(tmp_path, billing="calendar-month")
-    gw = Gateway(tmp_path, holders, meters={"m1": "big"})
+    from gateway.pes import Reading
+
+    holders = Holders(tmp_path, billing="calendar-month", k=3)
+    gw = Gateway(tmp_path, holders, meters={f"m{i}": "big" for i in range(1, 4)})
     jan1 = DAY0  # 2026-01-01 00:00 UTC
     pes = PES(gw.store, 900)
-    for d in range(32):  # all of January and February 1st
-        rs = [(d * 96 + j, jan1 + d * DAY + 900 * (j + 1)) for j in range(96)]
-        from gateway.pes import Reading
-
-        pes.ingest("m1", [Reading(seq, end, 10, 0) for seq, end in rs], None, None)
+    for i in range(1, 4):  # one reading a day (a whole day's worth), January and Feb 1st
+        pes.ingest(f"m{i}", [Reading(d, jan1 + d * DAY + DAY, 10 * 96, 0) for d in range(32)],
+                   None, None)
     gw.seal()
     days = gw.bill_days("m1")
     auth = holders.start()
     try:
+        for n, e, *_ in gw.store.sealed_rows():
+            auth.release_aggregate([gw.agg(n, e)])
         for start, n, code in ((jan1, 1, "period_too_short"), (jan1, 7, "period_too_short"),
                                (jan1 + DAY, 31, "not_whole_months")):
             with pytest.raises(Refusal) as e:
@@ -101,7 +104,117 @@ def test_default_policy_bills_only_whole_calendar_months(tmp_path):
                                   [x for x in days if start // DAY <= x[0].day < start // DAY + n])
             assert e.value.code == code, (start, n)
         january = [x for x in days if x[0].day < jan1 // DAY + 31]
+        assert len(january) == 31
         assert auth.release_bill("m1", jan1, jan1 + 31 * DAY, FLAT, january) == \
             31 * 96 * 10 * 25_000
+    finally:
+        holders.stop()
+
+
+def test_dummy_meters_and_one_households_many_meters_do_not_make_k(tmp_path):
+    """One real household plus four meters the utility provisioned itself:
+    the gateway counts five meters, but the guardian enrolled only the real
+    one. And five meters of one household count as one household."""
+    holders = Holders(tmp_path)
+    gw = Gateway(tmp_path, holders, meters=SIX, enroll=False)
+    holders.enroll({f"m{i}": f"utility-dummy-{i}" for i in range(1, 6)}, roles=["utility"])
+    holders.enroll({"m1": "house-1"}, roles=["guardian"])  # the only real household
+    feed_day(PES(gw.store, 900), range(1, 6))
+    gw.seal()
+    rec, sig = gw.agg("big", DAY0 + 900)
+    assert rec.contributors == 5  # what the gateway saw
+    auth = holders.start()
+    try:
+        with pytest.raises(Refusal) as e:
+            auth.release_aggregate([(rec, sig)])
+        assert e.value.code == "too_few" and "1 enrolled households" in str(e.value)
+        assert holders.log("guardian") == [(0, "too_few")]
+        # The guardian enrolls the other four meters, all for household 1.
+        holders.enroll({f"m{i}": "house-1" for i in range(2, 6)}, roles=["guardian"])
+        with pytest.raises(Refusal) as e:
+            auth.release_aggregate([gw.agg("big", DAY0 + 1800)])
+        assert e.value.code == "too_few"
+    finally:
+        holders.stop()
+
+
+def test_renamed_neighbourhood_cannot_release_the_same_households_again(tmp_path):
+    """A copy of the gateway's database with the neighbourhood renamed, sealed
+    and signed again: the same meters' same interval under a new name."""
+    holders = Holders(tmp_path)
+    gw = Gateway(tmp_path, holders, meters=SIX)
+    feed_day(PES(gw.store, 900), range(1, 6))
+    gw.seal()
+    rec, sig = gw.agg("big", DAY0 + 900)
+    auth = holders.start()
+    try:
+        auth.release_aggregate([(rec, sig)])
+        import dataclasses
+
+        from common import records
+
+        for name in ("big-copy", "elsewhere", "x" * 40):
+            renamed = dataclasses.replace(rec, neighbourhood=name)
+            with pytest.raises(Refusal) as e:
+                auth.release_aggregate([(renamed, records.sign(gw.key, renamed))])
+            assert e.value.code == "already_released" and "already in a released" in str(e.value)
+    finally:
+        holders.stop()
+
+
+def test_a_delayed_packet_gives_nothing_to_subtract(tmp_path):
+    """The utility holds one meter's packets past the grace period (it
+    controls the network), then releases that day's bills and aggregates.
+    Before, the bills minus the aggregates were exactly the held readings;
+    now each late reading counts in one aggregate and one bill of the same
+    later interval, and a bill counts only readings in released aggregates,
+    so whatever is released, bills and aggregates agree to the Wh."""
+    from gateway.pes import Reading
+
+    holders = Holders(tmp_path)
+    gw = Gateway(tmp_path, holders, meters={f"m{i}": "big" for i in range(1, 6)})
+    pes = PES(gw.store, 900)
+    wh = {i: 100 + i for i in range(1, 6)}
+    held = 40  # m1's readings from interval 40 of day 0 on are delayed
+    for i in range(1, 6):
+        n = held if i == 1 else 96
+        pes.ingest(f"m{i}", [Reading(j, DAY0 + 900 * (j + 1), wh[i], 0) for j in range(n)],
+                   None, None)
+    gw.seal()  # the grace period is over: all of day 0 is sealed without m1's last 56
+    late = pes.ingest("m1", [Reading(j, DAY0 + 900 * (j + 1), wh[1], 0)
+                             for j in range(held, 96)], None, None)
+    assert late.late == 96 - held and late.accepted == 96 - held
+    for i in range(1, 6):  # day 1, on time
+        pes.ingest(f"m{i}", [Reading(96 + j, DAY0 + DAY + 900 * (j + 1), wh[i], 0)
+                             for j in range(96)], None, None)
+    gw.seal()
+    auth = holders.start()
+    try:
+        aggs, refused = {}, []
+        for n, e, *_ in gw.store.sealed_rows():
+            try:
+                aggs[e] = auth.release_aggregate([gw.agg(n, e)])[0]
+            except Refusal as r:
+                refused.append((e, r.code))
+        # Day 0 after m1 went quiet: four households, too few to release.
+        assert refused == [(DAY0 + 900 * (j + 1), "too_few") for j in range(held, 96)]
+        released = {}
+        for day in (0, 1):
+            start = DAY0 + day * DAY
+            for i in range(1, 6):
+                try:
+                    released[(i, day)] = auth.release_bill(
+                        f"m{i}", start, start + DAY, FLAT,
+                        [x for x in gw.bill_days(f"m{i}") if x[0].day == start // DAY])
+                except Refusal as r:
+                    assert r.code == "unreleased_demand"
+        # Day 0's bills would count the four households' unreleased intervals
+        # (and m1's bill is all in released ones... but its held readings moved
+        # to day 1): only what released aggregates hold is ever billed.
+        assert set(released) == {(1, 0)} | {(i, 1) for i in range(1, 6)}
+        assert released[(1, 0)] == held * wh[1] * 25_000
+        day1 = sum(v for e, v in aggs.items() if e > DAY0 + DAY)
+        assert sum(released[(i, 1)] for i in range(1, 6)) == day1 * 25_000  # nothing to subtract
+        assert day1 == 96 * sum(wh.values()) + (96 - held) * wh[1]  # no Wh lost
     finally:
         holders.stop()

@@ -5,6 +5,7 @@ No process here ever holds both shares: the test talks HTTP only."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
@@ -73,6 +74,13 @@ class Holders:
         p = self.homes[role] / "policy.json"
         write_json(p, {**read_json(p, "policy"), **changes})
 
+    def enroll(self, meters: dict[str, str], roles=None) -> None:
+        """Meters, each bound to a household, at these holders (default all)."""
+        f = self.exchange / "enroll.json"
+        f.write_text(json.dumps(meters))
+        for r in roles or self.roles:
+            gridveil(self.homes[r], "holder", "enroll", "--file", str(f))
+
     def trust(self, gateway_id: str, pub: Path) -> None:
         for r in self.roles:
             gridveil(self.homes[r], "holder", "trust-gateway", gateway_id, str(pub))
@@ -110,7 +118,7 @@ class Gateway:
     """A gateway's store and signing key, in the test process."""
 
     def __init__(self, base: Path, holders: Holders, gateway_id: str = "gw1",
-                 meters: dict[str, str] | None = None):
+                 meters: dict[str, str] | None = None, enroll: bool = True):
         self.id = gateway_id
         self.home = GatewayHome(base / f"gateway-{gateway_id}")
         provision.init_gateway(self.home.path, holders.pub_file(),
@@ -118,6 +126,8 @@ class Gateway:
                                              bill_grace_s=0))
         for m, nbh in (meters or {}).items():
             provision.provision_meter(self.home.path, m, nbh, base / "meters" / gateway_id / m)
+        if enroll and meters:  # each meter its own household
+            holders.enroll({m: f"house-{m}" for m in meters})
         holders.trust(gateway_id, self.home.signing_pub)
         self.key = signing.load_private(self.home.signing_key)
         self.store = Store(self.home.db)
@@ -126,9 +136,11 @@ class Gateway:
         return seal_mod.seal(self.store, self.key, self.id, 900, 0, seal_all=True)
 
     def agg(self, nbh: str, end: int):
-        for n, e, start, c, cnt, kid, sig in self.store.sealed_rows():
+        for n, e, start, c, meters, kid, sig in self.store.sealed_rows():
             if (n, e) == (nbh, end):
-                return records.AggregateRecord(self.id, n, start, e, cnt, c, kid), sig
+                names = tuple(meters.split(","))
+                return records.AggregateRecord(self.id, n, start, e, len(names), c, kid,
+                                               names), sig
         raise KeyError((nbh, end))
 
     def bill_days(self, meter_id: str) -> list[tuple]:
