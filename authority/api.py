@@ -9,6 +9,8 @@
     POST /v1/refusal     {"kind", "subject", "reason"}: log a decline made elsewhere
     GET  /v1/log         the decision log (?after=N&limit=M)
     GET  /v1/verify      {"ok": true, "message": "..."}
+    GET  /v1/head        the log's head {role, n, hash, signature}, signed with
+                         the holder's own Ed25519 key, for auditors to keep
 
 Records travel as their signed bytes. A grant answers 200 with
 {"kind": "value"|"partial", "number": "<decimal>", "key_id", "contributors",
@@ -137,6 +139,9 @@ def create_app(holder: KeyHolder, tokens: dict[str, str]) -> Starlette:
         ok, msg = await run(holder.ledger.verify)
         return {"ok": ok, "message": msg, "role": holder.role}
 
+    async def head(request, who, body):
+        return await run(holder.head)
+
     async def not_found(request, exc):
         return JSONResponse({"error": "no such resource"}, 404)
 
@@ -145,7 +150,8 @@ def create_app(holder: KeyHolder, tokens: dict[str, str]) -> Starlette:
               Route("/v1/bill", endpoint(bill, True), methods=["POST"]),
               Route("/v1/refusal", endpoint(refusal, True), methods=["POST"]),
               Route("/v1/log", endpoint(log_entries, False)),
-              Route("/v1/verify", endpoint(verify, False))]
+              Route("/v1/verify", endpoint(verify, False)),
+              Route("/v1/head", endpoint(head, False))]
     return Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})
 
 

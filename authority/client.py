@@ -73,6 +73,11 @@ class HolderClient:
     def verify(self) -> dict:
         return self._call("GET", "/v1/verify")
 
+    def head(self) -> dict:
+        """The holder's signed log head; keep it, and check it later with
+        `gridveil holder verify --head`."""
+        return self._call("GET", "/v1/head")
+
 
 class Authority:
     """All holders of one deployment: one ("single") or two ("utility",

@@ -25,7 +25,7 @@ from common.files import ConfigError, check_name, check_owner_only, read_json, w
 
 from . import dp, keys, threshold
 from .keys import KeyDir
-from .ledger import Ledger, Receipt
+from .ledger import Ledger, Receipt, sign_head
 from .policy import Policy, Refusal
 
 log = logging.getLogger("gridveil.holder")
@@ -50,6 +50,8 @@ class HolderHome:
         self.tariffs = self.path / "tariffs"  # <id>@<version>.json: approved, with prices
         self.enrolled = self.path / "enrolled.json"  # meter id -> household (customer) id
         self.transport = self.path / "transport-key.json"
+        self.signing_key = self.path / "signing-key.json"  # signs the log's heads
+        self.signing_pub = self.path / "signing.pub"
 
     def enrollment(self) -> dict[str, str]:
         return read_json(self.enrolled, "enrolled meters") if self.enrolled.exists() else {}
@@ -102,6 +104,8 @@ def create(home: Path, role: str, policy: Policy, passphrase: str | None) -> byt
     h.path.mkdir(parents=True, exist_ok=True)
     h.path.chmod(0o700)
     pub = keys.new_transport_key(h.transport, passphrase)
+    write_atomic(h.signing_pub, signing.public_pem(keys.new_signing_key(h.signing_key,
+                                                                        passphrase)))
     write_json(h.policy, policy.to_json())
     write_json(h.meta, {"role": role})
     return pub
@@ -207,7 +211,16 @@ class KeyHolder:
             check_owner_only(f, "key file")
             self._secrets[kid] = self.home.keys.private(kid, passphrase) \
                 if self.role == "single" else self.home.keys.share(kid, passphrase)
+        self._signer = keys.load_signing_key(self.home.signing_key, passphrase)
         self.ledger = Ledger(self.home.ledger)
+        ok, msg = self.ledger.verify()
+        if not ok:  # never decide on a released-once set that the log does not back
+            self.ledger.close()
+            raise ConfigError(f"decision log in {self.home.ledger}: {msg}; refusing to serve")
+
+    def head(self) -> dict:
+        """The log's head, signed with this holder's key, for auditors to keep."""
+        return sign_head(self._signer.sign, self.role, self.ledger.head())
 
     def close(self) -> None:
         self.ledger.close()

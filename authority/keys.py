@@ -198,3 +198,27 @@ def load_transport_key(path: Path, passphrase: str | None) -> X25519PrivateKey:
         return X25519PrivateKey.from_private_bytes(base64.b64decode(s["x25519"]))
     except (KeyError, TypeError, ValueError) as e:
         raise ConfigError(f"transport key {path} is malformed: {e}") from None
+
+
+# --- the holder's own signing key (for its log heads) ----------------------------
+def new_signing_key(path: Path, passphrase: str | None):
+    """An Ed25519 key, sealed under the passphrase; returns its public half."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    raw = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                            serialization.NoEncryption())
+    write_json(path, {"kind": "gridveil-holder-signing-key",
+                      **seal({"ed25519": _b64(raw)}, passphrase)}, secret=True)
+    return key.public_key()
+
+
+def load_signing_key(path: Path, passphrase: str | None):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    s = unseal(read_json(path, "holder signing key", secret=True), passphrase,
+               f"holder signing key {path}")
+    try:
+        return Ed25519PrivateKey.from_private_bytes(base64.b64decode(s["ed25519"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError(f"holder signing key {path} is malformed: {e}") from None

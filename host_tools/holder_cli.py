@@ -102,6 +102,27 @@ def cmd_serve(args):
           ready=lambda url: print(f"READY {url}", flush=True))
 
 
+def _kept_heads(h, files) -> list:
+    """Heads an auditor kept (`holder head`), each checked against this
+    holder's own signing key before it is used."""
+    import base64
+
+    from authority.ledger import Receipt, head_bytes
+    from common import signing
+    from common.files import read_json
+
+    pub = signing.load_public(h.signing_pub)
+    out = []
+    for f in files or []:
+        d = read_json(Path(f), "kept log head")
+        try:
+            pub.verify(base64.b64decode(d["signature"]), head_bytes(d["role"], d["n"], d["hash"]))
+        except Exception:  # noqa: BLE001 - InvalidSignature, bad base64, missing keys
+            raise ConfigError(f"{f} is not a head signed by this holder") from None
+        out.append(Receipt(int(d["n"]), str(d["hash"])))
+    return out
+
+
 def cmd_log(args):
     from authority.holder import HolderHome
     from authority.ledger import Ledger
@@ -109,15 +130,36 @@ def cmd_log(args):
     h = HolderHome(home(args))
     if not h.ledger.exists():
         raise ConfigError(f"no decision log in {h.path}")
+    heads = _kept_heads(h, args.head)
     ledger = Ledger(h.ledger)
-    if not args.verify_only:
-        for e in ledger.entries():
-            verdict = "GRANTED" if e["granted"] else "REFUSED"
-            print(f"{e['n']:>5} {verdict} {e['requester']:<8} {e['kind']:<9} {e['subject']:<36}"
-                  f" {e['reason']}")
-    ok, msg = ledger.verify()
-    print("audit log " + ("OK: " if ok else "BROKEN: ") + msg)
+    try:
+        if not args.verify_only:
+            for e in ledger.entries():
+                verdict = "GRANTED" if e["granted"] else "REFUSED"
+                print(f"{e['n']:>5} {verdict} {e['requester']:<8} {e['kind']:<9}"
+                      f" {e['subject']:<36} {e['reason']}")
+        ok, msg = ledger.verify(heads)
+    finally:
+        ledger.close()
+    kept = f" (and {len(heads)} kept head(s))" if heads else ""
+    print("audit log " + ("OK: " if ok else "BROKEN: ") + msg + kept)
     return 0 if ok else 1
+
+
+def cmd_head(args):
+    import json
+
+    from authority.holder import KeyHolder
+
+    holder = KeyHolder(home(args), _passphrase(args))
+    try:
+        head = holder.head()
+    finally:
+        holder.close()
+    text = json.dumps(head, indent=2) + "\n"
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text, end="")
 
 
 def register(subparsers) -> None:
@@ -176,8 +218,15 @@ def register(subparsers) -> None:
     tls_args(x)
     x.set_defaults(func=cmd_serve)
     for name, text in (("log", "print this holder's decision log and verify its hash chain"),
-                       ("verify", "verify this holder's decision log (edits, deletions, order)")):
+                       ("verify", "verify this holder's decision log (edits, deletions, order,"
+                                  " state, kept heads)")):
         x = sub(s, name, text)
         if name == "log":
             x.add_argument("--verify-only", action="store_true", help="only verify the chain")
+        x.add_argument("--head", action="append", help="a head kept from `holder head` (or the"
+                                                       " API's /v1/head): it must still be there")
         x.set_defaults(func=cmd_log, verify_only=name == "verify")
+    x = sub(s, "head", "print the log's head signed with this holder's key, for auditors to keep")
+    x.add_argument("--out", help="also write it to this file")
+    passphrase_args(x)
+    x.set_defaults(func=cmd_head)

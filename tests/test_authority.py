@@ -356,12 +356,16 @@ def test_policy_cannot_be_weakened_below_safe_floor(tmp_path):
     assert r.returncode == 2 and "policy k must be" in r.stderr
 
 
-@pytest.mark.parametrize("attack", ["edit", "delete", "reorder", "truncate"])
+@pytest.mark.parametrize("attack", ["edit", "delete", "reorder", "truncate", "unrelease",
+                                    "refund budget"])
 def test_audit_log_detects_tampering(tmp_path, attack):
+    from fractions import Fraction
+
     path = tmp_path / "ledger.db"
     led = Ledger(path)
     receipts = [led.record("mdms", "aggregate", f"agg:x:{i}", i % 2 == 0,
-                           "granted" if i % 2 == 0 else "too_few", [f"agg:x:{i}"])
+                           "granted" if i % 2 == 0 else "too_few", [f"agg:x:{i}"],
+                           ("x", 1, Fraction(1, 2)) if i == 4 else None)
                 for i in range(5)]
     assert led.verify(receipts)[0]
     led.close()
@@ -373,6 +377,10 @@ def test_audit_log_detects_tampering(tmp_path, attack):
         con.execute("DELETE FROM log WHERE n=3")
     elif attack == "truncate":
         con.execute("DELETE FROM log WHERE n=5")  # the chain alone cannot see this
+    elif attack == "unrelease":  # to release agg:x:0 a second time
+        con.execute("DELETE FROM released WHERE subject='agg:x:0'")
+    elif attack == "refund budget":
+        con.execute("DELETE FROM dp_spent")
     else:
         a = con.execute(f"SELECT {cols} FROM log WHERE n=2").fetchone()
         b = con.execute(f"SELECT {cols} FROM log WHERE n=4").fetchone()

@@ -15,7 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 COMMANDS = [[], ["keygen"], ["holder"], ["holder", "init"], ["holder", "import-key"],
             ["holder", "tariff-approve"], ["holder", "trust-gateway"], ["holder", "allow"],
-            ["holder", "serve"], ["holder", "log"], ["holder", "verify"], ["gateway"], ["gateway", "init"],
+            ["holder", "serve"], ["holder", "head"], ["holder", "log"], ["holder", "verify"],
+            ["gateway"], ["gateway", "init"],
             ["gateway", "run"], ["gateway", "seal"], ["gateway", "push"], ["gateway", "status"],
             ["gateway", "rekey"], ["gateway", "customer-add"], ["tariff"], ["tariff", "add"],
             ["customer"], ["customer", "create"], ["customer", "export"], ["provision"],

@@ -218,3 +218,58 @@ def test_a_delayed_packet_gives_nothing_to_subtract(tmp_path):
         assert day1 == 96 * sum(wh.values()) + (96 - held) * wh[1]  # no Wh lost
     finally:
         holders.stop()
+
+
+def test_audit_state_is_the_logs_and_kept_heads_catch_a_rewritten_log(tmp_path):
+    """The utility edits its own holder's database: deletes the "released"
+    rows (to release an interval again), or rewrites the log and recomputes
+    the chain (the hash chain has no key). The first is caught by the log
+    itself, and the holder refuses to serve; the second by a head that an
+    auditor kept, signed with the holder's own key."""
+    import hashlib
+    import sqlite3
+
+    from authority.ledger import entry_hash
+
+    holders = Holders(tmp_path)
+    gw = Gateway(tmp_path, holders, meters=SIX)
+    feed_day(PES(gw.store, 900), range(1, 6))
+    gw.seal()
+    auth = holders.start()
+    try:
+        auth.release_aggregate([gw.agg("big", DAY0 + 900)])
+        kept = auth.holders["guardian"].head()  # what the auditor keeps, over the API
+    finally:
+        holders.stop()
+    (tmp_path / "kept.json").write_text(json.dumps(kept))
+    u, g = holders.homes["utility"], holders.homes["guardian"]
+
+    con = sqlite3.connect(u / "authority.db")
+    con.execute("DELETE FROM released")
+    con.commit()
+    con.close()
+    r = gridveil(u, "holder", "verify", check=False)
+    assert r.returncode == 1 and "released-once set differs from the log" in r.stdout
+    r = gridveil(u, "holder", "serve", "--port", "0", env=holders.env["utility"], check=False)
+    assert r.returncode == 2 and "refusing to serve" in r.stderr
+
+    # The guardian's log, rewritten without the grant, chain recomputed.
+    con = sqlite3.connect(g / "authority.db")
+    con.execute("DELETE FROM log WHERE granted=1")
+    con.execute("DELETE FROM released")
+    prev = "0" * 64
+    for n, at, req, kind, subj, granted, reason, marks, dp in con.execute(
+            "SELECT n, at, requester, kind, subject, granted, reason, marks, dp FROM log"
+            " ORDER BY n").fetchall():
+        h = entry_hash(prev, at, req, kind, subj, bool(granted), reason, marks, dp)
+        con.execute("UPDATE log SET prev=?, hash=? WHERE n=?", (prev, h, n))
+        prev = h
+    con.commit()
+    con.close()
+    assert gridveil(g, "holder", "verify").returncode == 0  # the chain alone cannot tell
+    r = gridveil(g, "holder", "verify", "--head", str(tmp_path / "kept.json"), check=False)
+    assert r.returncode == 1 and "missing or changed" in r.stdout
+    forged = {**kept, "hash": hashlib.sha256(b"x").hexdigest()}
+    (tmp_path / "forged.json").write_text(json.dumps(forged))
+    r = gridveil(g, "holder", "verify", "--head", str(tmp_path / "forged.json"), check=False)
+    assert r.returncode == 2 and "not a head signed by this holder" in r.stderr
