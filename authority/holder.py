@@ -118,6 +118,10 @@ def import_key(home: Path, box_file: Path, pub_file: Path, passphrase: str | Non
     meta = read_json(h.meta, "key holder settings")
     pub = paillier.load_public(pub_file)
     kid = paillier.key_id(pub)
+    bits = Policy.from_json(read_json(h.policy, "authority policy")).min_key_bits
+    if pub.n.bit_length() < bits:
+        raise ConfigError(f"key {kid} has {pub.n.bit_length()} bits; this holder's policy"
+                          f" refuses keys under {bits} bits")
     box = read_json(box_file, "sealed key")
     secret = keys.open_box(keys.load_transport_key(h.transport, passphrase), box, str(box_file))
     if secret.get("key_id") != kid:
@@ -217,6 +221,21 @@ class KeyHolder:
         if not ok:  # never decide on a released-once set that the log does not back
             self.ledger.close()
             raise ConfigError(f"decision log in {self.home.ledger}: {msg}; refusing to serve")
+
+    def sign_epoch(self, key_id: str) -> dict:
+        """The guardian's signature that lets gateways encrypt under a key it
+        holds a share of (gateways refuse any epoch without one)."""
+        import base64
+
+        if key_id not in self._secrets:
+            raise ConfigError(f"this holder holds no share of key {key_id}")
+        pub = self.home.keys.public(key_id)
+        if pub.n.bit_length() < self.policy.min_key_bits:
+            raise ConfigError(f"key {key_id} is under this holder's {self.policy.min_key_bits}"
+                              " bits")
+        return {"key_id": key_id, "bits": pub.n.bit_length(), "role": self.role,
+                "signature": base64.b64encode(self._signer.sign(paillier.epoch_statement(pub)))
+                .decode()}
 
     def head(self) -> dict:
         """The log's head, signed with this holder's key, for auditors to keep."""

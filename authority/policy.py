@@ -24,6 +24,9 @@ class Policy:
     # shorter periods of at least min_bill_days whole days (the demo: one).
     billing: str = "calendar-month"
     min_bill_days: int = 1
+    # Paillier keys this holder imports and lets gateways use (test set-ups
+    # set less, for speed; NIST SP 800-57: 2048 bits ~ 112-bit security)
+    min_key_bits: int = 2048
     # Differential privacy for aggregates, used when a release asks for it:
     dp_epsilon: str = "1/2"  # per release, as a fraction
     dp_sensitivity_wh: int = 4000  # most one household adds to one interval (16 kW x 15 min)
@@ -40,6 +43,8 @@ class Policy:
     def validate(self) -> None:
         if type(self.k) is not int or self.k < SAFE_MIN_K:
             raise ConfigError(f"policy k must be an integer >= {SAFE_MIN_K}")
+        if type(self.min_key_bits) is not int or self.min_key_bits < 512:
+            raise ConfigError("policy min_key_bits must be an integer >= 512")
         if self.billing not in ("calendar-month", "days"):
             raise ConfigError("policy billing must be \"calendar-month\" or \"days\"")
         if type(self.min_bill_days) is not int or self.min_bill_days < SAFE_MIN_BILL_DAYS:

@@ -64,6 +64,29 @@ def from_bytes(pub: PaillierPublicKey, data: bytes) -> EncryptedNumber:
     return EncryptedNumber(pub, c, 0)
 
 
+def epoch_statement(pub: PaillierPublicKey) -> bytes:
+    """What the privacy guardian signs to let gateways encrypt under a key:
+    its id, size and modulus."""
+    return f"gridveil-epoch-v1|{key_id(pub)}|{pub.n.bit_length()}|{pub.n}".encode()
+
+
+def check_epoch(guardian_pub, pub: PaillierPublicKey, signature_file: Path) -> None:
+    """Refuse a key epoch that the guardian did not sign: otherwise whoever
+    runs the gateway could switch it to a Paillier key of their own."""
+    import base64
+
+    from cryptography.exceptions import InvalidSignature
+
+    d = read_json(signature_file, "key epoch signature")
+    try:
+        if d.get("key_id") != key_id(pub):
+            raise ValueError(f"it is for key {d.get('key_id')}, not {key_id(pub)}")
+        guardian_pub.verify(base64.b64decode(d["signature"], validate=True), epoch_statement(pub))
+    except (InvalidSignature, KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ConfigError(f"{signature_file} is not the guardian's signature on key"
+                          f" {key_id(pub)}: {str(e) or 'bad signature'}") from None
+
+
 def combine_partials(pub: PaillierPublicKey, partials: list[int]) -> int:
     """The plaintext from the holders' partial decryptions c^(d_i) mod n^2
     (authority/threshold.py), decoded as phe would (negative above max_int).

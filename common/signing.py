@@ -13,12 +13,19 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from .files import ConfigError, check_owner_only, write_atomic
 
+PASSPHRASE_ENV = "GRIDVEIL_GATEWAY_PASSPHRASE"
 
-def generate(private_path: Path, public_path: Path) -> Ed25519PrivateKey:
+
+def generate(private_path: Path, public_path: Path, passphrase: str | None) -> Ed25519PrivateKey:
+    """A new key, its private half encrypted under `passphrase` (PKCS#8,
+    PBES2 with AES-256): a stolen disk does not give away the key."""
+    if not passphrase or len(passphrase) < 12:
+        raise ConfigError(f"the signing key is encrypted at rest: give a passphrase of at least 12"
+                          f" characters in ${PASSPHRASE_ENV} or with --passphrase-file")
     key = Ed25519PrivateKey.generate()
-    write_atomic(private_path, key.private_bytes(serialization.Encoding.PEM,
-                                                 serialization.PrivateFormat.PKCS8,
-                                                 serialization.NoEncryption()), secret=True)
+    write_atomic(private_path, key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(passphrase.encode())), secret=True)
     write_atomic(public_path, public_pem(key.public_key()))
     return key
 
@@ -28,15 +35,23 @@ def public_pem(pub: Ed25519PublicKey) -> bytes:
                             serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
-def load_private(path: Path) -> Ed25519PrivateKey:
+def load_private(path: Path, passphrase: str | None) -> Ed25519PrivateKey:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"signing key not found: {path}")
     check_owner_only(path, "signing key")
+    data = path.read_bytes()
+    if b"ENCRYPTED PRIVATE KEY" not in data:
+        raise ConfigError(f"signing key {path} is stored unencrypted; refusing it (make a new"
+                          " one with `gridveil gateway init`)")
+    if not passphrase:
+        raise ConfigError(f"signing key {path} is encrypted: give its passphrase in"
+                          f" ${PASSPHRASE_ENV} or with --passphrase-file")
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except (ValueError, TypeError) as e:
-        raise ConfigError(f"signing key {path} is malformed: {e}") from None
+        key = serialization.load_pem_private_key(data, password=passphrase.encode())
+    except (ValueError, TypeError):
+        raise ConfigError(f"wrong passphrase for the signing key {path} (or it is damaged)") \
+            from None
     if not isinstance(key, Ed25519PrivateKey):
         raise ConfigError(f"signing key {path} is not an Ed25519 key")
     return key

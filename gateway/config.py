@@ -56,6 +56,7 @@ class GatewayHome:
         self.signing_key = self.path / "signing.key"
         self.signing_pub = self.path / "signing.pub"
         self.log = self.path / "gateway.log"
+        self.guardian_pub = self.path / "guardian.pub"  # signs the key epochs we accept
 
     def load_config(self) -> GatewayConfig:
         return settings_from(GatewayConfig, read_json(self.config_file, "gateway settings"),

@@ -99,14 +99,14 @@ class MeterSiteWrapper(OscoreSiteWrapper):
 
 
 class Gateway:
-    def __init__(self, home: Path, port: int | None = None):
+    def __init__(self, home: Path, port: int | None = None, passphrase: str | None = None):
         self.home = GatewayHome(home)
         self.config = self.home.load_config()
         if port is not None:
             self.config.port = port
         self.store = Store(self.home.db)
         self.seq_store = Store(self.home.db)  # own connection for the event loop thread
-        self.signing_key = signing.load_private(self.home.signing_key)
+        self.signing_key = signing.load_private(self.home.signing_key, passphrase)
         self.keystore = KeyStore(self.home.keystore)
         self.rejects: Counter = Counter()
         self.keyring = Keyring(self.keystore, self.seq_store, self.rejects)
@@ -202,8 +202,8 @@ class Gateway:
         log.info("gateway stopped")
 
 
-async def serve(home: Path, port: int | None = None) -> None:
-    gw = Gateway(home, port)
+async def serve(home: Path, port: int | None = None, passphrase: str | None = None) -> None:
+    gw = Gateway(home, port, passphrase)
     await gw.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

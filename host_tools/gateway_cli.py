@@ -9,7 +9,19 @@ from pathlib import Path
 
 from common.files import ConfigError
 
-from .cli_common import home, sub
+from .cli_common import home, read_secret_file, sub
+
+
+def _passphrase(args) -> str | None:
+    from common.signing import PASSPHRASE_ENV
+
+    return read_secret_file(getattr(args, "passphrase_file", None), PASSPHRASE_ENV,
+                            "passphrase")
+
+
+def gateway_passphrase_args(p) -> None:
+    p.add_argument("--passphrase-file", help="file holding the gateway's passphrase (default:"
+                                             " the GRIDVEIL_GATEWAY_PASSPHRASE variable)")
 
 
 def cmd_init(args):
@@ -24,7 +36,8 @@ def cmd_init(args):
                         mdms_url=args.mdms_url or "")
     cfg.validate()
     h = provision.init_gateway(home(args), Path(args.paillier_pub), cfg,
-                               Path(args.mdms_ca) if args.mdms_ca else None)
+                               Path(args.epoch_signature), Path(args.guardian_key),
+                               _passphrase(args), Path(args.mdms_ca) if args.mdms_ca else None)
     if args.export_key:
         shutil.copyfile(h.signing_pub, args.export_key)
     print(f"gateway {args.id} ready in {h.path}; listens on {cfg.bind}:{cfg.port}; give"
@@ -40,14 +53,14 @@ def cmd_rekey(args):
         raise ConfigError(f"--from-day must be a date like 2026-12-01, not {args.from_day!r}") \
             from None
     kid = provision.rekey_gateway(home(args), Path(args.paillier_pub),
-                                  (day - dt.date(1970, 1, 1)).days)
+                                  (day - dt.date(1970, 1, 1)).days, Path(args.epoch_signature))
     print(f"readings from {day} on are encrypted under key epoch {kid}; restart the gateway")
 
 
 def cmd_run(args):
     from gateway.server import serve
 
-    asyncio.run(serve(home(args), args.port))
+    asyncio.run(serve(home(args), args.port, _passphrase(args)))
 
 
 def cmd_seal(args):
@@ -60,7 +73,8 @@ def cmd_seal(args):
     cfg = h.load_config()
     store = Store(h.db)
     try:
-        r = seal(store, signing.load_private(h.signing_key), cfg.gateway_id, cfg.interval_s,
+        r = seal(store, signing.load_private(h.signing_key, _passphrase(args)), cfg.gateway_id,
+                 cfg.interval_s,
                  cfg.grace_s, cfg.clock, seal_all=args.all, bill_grace_s=cfg.bill_grace_s)
     finally:
         store.close()
@@ -77,7 +91,8 @@ def cmd_push(args):
     cfg = h.load_config()
     store = Store(h.db)
     try:
-        pusher = Pusher(store, signing.load_private(h.signing_key), cfg.gateway_id,
+        pusher = Pusher(store, signing.load_private(h.signing_key, _passphrase(args)),
+                        cfg.gateway_id,
                         cfg.mdms_url, cfg.mdms_ca, batch=cfg.push_batch)
         n = pusher.drain()
     except PushError as e:
@@ -127,6 +142,11 @@ def register(subparsers) -> None:
     x.add_argument("--id", default="gw1", help="this gateway's name in records (default gw1)")
     x.add_argument("--paillier-pub", required=True,
                    help="the Paillier public key file from `gridveil keygen`")
+    x.add_argument("--epoch-signature", required=True,
+                   help="the guardian's signature on that key (`gridveil holder sign-epoch`)")
+    x.add_argument("--guardian-key", required=True,
+                   help="the guardian holder's signing.pub: it must sign every key epoch")
+    gateway_passphrase_args(x)
     x.add_argument("--mdms-url", help="the MDMS to push to, e.g. https://mdms.example:8443")
     x.add_argument("--mdms-ca", help="the MDMS's certificate (pinned) or its CA, for https")
     x.add_argument("--export-key", help="also copy the gateway's public signing key here")
@@ -143,17 +163,22 @@ def register(subparsers) -> None:
     x.set_defaults(func=cmd_init)
     x = sub(s, "run", "serve meters and push to the MDMS until SIGINT or SIGTERM")
     x.add_argument("--port", type=int, help="override the configured port")
+    gateway_passphrase_args(x)
     x.set_defaults(func=cmd_run)
     x = sub(s, "seal", "seal what is due now")
     x.add_argument("--all", action="store_true", help="seal every open accumulator now")
+    gateway_passphrase_args(x)
     x.set_defaults(func=cmd_seal)
     x = sub(s, "push", "push everything waiting in the outbox to the MDMS now")
+    gateway_passphrase_args(x)
     x.set_defaults(func=cmd_push)
     x = sub(s, "status", "fleet health, rejected-message counters, outbox")
     x.set_defaults(func=cmd_status)
     x = sub(s, "rekey", "encrypt readings from a future day on under a new key epoch")
     x.add_argument("--from-day", required=True, help="first UTC day of the new epoch, YYYY-MM-DD")
     x.add_argument("--paillier-pub", required=True, help="the new public key file")
+    x.add_argument("--epoch-signature", required=True,
+                   help="the guardian's signature on it (`gridveil holder sign-epoch`)")
     x.set_defaults(func=cmd_rekey)
     x = sub(s, "customer-add", "take customers' public keys (files from `customer create`)")
     x.add_argument("files", nargs="+")

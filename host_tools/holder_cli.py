@@ -21,9 +21,14 @@ def cmd_init(args):
     from authority import dealer, holder
     from authority.policy import Policy
 
-    policy = Policy(k=args.k, billing=args.billing, min_bill_days=args.min_bill_days)
+    policy = Policy(k=args.k, billing=args.billing, min_bill_days=args.min_bill_days,
+                    min_key_bits=args.min_key_bits)
     raw = holder.create(home(args), args.role, policy, _passphrase(args))
     dealer.save_transport_pub(Path(args.export), raw, args.role)
+    if args.export_signing_key:
+        import shutil
+
+        shutil.copyfile(holder.HolderHome(home(args)).signing_pub, args.export_signing_key)
     tls_files(args, home(args), f"holder-{args.role}")
     print(f"{args.role} key holder ready in {home(args)} (k = {args.k}); give {args.export} to"
           " the dealer (`gridveil keygen`)")
@@ -146,6 +151,21 @@ def cmd_log(args):
     return 0 if ok else 1
 
 
+def cmd_sign_epoch(args):
+    import json
+
+    from authority.holder import KeyHolder
+
+    holder = KeyHolder(home(args), _passphrase(args))
+    try:
+        sig = holder.sign_epoch(args.key_id)
+    finally:
+        holder.close()
+    Path(args.out).write_text(json.dumps(sig, indent=2) + "\n")
+    print(f"{args.out}: this holder's signature on key {args.key_id} ({sig['bits']} bits); the"
+          " gateways need it (`gateway init/rekey --epoch-signature`)")
+
+
 def cmd_head(args):
     import json
 
@@ -172,8 +192,8 @@ def register(subparsers) -> None:
     x.add_argument("--single", help="instead: one holder that gets the whole key")
     x.set_defaults(func=cmd_keygen)
 
-    a = sub(subparsers, "holder", "one key holder: init, import-key, tariff-approve, enroll,"
-                                  " trust-gateway, allow, serve, log, verify")
+    a = sub(subparsers, "holder", "one key holder: init, import-key, sign-epoch, tariff-approve,"
+                                  " enroll, trust-gateway, allow, serve, head, log, verify")
     s = a.add_subparsers(dest="action", required=True, metavar="ACTION")
     x = sub(s, "init", "create this holder's home, policy and transport key")
     x.add_argument("--role", required=True, choices=("utility", "guardian", "single"))
@@ -182,6 +202,11 @@ def register(subparsers) -> None:
                    help="bills cover whole calendar months (default), or whole days")
     x.add_argument("--min-bill-days", type=int, default=1,
                    help="with --billing days: the shortest bill, in days (default 1)")
+    x.add_argument("--min-key-bits", type=int, default=2048,
+                   help="refuse Paillier keys smaller than this (default 2048)")
+    x.add_argument("--export-signing-key",
+                   help="also copy this holder's signing.pub here (the guardian's goes to the"
+                        " gateways; auditors check log heads with it)")
     x.add_argument("--export", required=True,
                    help="where to write the transport public key for the dealer")
     passphrase_args(x)
@@ -226,6 +251,11 @@ def register(subparsers) -> None:
         x.add_argument("--head", action="append", help="a head kept from `holder head` (or the"
                                                        " API's /v1/head): it must still be there")
         x.set_defaults(func=cmd_log, verify_only=name == "verify")
+    x = sub(s, "sign-epoch", "sign a key epoch this holder holds a share of, for the gateways")
+    x.add_argument("--key-id", required=True)
+    x.add_argument("--out", required=True, help="file for the signature")
+    passphrase_args(x)
+    x.set_defaults(func=cmd_sign_epoch)
     x = sub(s, "head", "print the log's head signed with this holder's key, for auditors to keep")
     x.add_argument("--out", help="also write it to this file")
     passphrase_args(x)

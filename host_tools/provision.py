@@ -18,19 +18,27 @@ from gateway.store import Store
 GATEWAY_ID = b""  # the gateway's OSCORE sender id; unique per meter context anyway
 
 
-def init_gateway(home: Path, paillier_pub: Path, cfg: GatewayConfig,
+def init_gateway(home: Path, paillier_pub: Path, cfg: GatewayConfig, epoch_signature: Path,
+                 guardian_key: Path, passphrase: str | None,
                  mdms_ca: Path | None = None) -> GatewayHome:
+    """A new gateway. It takes a Paillier key only with the privacy
+    guardian's signature on it, and keeps the guardian's public key to check
+    every later epoch; its own signing key is encrypted under `passphrase`."""
     h = GatewayHome(home)
     if h.config_file.exists():
         raise ConfigError(f"a gateway is already set up in {h.path}")
     pub = paillier.load_public(paillier_pub)
+    guardian = signing.load_public(guardian_key)
+    paillier.check_epoch(guardian, pub, epoch_signature)
     h.path.mkdir(parents=True, exist_ok=True)
     h.path.chmod(0o700)
+    # The key first: a refused passphrase leaves no half-made gateway behind.
+    signing.generate(h.signing_key, h.signing_pub, passphrase)
+    shutil.copyfile(guardian_key, h.guardian_pub)
     if mdms_ca:
         shutil.copyfile(mdms_ca, h.path / "mdms-ca.pem")  # kept in the home: read at run time
         cfg.mdms_ca = str((h.path / "mdms-ca.pem").resolve())
     h.save_config(cfg)
-    signing.generate(h.signing_key, h.signing_pub)
     ks = KeyStore(h.keystore)
     ks.gateway_id = GATEWAY_ID
     ks.save()
@@ -40,12 +48,16 @@ def init_gateway(home: Path, paillier_pub: Path, cfg: GatewayConfig,
     return h
 
 
-def rekey_gateway(home: Path, paillier_pub: Path, from_day: int) -> str:
-    """Switch to a new Paillier key epoch from a future day on. Old
-    accumulators stay under the old key (the holders keep old keys)."""
-    store = Store(GatewayHome(home).db)
+def rekey_gateway(home: Path, paillier_pub: Path, from_day: int, epoch_signature: Path) -> str:
+    """Switch to a new Paillier key epoch from a future day on, if the
+    guardian signed it. Old accumulators stay under the old key (the holders
+    keep old keys)."""
+    h = GatewayHome(home)
+    pub = paillier.load_public(paillier_pub)
+    paillier.check_epoch(signing.load_public(h.guardian_pub), pub, epoch_signature)
+    store = Store(h.db)
     try:
-        return store.add_key_epoch(paillier.load_public(paillier_pub), from_day)
+        return store.add_key_epoch(pub, from_day)
     finally:
         store.close()
 

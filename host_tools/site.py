@@ -75,7 +75,9 @@ class Site:
                                     {"GRIDVEIL_HOLDER_PASSPHRASE": secrets.token_urlsafe(24)})
                         for role in ("utility", "guardian")}
         self.mdms = Party("mdms", self.base / "mdms", port=mdms_port)
-        self.gateways = {f"gw{i}": Party(f"gateway-{i}", self.base / f"gateway-{i}")
+        self.gateways = {f"gw{i}": Party(f"gateway-{i}", self.base / f"gateway-{i}",
+                                         {"GRIDVEIL_GATEWAY_PASSPHRASE":
+                                          secrets.token_urlsafe(24)})
                          for i in range(1, gateways + 1)}
         self.meters_dir = self.base / "meters"
         self.meter_gateway: dict[str, str] = {}
@@ -171,8 +173,9 @@ class Site:
         for role, h in self.holders.items():
             h.port = free_port()
             self.gridveil(h, "holder", "init", "--role", role, "--k", str(self.k), "--billing",
-                          "days", "--export", str(self.exchange / f"{h.name}.transport.json"),
-                          *self.tls_args(h))
+                          "days", "--min-key-bits", str(min(self.bits, 2048)), "--export",
+                          str(self.exchange / f"{h.name}.transport.json"), "--export-signing-key",
+                          str(self.exchange / f"{h.name}.signing.pub"), *self.tls_args(h))
             self.gridveil(h, "holder", "tariff-approve", *map(str, tariffs))
         out = self.gridveil(None, "keygen", "--bits", str(self.bits), "--out",
                             str(self.exchange / "keys"),
@@ -184,6 +187,10 @@ class Site:
             self.gridveil(h, "holder", "import-key", str(self.exchange / "keys" /
                                                          f"{self.key_id}.{role}.sealed.json"),
                           "--pub", str(pub))
+        # the guardian lets gateways use the key: they take no other
+        epoch_sig = self.exchange / "keys" / f"{self.key_id}.epoch.json"
+        self.gridveil(self.holders["guardian"], "holder", "sign-epoch", "--key-id", self.key_id,
+                      "--out", str(epoch_sig))
         # 2. the MDMS, with a token for each holder that only the MDMS knows
         self.mdms.port = self.mdms.port or free_port()
         self.gridveil(self.mdms, "mdms", "init", *(["--db", self.db_url] if self.db_url else []),
@@ -199,7 +206,9 @@ class Site:
             g.port = free_port(socket.SOCK_DGRAM)
             key = self.exchange / f"{gid}.signing.pub"
             self.gridveil(g, "gateway", "init", "--id", gid, "--port", str(g.port),
-                          "--paillier-pub", str(pub), "--clock", clock, "--grace", "0",
+                          "--paillier-pub", str(pub), "--epoch-signature", str(epoch_sig),
+                          "--guardian-key", str(self.exchange / "holder-guardian.signing.pub"),
+                          "--clock", clock, "--grace", "0",
                           "--bill-grace", "0", "--seal-every", "2", "--push-every", "1",
                           "--mdms-url", f"{scheme}://127.0.0.1:{self.mdms.port}",
                           *(["--mdms-ca", str(self.exchange / "mdms.cert.pem")] if self.tls

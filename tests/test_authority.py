@@ -296,7 +296,8 @@ def test_key_rotation_keeps_old_periods(tmp_path):
     old_kid = gw.store.key_epochs()[0][1]
     new_kid = holders.new_epoch()
     day1 = (DAY0 + DAY) // DAY
-    provision.rekey_gateway(gw.home.path, holders.pub_file(new_kid), day1)
+    provision.rekey_gateway(gw.home.path, holders.pub_file(new_kid), day1,
+                            holders.epoch_file(new_kid))
     pes = PES(gw.store, 900)  # a restarted gateway
     feed_day(pes, range(1, 6), base=200, day0=DAY0 + DAY, seq0=96)
     gw.seal()

@@ -25,6 +25,7 @@ COMMANDS = [[], ["keygen"], ["holder"], ["holder", "init"], ["holder", "import-k
             ["mdms", "trust-gateway"], ["mdms", "customer-add"], ["mdms", "serve"],
             ["mdms", "release"], ["mdms", "status"], ["mdms", "user-add"]]
 PASS = {"GRIDVEIL_HOLDER_PASSPHRASE": "a holder passphrase"}
+GW = {"GRIDVEIL_GATEWAY_PASSPHRASE": "a gateway passphrase"}
 
 
 def gridveil(*args, home=None, env=None):
@@ -36,16 +37,27 @@ def gridveil(*args, home=None, env=None):
 
 
 def holder_and_key(tmp_path):
-    """A utility holder in tmp/hu and a 512-bit key dealt to it and a guardian."""
+    """Holders in tmp/hu and tmp/hg, a 512-bit key dealt to both; the
+    guardian imported its share and signed the epoch for the gateways."""
     for role in ("utility", "guardian"):
-        assert gridveil("holder", "init", "--role", role, "--export",
+        assert gridveil("holder", "init", "--role", role, "--min-key-bits", "512", "--export",
                         str(tmp_path / f"{role}.t.json"), home=tmp_path / f"h{role[0]}",
                         env=PASS).returncode == 0
     r = gridveil("keygen", "--bits", "512", "--out", str(tmp_path / "keys"), "--utility",
                  str(tmp_path / "utility.t.json"), "--guardian", str(tmp_path / "guardian.t.json"))
     assert r.returncode == 0, r.stderr
     kid = r.stdout.split()[-1]
-    return kid, tmp_path / "keys" / f"{kid}.pub.json"
+    pub = tmp_path / "keys" / f"{kid}.pub.json"
+    assert gridveil("holder", "import-key", str(tmp_path / "keys" / f"{kid}.guardian.sealed.json"),
+                    "--pub", str(pub), home=tmp_path / "hg", env=PASS).returncode == 0
+    assert gridveil("holder", "sign-epoch", "--key-id", kid, "--out", str(tmp_path / "epoch.json"),
+                    home=tmp_path / "hg", env=PASS).returncode == 0
+    return kid, pub
+
+
+def epoch_args(tmp_path) -> list[str]:
+    return ["--epoch-signature", str(tmp_path / "epoch.json"), "--guardian-key",
+            str(tmp_path / "hg" / "signing.pub")]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c) or "gridveil")
@@ -83,23 +95,29 @@ def test_bad_arguments(tmp_path):
 def test_missing_and_broken_files(tmp_path):
     gw = tmp_path / "gw"
     clean_failure(gridveil("gateway", "status", home=gw), "gateway database not found")
-    clean_failure(gridveil("gateway", "init", "--paillier-pub", "/nope.json", home=gw),
-                  "not found")
+    clean_failure(gridveil("gateway", "init", "--paillier-pub", "/nope.json", "--epoch-signature",
+                           "/nope", "--guardian-key", "/nope", home=gw), "not found")
     kid, pub = holder_and_key(tmp_path)
     clean_failure(gridveil("holder", "init", "--role", "utility", "--export", str(tmp_path / "x"),
                            home=tmp_path / "hu", env=PASS), "already exists")
+    clean_failure(gridveil("gateway", "init", "--port", "5999", "--paillier-pub", str(pub),
+                           *epoch_args(tmp_path), home=gw), "the signing key is encrypted at rest")
     assert gridveil("gateway", "init", "--port", "5999", "--paillier-pub", str(pub),
-                    home=gw).returncode == 0
+                    *epoch_args(tmp_path), home=gw, env=GW).returncode == 0
     clean_failure(gridveil("provision", "m1", "--neighbourhood", "n", "--replay", "/nope.csv",
                            home=gw), "replay file not found")
-    clean_failure(gridveil("gateway", "push", home=gw), "no MDMS to push to")
+    clean_failure(gridveil("gateway", "push", home=gw), "is encrypted: give its passphrase")
+    clean_failure(gridveil("gateway", "push", home=gw, env={"GRIDVEIL_GATEWAY_PASSPHRASE":
+                                                            "not the passphrase"}),
+                  "wrong passphrase for the signing key")
+    clean_failure(gridveil("gateway", "push", home=gw, env=GW), "no MDMS to push to")
     cfg = gw / "gateway.json"
     cfg.write_text('{"port": "fifty"}')
     clean_failure(gridveil("gateway", "seal", home=gw), "port must be a int")
     cfg.write_text("{not json")
     clean_failure(gridveil("gateway", "run", home=gw), "not valid JSON")
     clean_failure(gridveil("gateway", "rekey", "--from-day", "yesterday", "--paillier-pub",
-                           str(pub), home=gw), "must be a date")
+                           str(pub), "--epoch-signature", "x", home=gw), "must be a date")
     clean_failure(gridveil("tariff", "add", str(cfg), home=gw), "not valid JSON")
     tou = REPO / "data" / "tariffs" / "tou-3band.json"
     assert gridveil("tariff", "add", str(tou), home=gw).returncode == 0
@@ -130,7 +148,8 @@ def test_missing_and_broken_files(tmp_path):
 def test_provision_never_prints_secrets(tmp_path):
     _, pub = holder_and_key(tmp_path)
     gw = tmp_path / "gw"
-    gridveil("gateway", "init", "--port", "5999", "--paillier-pub", str(pub), home=gw)
+    gridveil("gateway", "init", "--port", "5999", "--paillier-pub", str(pub), *epoch_args(tmp_path),
+             home=gw, env=GW)
     (tmp_path / "pw").write_text("a customer password")
     r = gridveil("customer", "create", "c1", "--password-file", str(tmp_path / "pw"),
                  "--out-dir", str(tmp_path))

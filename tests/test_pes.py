@@ -3,9 +3,13 @@ duplicates dropped, and a full disk that loses nothing."""
 
 from __future__ import annotations
 
-import pytest
+import base64
+import json
 
-from common import paillier
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from common import paillier, signing
 from gateway.config import GatewayConfig, GatewayHome
 from gateway.pes import PES, Reading
 from gateway.store import Store, StoreError
@@ -19,7 +23,13 @@ def pes(tmp_path):
     # The whole key, in this unit test only: it checks sums against plaintext.
     pub, priv = paillier.generate(512)
     paillier.save_public(tmp_path / "pub.json", pub)
-    provision.init_gateway(tmp_path / "gateway", tmp_path / "pub.json", GatewayConfig(port=5999))
+    guardian = Ed25519PrivateKey.generate()  # stands in for the guardian's signature
+    (tmp_path / "guardian.pub").write_bytes(signing.public_pem(guardian.public_key()))
+    (tmp_path / "epoch.json").write_text(json.dumps({
+        "key_id": paillier.key_id(pub),
+        "signature": base64.b64encode(guardian.sign(paillier.epoch_statement(pub))).decode()}))
+    provision.init_gateway(tmp_path / "gateway", tmp_path / "pub.json", GatewayConfig(port=5999),
+                           tmp_path / "epoch.json", tmp_path / "guardian.pub", "x" * 12)
     gh = GatewayHome(tmp_path / "gateway")
     for i in (1, 2):
         provision.provision_meter(gh.path, f"m{i}", "n", tmp_path / "meters" / f"m{i}")

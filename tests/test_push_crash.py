@@ -7,6 +7,7 @@ the micro-cent. Runs on SQLite and on a real PostgreSQL server."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import subprocess
@@ -49,7 +50,8 @@ def test_push_survives_sigkill_of_either_side(tmp_path, sample_files, mdms_db):
             s.start(s.mdms, "mdms", "serve", "--port", str(s.mdms.port))
             push = subprocess.Popen(s.wrap(s.gw.home, [
                 sys.executable, "-m", "host_tools.cli", "--home", str(s.gw.home), "gateway",
-                "push"]), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                "push"]), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                env={**os.environ, **s.gw.env})
             time.sleep(rng.uniform(0.05, 0.5))
             if push.poll() is None:
                 victim = rng.choice(["gateway", "mdms"])

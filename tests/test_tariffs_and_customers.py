@@ -99,13 +99,15 @@ def test_gateway_holds_nothing_that_opens_customer_copies(tou_system):
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
-    gw_files = [p for g in s.gateways.values() for p in g.home.rglob("*") if p.is_file()]
-    for p in gw_files:
+    gw_files = [(p, g) for g in s.gateways.values() for p in g.home.rglob("*") if p.is_file()]
+    for p, g in gw_files:
         data = p.read_bytes()
         assert b"wrapped_private_key" not in data, p
         for pem in re.findall(rb"-----BEGIN [A-Z ]*PRIVATE KEY-----.+?-----END [A-Z ]*PRIVATE KEY-----",
                               data, re.S):
-            key = serialization.load_pem_private_key(pem, password=None)
+            # The gateway's own signing key is encrypted under its passphrase.
+            pw = g.env["GRIDVEIL_GATEWAY_PASSPHRASE"].encode() if b"ENCRYPTED" in pem else None
+            key = serialization.load_pem_private_key(pem, password=pw)
             assert not isinstance(key, rsa.RSAPrivateKey), f"{p} holds an RSA private key"
     st = s.store(readonly=True)
     cols = [r[1] for r in st.db.execute("PRAGMA table_info(customers)")]

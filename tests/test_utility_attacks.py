@@ -273,3 +273,49 @@ def test_audit_state_is_the_logs_and_kept_heads_catch_a_rewritten_log(tmp_path):
     (tmp_path / "forged.json").write_text(json.dumps(forged))
     r = gridveil(g, "holder", "verify", "--head", str(tmp_path / "forged.json"), check=False)
     assert r.returncode == 2 and "not a head signed by this holder" in r.stderr
+
+
+def test_gateway_takes_no_key_of_the_utilitys_own(tmp_path):
+    """The utility rekeys a gateway to a Paillier key it made itself (it would
+    then decrypt every reading): the gateway takes a key epoch only with the
+    guardian's signature, and the guardian signs only keys it holds a share
+    of, of at least the size its policy sets."""
+    from common import paillier
+
+    holders = Holders(tmp_path)
+    gw = Gateway(tmp_path, holders, meters=SIX)
+    own_pub, _ = paillier.generate(512)
+    paillier.save_public(tmp_path / "own.pub.json", own_pub)
+    cases = {  # signature file -> what the gateway says
+        holders.epoch_file(): "is for key",  # the guardian's, but for the real key
+    }
+    # The utility's own holder signs the operator's key: not the guardian's key.
+    r = gridveil(holders.homes["utility"], "holder", "sign-epoch", "--key-id",
+                 paillier.key_id(own_pub), "--out", str(tmp_path / "u.json"),
+                 env=holders.env["utility"], check=False)
+    assert r.returncode == 2 and "holds no share" in r.stderr
+    forged = json.loads(holders.epoch_file().read_text())
+    forged["key_id"] = paillier.key_id(own_pub)
+    (tmp_path / "forged.json").write_text(json.dumps(forged))
+    cases[tmp_path / "forged.json"] = "bad signature"
+    for sig, why in cases.items():
+        r = gridveil(gw.home.path, "gateway", "rekey", "--from-day", "2030-01-01",
+                     "--paillier-pub", str(tmp_path / "own.pub.json"), "--epoch-signature",
+                     str(sig), check=False)
+        assert r.returncode == 2 and why in r.stderr, r.stderr
+    assert len(gw.store.key_epochs()) == 1  # still only the holders' key
+
+
+def test_holders_refuse_keys_under_their_policys_size(tmp_path):
+    """A holder with the default policy takes no key under 2048 bits."""
+    home = tmp_path / "h"
+    env = {"GRIDVEIL_HOLDER_PASSPHRASE": "a holder passphrase"}
+    gridveil(home, "holder", "init", "--role", "single", "--export", str(tmp_path / "t.json"),
+             env=env)
+    gridveil(tmp_path, "keygen", "--bits", "1024", "--out", str(tmp_path / "keys"), "--single",
+             str(tmp_path / "t.json"))
+    (pub,) = (tmp_path / "keys").glob("*.pub.json")
+    kid = pub.name.split(".")[0]
+    r = gridveil(home, "holder", "import-key", str(tmp_path / "keys" / f"{kid}.single.sealed.json"),
+                 "--pub", str(pub), env=env, check=False)
+    assert r.returncode == 2 and "refuses keys under 2048 bits" in r.stderr

@@ -22,6 +22,7 @@ from host_tools import provision
 
 REPO = Path(__file__).resolve().parents[2]
 PASS_ENV = "GRIDVEIL_HOLDER_PASSPHRASE"
+PASSPHRASE = "a gateway passphrase"  # the in-process test gateway's
 
 
 def gridveil(home: Path, *args: str, env: dict | None = None, check: bool = True):
@@ -47,8 +48,8 @@ class Holders:
         self.urls: dict[str, str] = {}
         for r in self.roles:
             gridveil(self.homes[r], "holder", "init", "--role", r, "--k", str(k), "--billing",
-                     billing, "--export", str(self.exchange / f"{r}.transport.json"),
-                     env=self.env[r])
+                     billing, "--min-key-bits", "512", "--export",
+                     str(self.exchange / f"{r}.transport.json"), env=self.env[r])
             gridveil(self.homes[r], "holder", "tariff-approve",
                      str(REPO / "data" / "tariffs" / "flat.json"))
             gridveil(self.homes[r], "holder", "allow", "mdms", "--token-hash",
@@ -65,7 +66,17 @@ class Holders:
             gridveil(self.homes[r], "holder", "import-key",
                      str(self.exchange / "keys" / f"{kid}.{r}.sealed.json"), "--pub",
                      str(self.pub_file(kid)), env=self.env[r])
+        gridveil(self.homes[self.signer], "holder", "sign-epoch", "--key-id", kid, "--out",
+                 str(self.epoch_file(kid)), env=self.env[self.signer])
         return kid
+
+    @property
+    def signer(self) -> str:
+        """The holder whose signature gateways need on a key epoch."""
+        return self.roles[-1]  # the guardian (or the single holder)
+
+    def epoch_file(self, kid: str | None = None) -> Path:
+        return self.exchange / "keys" / f"{kid or self.key_ids[-1]}.epoch.json"
 
     def pub_file(self, kid: str | None = None) -> Path:
         return self.exchange / "keys" / f"{kid or self.key_ids[-1]}.pub.json"
@@ -123,13 +134,14 @@ class Gateway:
         self.home = GatewayHome(base / f"gateway-{gateway_id}")
         provision.init_gateway(self.home.path, holders.pub_file(),
                                GatewayConfig(gateway_id=gateway_id, port=5999, grace_s=0,
-                                             bill_grace_s=0))
+                                             bill_grace_s=0), holders.epoch_file(),
+                               holders.homes[holders.signer] / "signing.pub", PASSPHRASE)
         for m, nbh in (meters or {}).items():
             provision.provision_meter(self.home.path, m, nbh, base / "meters" / gateway_id / m)
         if enroll and meters:  # each meter its own household
             holders.enroll({m: f"house-{m}" for m in meters})
         holders.trust(gateway_id, self.home.signing_pub)
-        self.key = signing.load_private(self.home.signing_key)
+        self.key = signing.load_private(self.home.signing_key, PASSPHRASE)
         self.store = Store(self.home.db)
 
     def seal(self):
