@@ -1,7 +1,9 @@
 """A key holder's HTTP API (Starlette, served by uvicorn, TLS optional):
 
     GET  /v1/keys        {"keys": {key_id: n}}: public keys, to combine partials
-    POST /v1/aggregate   {"parts": [{"record": b64, "signature": b64}, ...], "dp": false}
+    POST /v1/aggregate   {"parts": [{"record": b64, "signature": b64}, ...]}
+                         (noise is the holder's policy; a request that asks
+                         for none, or for some, is refused as malformed)
     POST /v1/bill        {"meter_id", "start", "end", "tariff": "id@version",
                           "days": [{"record": b64, "signature": b64}, ...]}
                          (prices come from the holder's approved tariffs, never
@@ -71,7 +73,8 @@ def _signed(item) -> tuple:
 
 def _answer_json(a: Answer) -> dict:
     return {"kind": a.kind, "number": str(a.number), "key_id": a.key_id,
-            "contributors": a.contributors, "receipt": {"n": a.receipt.n, "hash": a.receipt.hash}}
+            "contributors": a.contributors, "noisy": a.noisy,
+            "receipt": {"n": a.receipt.n, "hash": a.receipt.hash}}
 
 
 def create_app(holder: KeyHolder, tokens: dict[str, str]) -> Starlette:
@@ -113,7 +116,9 @@ def create_app(holder: KeyHolder, tokens: dict[str, str]) -> Starlette:
         parts = [_signed(x) for x in body["parts"]]
         if not all(isinstance(r, records.AggregateRecord) for r, _ in parts):
             raise ValueError("not an aggregate record")
-        return _answer_json(await run(holder.release_aggregate, parts, who, bool(body.get("dp"))))
+        if "dp" in body:
+            raise ValueError("noise is the holder's policy, not the request's")
+        return _answer_json(await run(holder.release_aggregate, parts, who))
 
     async def bill(request, who, body):
         days = [_signed(x) for x in body["days"]]

@@ -54,9 +54,8 @@ class HolderClient:
     def keys(self) -> dict[str, int]:
         return {k: int(n) for k, n in self._call("GET", "/v1/keys")["keys"].items()}
 
-    def aggregate(self, parts, with_dp: bool) -> dict:
-        return self._call("POST", "/v1/aggregate", {"parts": [_item(r, s) for r, s in parts],
-                                                     "dp": with_dp})
+    def aggregate(self, parts) -> dict:
+        return self._call("POST", "/v1/aggregate", {"parts": [_item(r, s) for r, s in parts]})
 
     def bill(self, meter_id: str, start: int, end: int, tariff: str, days) -> dict:
         return self._call("POST", "/v1/bill", {
@@ -92,6 +91,7 @@ class Authority:
         self.receipts: dict[str, list[Receipt]] = {role: [] for role in holders}
         self._pubs: dict[str, object] = {}
         self._pool = ThreadPoolExecutor(len(holders), thread_name_prefix="holder-call")
+        self._noisy = self.last_noisy = False
 
     def public_key(self, key_id: str):
         if key_id not in self._pubs:
@@ -118,16 +118,19 @@ class Authority:
             raise refusal
         for role, a in answers.items():
             self.receipts[role].append(Receipt(**a["receipt"]))
+        # Noisy if any holder added noise (each decides by its own policy).
+        self._noisy = any(a.get("noisy") for a in answers.values())
         first = next(iter(answers.values()))
         if set(self.holders) == {"single"}:
             return int(first["number"]), first
         pub = self.public_key(first["key_id"])
         return paillier.combine_partials(pub, [int(a["number"]) for a in answers.values()]), first
 
-    def release_aggregate(self, parts, with_dp: bool = False) -> tuple[int, int]:
+    def release_aggregate(self, parts) -> tuple[int, int]:
         """(value in Wh, contributors) of one (neighbourhood, interval) from
         every gateway's signed part."""
-        value, first = self._ask_all(lambda h: h.aggregate(parts, with_dp))
+        value, first = self._ask_all(lambda h: h.aggregate(parts))
+        self.last_noisy = self._noisy
         return value, int(first.get("contributors", 0))
 
     def release_bill(self, meter_id: str, start: int, end: int, tariff: str, days) -> int:

@@ -87,6 +87,7 @@ class Answer:
     receipt: Receipt
     key_id: str
     contributors: int = 0
+    noisy: bool = False
 
 
 def create(home: Path, role: str, policy: Policy, passphrase: str | None) -> bytes:
@@ -262,17 +263,20 @@ class KeyHolder:
         return "partial", threshold.partial(secret, enc.ciphertext(be_secure=False), noise)
 
     # --- decisions -------------------------------------------------------
-    def _decide(self, requester, kind, subject, marks, check, key_id, dp_spend=None) -> Answer:
+    def _decide(self, requester, kind, subject, marks, check, key_id, spend=()) -> Answer:
+        """Run `check`; log the decision. `spend` is filled by check with the
+        DP budget a grant spends (at most one entry)."""
         try:
             answer_kind, number = check()
         except Refusal as r:
             self.ledger.record(requester, kind, subject, False, f"{r.code}: {r}")
             log.info("%s refused %s %s for %s: %s", self.role, kind, subject, requester, r)
             raise
+        dp_spend = spend[0] if spend else None
         receipt = self.ledger.record(requester, kind, subject, True,
                                      "granted" + (" with DP noise" if dp_spend else ""),
                                      marks, dp_spend)
-        return Answer(answer_kind, number, receipt, key_id)
+        return Answer(answer_kind, number, receipt, key_id, noisy=dp_spend is not None)
 
     def _verify(self, rec, signature: bytes) -> None:
         pub = self.gateways.get(rec.gateway_id)
@@ -283,15 +287,15 @@ class KeyHolder:
                                            f" {rec.gateway_id}")
 
     def release_aggregate(self, parts: list[tuple[records.AggregateRecord, bytes]],
-                          requester: str = "mdms", with_dp: bool = False) -> Answer:
-        """One (neighbourhood, interval): every gateway's signed part."""
+                          requester: str = "mdms") -> Answer:
+        """One (neighbourhood, interval): every gateway's signed part. Noise
+        is this holder's policy's to decide, never the requester's."""
         if not parts or len(parts) > MAX_PARTS:
             raise Refusal("bad_request", f"an aggregate has 1..{MAX_PARTS} parts")
         first = parts[0][0]
         subject = f"agg:{first.neighbourhood}:{first.interval_end}"
-        day = (first.interval_end - 1) // DAY
         eps = self.policy.epsilon
-        dp_spend = (first.neighbourhood, day, eps) if with_dp else None
+        with_dp = self.policy.dp == "on"
         total = {"contributors": 0}
         marks = [subject]
 
@@ -344,18 +348,23 @@ class KeyHolder:
                                                 f" {first.key_id}: {e}") from None
             noise = 0
             if with_dp:
-                spent = self.ledger.dp_spent(first.neighbourhood, day)
-                if spent + eps > self.policy.budget:
-                    raise Refusal("budget_spent", f"privacy budget of {first.neighbourhood} for"
-                                                  f" day {day} is spent ({spent} of"
-                                                  f" {self.policy.budget})")
+                # Sequential composition: every release a household is in
+                # spends its lifetime budget, whatever the neighbourhood or day.
+                spent = [h for h in households if self.ledger.dp_spent(h) + eps >
+                         self.policy.budget]
+                if spent:
+                    raise Refusal("budget_spent", f"the privacy budget of {len(spent)} of its"
+                                                  f" households is spent ({self.policy.budget}"
+                                                  " each, over their lifetime)")
                 noise = dp.discrete_laplace(dp.scale_for(eps, self.policy.dp_sensitivity_wh))
+                spend[:] = [(sorted(households), eps)]
             return self._open(first.key_id, paillier.to_bytes(pub, combined), noise)
 
+        spend: list = []
         answer = self._decide(requester, "aggregate", subject, marks, check, first.key_id,
-                              dp_spend)
+                              spend)
         return Answer(answer.kind, answer.number, answer.receipt, answer.key_id,
-                      total["contributors"])
+                      total["contributors"], answer.noisy)
 
     def note_refusal(self, requester: str, kind: str, subject: str, reason: str) -> Receipt:
         """Log a refusal decided elsewhere (the guardian declining a request in

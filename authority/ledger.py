@@ -29,14 +29,9 @@ HEAD_LABEL = "gridveil-log-head-v1"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS released (subject TEXT PRIMARY KEY, at REAL NOT NULL);
--- differential-privacy budget spent, per neighbourhood and UTC day, as a
--- fraction "num/den" so that sums stay exact
-CREATE TABLE IF NOT EXISTS dp_spent (
-    neighbourhood TEXT NOT NULL,
-    day INTEGER NOT NULL,
-    spent TEXT NOT NULL,
-    PRIMARY KEY (neighbourhood, day)
-);
+-- differential-privacy budget spent by each enrolled household over its
+-- lifetime, as a fraction "num/den" so that sums stay exact
+CREATE TABLE IF NOT EXISTS dp_spent (household TEXT PRIMARY KEY, spent TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS log (
     n INTEGER PRIMARY KEY,
     at REAL NOT NULL,
@@ -46,7 +41,7 @@ CREATE TABLE IF NOT EXISTS log (
     granted INTEGER NOT NULL,
     reason TEXT NOT NULL,
     marks TEXT NOT NULL DEFAULT '[]',   -- JSON: subjects this grant released
-    dp TEXT NOT NULL DEFAULT '',        -- JSON [neighbourhood, day, "epsilon"] spent, or ''
+    dp TEXT NOT NULL DEFAULT '',        -- JSON [[household, ...], "epsilon"] spent, or ''
     prev TEXT NOT NULL,
     hash TEXT NOT NULL
 );
@@ -89,13 +84,13 @@ class Ledger:
         return self.db.execute("SELECT 1 FROM released WHERE subject=?",
                                (subject,)).fetchone() is not None
 
-    def dp_spent(self, neighbourhood: str, day: int) -> Fraction:
-        row = self.db.execute("SELECT spent FROM dp_spent WHERE neighbourhood=? AND day=?",
-                              (neighbourhood, day)).fetchone()
+    def dp_spent(self, household: str) -> Fraction:
+        row = self.db.execute("SELECT spent FROM dp_spent WHERE household=?",
+                              (household,)).fetchone()
         return Fraction(row[0]) if row else Fraction(0)
 
     def record(self, requester: str, kind: str, subject: str, granted: bool, reason: str,
-               marks: list[str] = (), dp_spend: tuple[str, int, Fraction] | None = None
+               marks: list[str] = (), dp_spend: tuple[list[str], Fraction] | None = None
                ) -> Receipt:
         """Append the decision (and mark the subjects released, and spend the
         privacy budget, if granted) in one transaction: a release is never
@@ -104,7 +99,7 @@ class Ledger:
         meter-day); the entry's hash covers them."""
         at = time.time()
         marks = list(marks) if granted else []
-        dp = json.dumps([dp_spend[0], dp_spend[1], str(dp_spend[2])]) \
+        dp = json.dumps([sorted(dp_spend[0]), str(dp_spend[1])]) \
             if granted and dp_spend is not None else ""
         marks_json = json.dumps(marks)
         self.db.execute("BEGIN IMMEDIATE")
@@ -119,10 +114,10 @@ class Ledger:
             n = self.db.execute("SELECT last_insert_rowid()").fetchone()[0]
             self.db.executemany("INSERT INTO released VALUES (?, ?)", [(m, at) for m in marks])
             if dp:
-                nbh, day, eps = dp_spend
-                total = self.dp_spent(nbh, day) + eps
-                self.db.execute("INSERT OR REPLACE INTO dp_spent VALUES (?, ?, ?)",
-                                (nbh, day, str(total)))
+                households, eps = dp_spend
+                for household in households:
+                    self.db.execute("INSERT OR REPLACE INTO dp_spent VALUES (?, ?)",
+                                    (household, str(self.dp_spent(household) + eps)))
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
@@ -149,7 +144,7 @@ class Ledger:
             if r.n and by_n.get(r.n) != r.hash:
                 return False, f"entry {r.n} from a receipt is missing or changed (log cut short?)"
         released: set[str] = set()
-        spent: dict[tuple[str, int], Fraction] = {}
+        spent: dict[str, Fraction] = {}
         for e in entries:
             if e["prev"] != prev:
                 return False, f"entry {e['n']}: chain broken (entry missing or reordered)"
@@ -159,14 +154,15 @@ class Ledger:
                 return False, f"entry {e['n']}: contents were changed"
             released |= set(json.loads(e["marks"]))
             if e["dp"]:
-                nbh, day, eps = json.loads(e["dp"])
-                spent[(nbh, day)] = spent.get((nbh, day), Fraction(0)) + Fraction(eps)
+                households, eps = json.loads(e["dp"])
+                for household in households:
+                    spent[household] = spent.get(household, Fraction(0)) + Fraction(eps)
             prev = h
         table = {s for (s,) in self.db.execute("SELECT subject FROM released")}
         if table != released:
             return False, (f"the released-once set differs from the log ({len(released - table)}"
                            f" released subjects missing, {len(table - released)} unlogged)")
-        budget = {(n, d): Fraction(s) for n, d, s in self.db.execute("SELECT * FROM dp_spent")}
+        budget = {h: Fraction(s) for h, s in self.db.execute("SELECT * FROM dp_spent")}
         if budget != {k: v for k, v in spent.items() if v}:
             return False, "the privacy budget spent differs from the log"
         return True, f"{len(entries)} entries, chain intact, state matches the log"

@@ -27,10 +27,15 @@ class Policy:
     # Paillier keys this holder imports and lets gateways use (test set-ups
     # set less, for speed; NIST SP 800-57: 2048 bits ~ 112-bit security)
     min_key_bits: int = 2048
-    # Differential privacy for aggregates, used when a release asks for it:
+    # Differential privacy for aggregates: the guardian's policy decides, a
+    # requester cannot opt out. "off" only where exact sums are the point
+    # (the demo and the tests say so).
+    dp: str = "on"
     dp_epsilon: str = "1/2"  # per release, as a fraction
     dp_sensitivity_wh: int = 4000  # most one household adds to one interval (16 kW x 15 min)
-    dp_budget_per_day: str = "12"  # total epsilon per neighbourhood and UTC day
+    # total epsilon each enrolled household may spend over its lifetime, over
+    # every neighbourhood and day (sequential composition)
+    dp_budget_per_household: str = "2000"
 
     @property
     def epsilon(self) -> Fraction:
@@ -38,7 +43,7 @@ class Policy:
 
     @property
     def budget(self) -> Fraction:
-        return Fraction(self.dp_budget_per_day)
+        return Fraction(self.dp_budget_per_household)
 
     def validate(self) -> None:
         if type(self.k) is not int or self.k < SAFE_MIN_K:
@@ -52,11 +57,13 @@ class Policy:
         try:
             eps, budget = self.epsilon, self.budget
         except (ValueError, ZeroDivisionError, TypeError):
-            raise ConfigError("dp_epsilon and dp_budget_per_day must be fractions like '1/2'") \
-                from None
+            raise ConfigError("dp_epsilon and dp_budget_per_household must be fractions like"
+                              " '1/2'") from None
         if not 0 < eps <= MAX_EPSILON_PER_RELEASE or budget < eps:
             raise ConfigError(f"dp_epsilon must be in (0, {MAX_EPSILON_PER_RELEASE}] and"
-                              " dp_budget_per_day at least one release's epsilon")
+                              " dp_budget_per_household at least one release's epsilon")
+        if self.dp not in ("on", "off"):
+            raise ConfigError("policy dp must be \"on\" or \"off\"")
         if type(self.dp_sensitivity_wh) is not int or self.dp_sensitivity_wh < 1:
             raise ConfigError("dp_sensitivity_wh must be a positive integer")
 

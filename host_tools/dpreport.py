@@ -61,7 +61,8 @@ def markdown(rows, mean_household: float, epsilon: Fraction, sensitivity: int) -
     out += ["", "So per-interval releases with differential privacy become useful from"
             " neighbourhoods of several hundred households, or with coarser releases; for the"
             " small groups that k = 5 allows, k-anonymity and release-once are what protect"
-            " households, and DP is off unless a release asks for it.", "", END]
+            " households; the guardian's policy decides whether DP is on (it is by default), never"
+            " the requester.", "", END]
     return "\n".join(out)
 
 

@@ -22,7 +22,7 @@ def cmd_init(args):
     from authority.policy import Policy
 
     policy = Policy(k=args.k, billing=args.billing, min_bill_days=args.min_bill_days,
-                    min_key_bits=args.min_key_bits)
+                    min_key_bits=args.min_key_bits, dp=args.dp)
     raw = holder.create(home(args), args.role, policy, _passphrase(args))
     dealer.save_transport_pub(Path(args.export), raw, args.role)
     if args.export_signing_key:
@@ -202,6 +202,9 @@ def register(subparsers) -> None:
                    help="bills cover whole calendar months (default), or whole days")
     x.add_argument("--min-bill-days", type=int, default=1,
                    help="with --billing days: the shortest bill, in days (default 1)")
+    x.add_argument("--dp", choices=("on", "off"), default="on",
+                   help="differential-privacy noise on every released aggregate (default on;"
+                        " off only where exact sums are the point, as in the demo)")
     x.add_argument("--min-key-bits", type=int, default=2048,
                    help="refuse Paillier keys smaller than this (default 2048)")
     x.add_argument("--export-signing-key",

@@ -86,7 +86,7 @@ def cmd_release(args):
 
     store = _store(args)
     try:
-        rel = release_all(store, config.authority(home(args)), args.period_days, args.dp)
+        rel = release_all(store, config.authority(home(args)), args.period_days)
     finally:
         store.close()
     if args.json:
@@ -154,7 +154,6 @@ def register(subparsers) -> None:
     x.set_defaults(func=cmd_serve)
     x = sub(s, "release", "release what is due through the key holders, and print it")
     x.add_argument("--period-days", type=int, default=1, help="billing period in days (default 1)")
-    x.add_argument("--dp", action="store_true", help="ask for differentially private aggregates")
     x.add_argument("--json", help="also write what was released to this file")
     x.set_defaults(func=cmd_release)
     x = sub(s, "status", "gateways, meters and what the MDMS holds")

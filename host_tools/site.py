@@ -168,12 +168,14 @@ class Site:
         scheme = "https" if self.tls else "http"
         # 1. key holders, then the dealer's key ceremony, then each holder imports its share
         # The demo's policy bills single days, so that one replayed day gives
-        # bills; the default is whole calendar months.
+        # bills (the default is whole calendar months), and adds no noise, so
+        # that the cross-check can be exact (the default is noise on).
         tariffs = [REPO / "data" / "tariffs" / "flat.json"] + ([tariff_file] if tariff_file else [])
         for role, h in self.holders.items():
             h.port = free_port()
             self.gridveil(h, "holder", "init", "--role", role, "--k", str(self.k), "--billing",
-                          "days", "--min-key-bits", str(min(self.bits, 2048)), "--export",
+                          "days", "--dp", "off", "--min-key-bits", str(min(self.bits, 2048)),
+                          "--export",
                           str(self.exchange / f"{h.name}.transport.json"), "--export-signing-key",
                           str(self.exchange / f"{h.name}.signing.pub"), *self.tls_args(h))
             self.gridveil(h, "holder", "tariff-approve", *map(str, tariffs))
@@ -294,11 +296,11 @@ class Site:
             self.gridveil(g, "gateway", "seal", "--all")
             self.gridveil(g, "gateway", "push")
 
-    def release(self, period_days: int = 1, with_dp: bool = False) -> dict:
+    def release(self, period_days: int = 1) -> dict:
         """`gridveil mdms release` as the MDMS; returns what it published."""
         out = self.exchange / f"released-{time.monotonic_ns()}.json"
         self.gridveil(self.mdms, "mdms", "release", "--period-days", str(period_days),
-                      *(["--dp"] if with_dp else []), "--json", str(out))
+                      "--json", str(out))
         return json.loads(out.read_text())
 
     def mdms_url(self) -> str:

@@ -151,7 +151,7 @@ def routes(web: Web):
     async def request_release(request: Request):
         kind = "aggregates" if request.url.path.startswith("/analyst") else "bills"
         form = await request.form()
-        params = {"dp": form.get("dp") == "on"} if kind == "aggregates" else \
+        params = {} if kind == "aggregates" else \
             {"period_days": max(1, min(400, int(form.get("period_days") or 1)))}
         web.store.add_request(kind, params, request.state.session["username"])
         return RedirectResponse("/analyst" if kind == "aggregates" else "/billing",

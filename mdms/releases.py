@@ -44,16 +44,16 @@ class Released:
                    {(r["meter_id"], r["first_day"]): r["amount_uct"] for r in store.bills()})
 
 
-def release_aggregates(store: MdmsStore, authority: Authority, out: Released,
-                       with_dp: bool = False) -> None:
+def release_aggregates(store: MdmsStore, authority: Authority, out: Released) -> None:
+    """Whether a value carries noise is the holders' policy, not ours."""
     for (nbh, end), parts in store.unreleased_aggregate_parts().items():
         signed = [(records.parse(rec), sig) for rec, sig in parts]
         try:
-            wh, contributors = authority.release_aggregate(signed, with_dp)
+            wh, contributors = authority.release_aggregate(signed)
         except Refusal as r:
             out.refusals.append(f"{nbh} @ {end}: {r}")
             continue
-        store.save_aggregate(nbh, end, wh, contributors, with_dp)
+        store.save_aggregate(nbh, end, wh, contributors, authority.last_noisy)
         out.aggregates[(nbh, end)] = wh
 
 
@@ -84,10 +84,9 @@ def release_bills(store: MdmsStore, authority: Authority, out: Released,
             out.bills[(meter_id, first)] = amount
 
 
-def release_all(store: MdmsStore, authority: Authority, period_days: int = 1,
-                with_dp: bool = False) -> Released:
+def release_all(store: MdmsStore, authority: Authority, period_days: int = 1) -> Released:
     out = Released()
-    release_aggregates(store, authority, out, with_dp)
+    release_aggregates(store, authority, out)
     release_bills(store, authority, out, period_days)
     return out
 
@@ -121,7 +120,7 @@ def approve(store: MdmsStore, authority: Authority, rid: int, who: str) -> str:
     params = json.loads(req["params"])
     out = Released()
     if req["kind"] == "aggregates":
-        release_aggregates(store, authority, out, bool(params.get("dp")))
+        release_aggregates(store, authority, out)
     else:
         release_bills(store, authority, out, int(params.get("period_days", 1)))
     outcome = (f"released {len(out.aggregates)} aggregates and {len(out.bills)} bills;"

@@ -223,7 +223,7 @@ def test_threshold_one_share_decrypts_nothing(tmp_path):
     auth = holders.start()
     try:
         pub = auth.public_key(rec.key_id)
-        a = auth.holders["utility"].aggregate([(rec, sig)], False)
+        a = auth.holders["utility"].aggregate([(rec, sig)])
         assert a["kind"] == "partial"
         with pytest.raises(ValueError):
             paillier.combine_partials(pub, [int(a["number"])])
@@ -232,7 +232,7 @@ def test_threshold_one_share_decrypts_nothing(tmp_path):
             d = read_json(holders.homes[role] / "keys" / f"{rec.key_id}.share.json", "share",
                           secret=True)
             assert d["encrypted"] and "secret" not in d
-        b = auth.holders["guardian"].aggregate([(rec, sig)], False)
+        b = auth.holders["guardian"].aggregate([(rec, sig)])
         assert paillier.combine_partials(pub, [int(a["number"]), int(b["number"])]) == \
             sum(100 + i for i in range(1, 6))
     finally:
@@ -319,35 +319,39 @@ def test_key_rotation_keeps_old_periods(tmp_path):
 
 
 def test_differential_privacy_noise_and_budget(tmp_path):
-    holders = Holders(tmp_path)
+    """The holders' policy puts noise on every release and spends each
+    household's lifetime budget; nobody asks for it, nobody can opt out."""
+    holders = Holders(tmp_path, dp="on")
     for role in holders.roles:
-        holders.set_policy(role, dp_epsilon="1/2", dp_budget_per_day="2", dp_sensitivity_wh=4000)
+        holders.set_policy(role, dp_epsilon="1/2", dp_budget_per_household="2",
+                           dp_sensitivity_wh=4000)
     gw = Gateway(tmp_path, holders, meters=SIX)
     feed_day(PES(gw.store, 900), range(1, 6))
     gw.seal()
     auth = holders.start()
     try:
         truth = sum(100 + i for i in range(1, 6))
-        noisy = [auth.release_aggregate([gw.agg("big", T1 + 900 * j)], with_dp=True)[0]
-                 for j in range(4)]  # 4 x 1/2 = the whole day's budget
+        noisy = [auth.release_aggregate([gw.agg("big", T1 + 900 * j)])[0]
+                 for j in range(4)]  # 4 x 1/2 = each household's whole budget
+        assert auth.last_noisy
         assert any(v != truth for v in noisy)  # noise of scale 8000: equal 4 times is ~1e-7
-        with pytest.raises(Refusal) as e:
-            auth.release_aggregate([gw.agg("big", T1 + 900 * 4)], with_dp=True)
+        with pytest.raises(Refusal) as e:  # another interval, same households: spent
+            auth.release_aggregate([gw.agg("big", T1 + 900 * 4)])
         assert e.value.code == "budget_spent"
-        # Without DP the exact value is still available for other intervals.
-        assert auth.release_aggregate([gw.agg("big", T1 + 900 * 5)])[0] == truth
     finally:
         holders.stop()
     for role in holders.roles:
         led = Ledger(holders.homes[role] / "authority.db")
-        assert led.dp_spent("big", DAY0 // DAY) == 2
+        assert all(led.dp_spent(f"house-m{i}") == 2 for i in range(1, 6))
+        assert led.verify()[0]
         led.close()
 
 
 def test_policy_cannot_be_weakened_below_safe_floor(tmp_path):
     for bad in ({"k": 2}, {"min_bill_days": 0}, {"dp_epsilon": "0"}, {"dp_epsilon": "9"},
-                {"dp_epsilon": "1", "dp_budget_per_day": "1/2"}, {"dp_sensitivity_wh": 0},
-                {"dp_epsilon": "lots"}):
+                {"dp_epsilon": "1", "dp_budget_per_household": "1/2"}, {"dp_sensitivity_wh": 0},
+                {"dp_epsilon": "lots"}, {"dp": "ask"}, {"billing": "weekly"},
+                {"min_key_bits": 100}):
         with pytest.raises(ConfigError):
             Policy.from_json(bad)
     holders = Holders(tmp_path)
@@ -366,7 +370,7 @@ def test_audit_log_detects_tampering(tmp_path, attack):
     led = Ledger(path)
     receipts = [led.record("mdms", "aggregate", f"agg:x:{i}", i % 2 == 0,
                            "granted" if i % 2 == 0 else "too_few", [f"agg:x:{i}"],
-                           ("x", 1, Fraction(1, 2)) if i == 4 else None)
+                           (["house-1"], Fraction(1, 2)) if i == 4 else None)
                 for i in range(5)]
     assert led.verify(receipts)[0]
     led.close()

@@ -319,3 +319,39 @@ def test_holders_refuse_keys_under_their_policys_size(tmp_path):
     r = gridveil(home, "holder", "import-key", str(tmp_path / "keys" / f"{kid}.single.sealed.json"),
                  "--pub", str(pub), env=env, check=False)
     assert r.returncode == 2 and "refuses keys under 2048 bits" in r.stderr
+
+
+def test_requester_cannot_opt_out_of_the_guardians_noise(tmp_path):
+    """The guardian's policy puts noise on releases; the utility's own holder
+    says none. The utility asks without noise, then asks again under fresh
+    names to average the noise away: the guardian's noise is in every
+    released value, a request that says anything about noise is malformed,
+    and the same households' interval is released once only."""
+    import dataclasses
+
+    from common import records
+
+    holders = Holders(tmp_path)
+    holders.set_policy("guardian", dp="on")
+    gw = Gateway(tmp_path, holders, meters=SIX)
+    feed_day(PES(gw.store, 900), range(1, 6))
+    gw.seal()
+    truth = sum(100 + i for i in range(1, 6))
+    auth = holders.start()
+    try:
+        rec, sig = gw.agg("big", DAY0 + 900)
+        body = json.dumps({"parts": [_item(rec, sig)], "dp": False}).encode()
+        req = urllib.request.Request(holders.urls["guardian"] + "/v1/aggregate", data=body,
+                                     headers={"Authorization": f"Bearer {holders.token}"})
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req, timeout=30)
+        assert e.value.code == 400 and b"holder's policy" in e.value.read()
+        values = [auth.release_aggregate([gw.agg("big", DAY0 + 900 * j)])[0] for j in range(1, 9)]
+        assert auth.last_noisy and sum(v != truth for v in values) >= 7
+        for name in ("again-1", "again-2"):
+            renamed = dataclasses.replace(rec, neighbourhood=name)
+            with pytest.raises(Refusal) as e:
+                auth.release_aggregate([(renamed, records.sign(gw.key, renamed))])
+            assert e.value.code == "already_released"
+    finally:
+        holders.stop()

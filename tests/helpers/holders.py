@@ -36,7 +36,7 @@ def gridveil(home: Path, *args: str, env: dict | None = None, check: bool = True
 
 class Holders:
     def __init__(self, base: Path, single: bool = False, k: int = 5, bits: int = 512,
-                 billing: str = "days"):
+                 billing: str = "days", dp: str = "off"):
         self.base = Path(base)
         self.roles = ("single",) if single else ("utility", "guardian")
         self.bits = bits
@@ -48,7 +48,7 @@ class Holders:
         self.urls: dict[str, str] = {}
         for r in self.roles:
             gridveil(self.homes[r], "holder", "init", "--role", r, "--k", str(k), "--billing",
-                     billing, "--min-key-bits", "512", "--export",
+                     billing, "--dp", dp, "--min-key-bits", "512", "--export",
                      str(self.exchange / f"{r}.transport.json"), env=self.env[r])
             gridveil(self.homes[r], "holder", "tariff-approve",
                      str(REPO / "data" / "tariffs" / "flat.json"))

@@ -96,9 +96,9 @@ class System(Site):
         self.ensure_services()
         self.seal_and_push()
 
-    def release(self, period_days: int = 1, with_dp: bool = False) -> Released:
+    def release(self, period_days: int = 1) -> Released:
         self.ensure_services()
-        return Released(*demo.released_dicts(super().release(period_days, with_dp)))
+        return Released(*demo.released_dicts(super().release(period_days)))
 
     def cross_check(self, released: Released, period_days: int = 1) -> tuple[bool, str]:
         as_json = {"aggregates": [[n, e, v] for (n, e), v in released.aggregates.items()],
