@@ -52,18 +52,36 @@ class HolderHome:
         self.transport = self.path / "transport-key.json"
         self.signing_key = self.path / "signing-key.json"  # signs the log's heads
         self.signing_pub = self.path / "signing.pub"
+        self._cache: dict[str, tuple[tuple, object]] = {}
+
+    def _cached(self, path: Path, load):
+        """`load()`, read again only when `path` changed: an enrollment or an
+        approval made while the holder serves takes effect at once, and a
+        busy holder does not re-read its registries for every request."""
+        try:
+            st = path.stat()  # a rewrite (write_atomic renames) changes the inode too
+            stamp = (st.st_mtime_ns, st.st_ino, st.st_size)
+        except FileNotFoundError:
+            return load()
+        hit = self._cache.get(str(path))
+        if hit is None or hit[0] != stamp:
+            hit = self._cache[str(path)] = (stamp, load())
+        return hit[1]
 
     def enrollment(self) -> dict[str, str]:
-        return read_json(self.enrolled, "enrolled meters") if self.enrolled.exists() else {}
+        return self._cached(self.enrolled, lambda: read_json(self.enrolled, "enrolled meters")
+                            if self.enrolled.exists() else {})
 
     def approved_tariffs(self) -> dict:
-        if not self.tariffs.is_dir():
-            return {}
-        out = {}
-        for p in sorted(self.tariffs.glob("*.json")):
-            t = tariff.check_bounds(tariff.parse(read_json(p, "approved tariff")))
-            out[t.ref] = t
-        return out
+        def load():
+            if not self.tariffs.is_dir():
+                return {}
+            out = {}
+            for p in sorted(self.tariffs.glob("*.json")):
+                t = tariff.check_bounds(tariff.parse(read_json(p, "approved tariff")))
+                out[t.ref] = t
+            return out
+        return self._cached(self.tariffs, load)
 
     def gateway_keys(self) -> dict:
         if not self.gateways.is_dir():

@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 
 from authority.client import Authority, HolderClient, token_hash
-from common.files import ConfigError, check_name, check_owner_only, read_json, write_atomic, write_json
+from common.files import ConfigError, check_owner_only, read_json, write_atomic, write_json
 
 DB_ENV = "GRIDVEIL_MDMS_DB"
 
@@ -96,6 +96,3 @@ def authority(home: Path) -> Authority:
                           " `gridveil mdms holder-add`")
     return Authority(holders)
 
-
-def check_gateway_id(gateway_id: str) -> str:
-    return check_name(gateway_id, "gateway id")
