@@ -64,11 +64,17 @@ def allow(holder_dir: Path, requester: str, token_sha256: str) -> None:
     write_json(path, tokens, secret=True)
 
 
-def _signed(item) -> tuple:
-    if not isinstance(item, dict):
-        raise ValueError("each record must be an object {record, signature}")
-    rec = records.parse(base64.b64decode(item["record"], validate=True))
-    return rec, base64.b64decode(item["signature"], validate=True)
+def _signed(items, kind) -> list[tuple]:
+    """[(record, signature)] from the wire, every record of `kind`."""
+    out = []
+    for item in items:
+        if not isinstance(item, dict):
+            raise ValueError("each record must be an object {record, signature}")
+        rec = records.parse(base64.b64decode(item["record"], validate=True))
+        if not isinstance(rec, kind):
+            raise ValueError(f"not a {kind.__name__}")
+        out.append((rec, base64.b64decode(item["signature"], validate=True)))
+    return out
 
 
 def _answer_json(a: Answer) -> dict:
@@ -113,17 +119,13 @@ def create_app(holder: KeyHolder, tokens: dict[str, str]) -> Starlette:
         return {"keys": holder.public_keys(), "role": holder.role}
 
     async def aggregate(request, who, body):
-        parts = [_signed(x) for x in body["parts"]]
-        if not all(isinstance(r, records.AggregateRecord) for r, _ in parts):
-            raise ValueError("not an aggregate record")
+        parts = _signed(body["parts"], records.AggregateRecord)
         if "dp" in body:
             raise ValueError("noise is the holder's policy, not the request's")
         return _answer_json(await run(holder.release_aggregate, parts, who))
 
     async def bill(request, who, body):
-        days = [_signed(x) for x in body["days"]]
-        if not all(isinstance(r, records.BillDayRecord) for r, _ in days):
-            raise ValueError("not a bill day record")
+        days = _signed(body["days"], records.BillDayRecord)
         if "prices" in body:
             raise ValueError("prices come from the holder's approved tariffs, not from requests")
         req = BillRequest(str(body["meter_id"]), int(body["start"]), int(body["end"]),

@@ -168,6 +168,17 @@ class Ledger:
         return True, f"{len(entries)} entries, chain intact, state matches the log"
 
 
+def check_head(pub, head: dict) -> Receipt:
+    """A head an auditor kept, as a receipt, if `pub` (the holder's signing
+    key) signed it; ValueError otherwise."""
+    try:
+        pub.verify(base64.b64decode(head["signature"], validate=True),
+                   head_bytes(head["role"], head["n"], head["hash"]))
+        return Receipt(int(head["n"]), str(head["hash"]))
+    except Exception:  # noqa: BLE001 - InvalidSignature, bad base64, missing or odd fields
+        raise ValueError("not a head signed by this holder") from None
+
+
 def sign_head(sign, role: str, head: Receipt) -> dict:
     """A head an auditor can keep: {role, n, hash, signature}."""
     return {"role": role, "n": head.n, "hash": head.hash,

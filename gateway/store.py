@@ -184,9 +184,10 @@ class Store:
         return self.db.execute("SELECT COUNT(*) FROM meters").fetchone()[0]
 
     def meter_tariff(self, meter_id: str) -> Tariff:
-        (tid,) = self.db.execute("SELECT tariff FROM meters WHERE meter_id=?",
-                                 (meter_id,)).fetchone()
-        return self.tariffs()[tid]
+        """The meter's tariff, read alone (sealing asks once per bill day)."""
+        row = self.db.execute("SELECT m.tariff, t.definition FROM meters m LEFT JOIN tariffs t"
+                              " ON t.id = m.tariff WHERE m.meter_id=?", (meter_id,)).fetchone()
+        return tariff_mod.parse(json.loads(row[1])) if row[1] else tariff_mod.FLAT
 
     def meter_registration(self, meter_id: str) -> tuple[str, str, bytes | None] | None:
         """(neighbourhood, tariff id, customer's public key DER or None)."""

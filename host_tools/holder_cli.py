@@ -110,21 +110,17 @@ def cmd_serve(args):
 def _kept_heads(h, files) -> list:
     """Heads an auditor kept (`holder head`), each checked against this
     holder's own signing key before it is used."""
-    import base64
-
-    from authority.ledger import Receipt, head_bytes
+    from authority.ledger import check_head
     from common import signing
     from common.files import read_json
 
     pub = signing.load_public(h.signing_pub)
     out = []
     for f in files or []:
-        d = read_json(Path(f), "kept log head")
         try:
-            pub.verify(base64.b64decode(d["signature"]), head_bytes(d["role"], d["n"], d["hash"]))
-        except Exception:  # noqa: BLE001 - InvalidSignature, bad base64, missing keys
-            raise ConfigError(f"{f} is not a head signed by this holder") from None
-        out.append(Receipt(int(d["n"]), str(d["hash"])))
+            out.append(check_head(pub, read_json(Path(f), "kept log head")))
+        except ValueError as e:
+            raise ConfigError(f"{f} is {e}") from None
     return out
 
 

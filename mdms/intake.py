@@ -47,7 +47,7 @@ def _b64(v) -> bytes:
     return base64.b64decode(v, validate=True)
 
 
-def _signed(store: MdmsStore, pub, gateway_id: str, item: dict, kind):
+def _signed(pub, gateway_id: str, item: dict, kind):
     raw, sig = _b64(item["record"]), _b64(item["signature"])
     rec = records.parse(raw)
     if not isinstance(rec, kind):
@@ -68,10 +68,10 @@ def _own_meter(store: MdmsStore, gateway_id: str, meter_id) -> str:
 def store_item(store: MdmsStore, pub, gw: str, item: dict) -> None:
     kind = item.get("kind")
     if kind == "aggregate":
-        rec, raw, sig = _signed(store, pub, gw, item, records.AggregateRecord)
+        rec, raw, sig = _signed(pub, gw, item, records.AggregateRecord)
         store.put_aggregate_part(gw, rec.neighbourhood, rec.interval_end, raw, sig)
     elif kind == "billday":
-        rec, raw, sig = _signed(store, pub, gw, item, records.BillDayRecord)
+        rec, raw, sig = _signed(pub, gw, item, records.BillDayRecord)
         _own_meter(store, gw, rec.meter_id)
         store.put_bill_day(gw, rec.meter_id, rec.day, rec.version, raw, sig)
     elif kind == "sealed_through":

@@ -37,12 +37,6 @@ class Released:
                 "bills": [[m, d, a] for (m, d), a in sorted(self.bills.items())],
                 "refusals": self.refusals}
 
-    @classmethod
-    def from_store(cls, store: MdmsStore) -> Released:
-        return cls({(r["neighbourhood"], r["interval_end"]): r["wh"]
-                    for r in store.released_aggregates()},
-                   {(r["meter_id"], r["first_day"]): r["amount_uct"] for r in store.bills()})
-
 
 def release_aggregates(store: MdmsStore, authority: Authority, out: Released) -> None:
     """Whether a value carries noise is the holders' policy, not ours."""

@@ -73,6 +73,7 @@ class Web:
     def __init__(self, cfg: WebConfig, store: MdmsStore | None = None):
         self.cfg = cfg
         self.store = store or MdmsStore(MdmsHome(cfg.home).db_url())
+        self._authority = None
         self.sessions = auth.Sessions(self.store)
         self.throttle = auth.Throttle(self.store)
         self.templates = Environment(loader=FileSystemLoader(HERE / "templates"),
@@ -85,9 +86,14 @@ class Web:
         return HTMLResponse(self.templates.get_template(name).render(**ctx), status_code=status)
 
     def authority(self):
-        """The key holders, over their HTTP APIs (made per use: cheap, and a
-        changed mdms.json takes effect without a restart)."""
-        return authority(self.cfg.home)
+        """The key holders, over their HTTP APIs: one client set (and its
+        thread pool) while mdms.json stays as it is; a changed mdms.json
+        takes effect without a restart."""
+        st = MdmsHome(self.cfg.home).settings_file.stat()
+        stamp = (st.st_mtime_ns, st.st_ino, st.st_size)
+        if self._authority is None or self._authority[0] != stamp:
+            self._authority = (stamp, authority(self.cfg.home))
+        return self._authority[1]
 
 
 def client_key(request: Request) -> str:
