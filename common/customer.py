@@ -3,10 +3,14 @@ from algorithms that WebCrypto offers, so that a browser can do the
 customer's side:
 
 - key pair: RSA-OAEP, 3072-bit modulus, SHA-256;
-- from the password, PBKDF2-HMAC-SHA-256 with two different salts derives
-  two unrelated 256-bit values: an authentication verifier (what a login
-  server may check) and a wrapping key (AES-GCM) for the private key, which
-  never leaves the customer's side unwrapped;
+- from the password and one random salt, PBKDF2-HMAC-SHA-256 derives a
+  master value, and HKDF-SHA-256 with two labels (and the customer id)
+  splits it into two unrelated 256-bit values: an authentication verifier
+  (what a login server may check) and a wrapping key (AES-GCM) for the
+  private key, which never leaves the customer's side unwrapped. With one
+  salt and fixed labels, no server can make the two coincide (with two
+  salts a server that sent the same salt twice got the wrapping key as
+  the "verifier"), and clients refuse fewer iterations than their floor;
 - each (meter, day) gets a fresh AES-256-GCM data key, wrapped to the
   customer's public key with RSA-OAEP; each reading is sealed under it with
   a random 96-bit nonce, and the meter id and reading seq as associated
@@ -23,12 +27,23 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
 from .files import ConfigError
 
 PBKDF2_ITERATIONS = 600_000  # OWASP 2023 recommendation for PBKDF2-HMAC-SHA256
+# Whatever a server sends, clients never derive with fewer (mdms/static/portal.js
+# has the same floor): the utility holds the wrapped key and can guess offline.
+MIN_ITERATIONS = 600_000
+MAX_ITERATIONS = 10_000_000  # more would only hang the customer's browser
+KDF_NAME = "PBKDF2-SHA256/HKDF-SHA256"
+LOGIN_LABEL = "gridveil-portal-login-v2|"
+WRAP_LABEL = "gridveil-portal-wrap-v2|"
 MIN_PASSWORD = 10
+# zxcvbn's score 4: at least 10^10 guesses. At 600,000 iterations a GPU tries
+# on the order of 10^4 passwords a second, so that is weeks per customer.
+MIN_STRENGTH = 4
 OAEP = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
 
 
@@ -40,25 +55,55 @@ def _ub64(s: str) -> bytes:
     return base64.b64decode(s, validate=True)
 
 
-def derive(password: str, salt: bytes, iterations: int) -> bytes:
-    return PBKDF2HMAC(hashes.SHA256(), 32, salt, iterations).derive(password.encode())
+def check_params(iterations, salt: bytes) -> int:
+    """The client's own floor, whatever the server sent."""
+    if type(iterations) is not int or not MIN_ITERATIONS <= iterations <= MAX_ITERATIONS:
+        raise ConfigError(f"the server asks for {iterations!r} PBKDF2 iterations; this client"
+                          f" derives keys only with {MIN_ITERATIONS:,} to {MAX_ITERATIONS:,}")
+    if len(salt) < 16:
+        raise ConfigError("the server sent a salt shorter than 16 bytes; refusing it")
+    return iterations
+
+
+def derive_keys(password: str, customer_id: str, salt: bytes,
+                iterations: int) -> tuple[bytes, bytes]:
+    """(login verifier, wrapping key): one PBKDF2, two HKDF labels."""
+    check_params(iterations, salt)
+    master = PBKDF2HMAC(hashes.SHA256(), 32, salt, iterations).derive(password.encode())
+
+    def expand(label: str) -> bytes:
+        return HKDF(hashes.SHA256(), 32, salt=None,
+                    info=(label + customer_id).encode()).derive(master)
+
+    return expand(LOGIN_LABEL), expand(WRAP_LABEL)
+
+
+def check_strength(password: str, customer_id: str) -> None:
+    """Refuse a password that an offline guesser would find quickly."""
+    from zxcvbn import zxcvbn
+
+    if len(password) < MIN_PASSWORD:
+        raise ConfigError(f"the password must have at least {MIN_PASSWORD} characters")
+    verdict = zxcvbn(password[:100], user_inputs=[customer_id, "gridveil", "meter"])
+    if verdict["score"] < MIN_STRENGTH:
+        hint = verdict["feedback"].get("warning") or "it is too easy to guess"
+        tips = " ".join(verdict["feedback"].get("suggestions") or [])
+        raise ConfigError(f"that password is too weak: {hint.rstrip('.')} (about"
+                          f" {verdict['guesses']:.0e} guesses). {tips}".strip())
 
 
 def create(customer_id: str, password: str, iterations: int = PBKDF2_ITERATIONS) -> dict:
     """A new key pair; returns the customer's key file (safe to store on a
     server: the private key inside is wrapped under the password)."""
-    if len(password) < MIN_PASSWORD:
-        raise ConfigError(f"the password must have at least {MIN_PASSWORD} characters")
+    check_strength(password, customer_id)
     priv = rsa.generate_private_key(public_exponent=65537, key_size=3072)
-    salt_auth, salt_wrap, nonce = (secrets.token_bytes(16), secrets.token_bytes(16),
-                                   secrets.token_bytes(12))
-    wrap_key = derive(password, salt_wrap, iterations)
+    salt, nonce = secrets.token_bytes(16), secrets.token_bytes(12)
+    _, wrap_key = derive_keys(password, customer_id, salt, iterations)
     pkcs8 = priv.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
                                serialization.NoEncryption())
     return {
         "kind": "gridveil-customer-key", "customer_id": customer_id,
-        "kdf": {"name": "PBKDF2-SHA256", "iterations": iterations,
-                "salt_auth": _b64(salt_auth), "salt_wrap": _b64(salt_wrap)},
+        "kdf": {"name": KDF_NAME, "iterations": iterations, "salt": _b64(salt)},
         "public_key": _b64(priv.public_key().public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)),
         "wrapped_private_key": {"alg": "AES-GCM", "nonce": _b64(nonce),
@@ -67,16 +112,28 @@ def create(customer_id: str, password: str, iterations: int = PBKDF2_ITERATIONS)
     }
 
 
+def kdf_params(kdf: dict) -> tuple[bytes, int]:
+    """(salt, iterations) of a key file's "kdf", checked against the floor."""
+    try:
+        if kdf.get("name") != KDF_NAME:
+            raise ConfigError(f"key derivation {kdf.get('name')!r} is not {KDF_NAME} (a key file"
+                              " from an older version: run `gridveil customer create` again)")
+        salt = _ub64(kdf["salt"])
+    except (AttributeError, KeyError, TypeError, ValueError):
+        raise ConfigError("the key-derivation parameters are malformed") from None
+    return salt, check_params(kdf.get("iterations"), salt)
+
+
 def auth_verifier(keyfile: dict, password: str) -> bytes:
-    k = keyfile["kdf"]
-    return derive(password, _ub64(k["salt_auth"]), k["iterations"])
+    salt, iterations = kdf_params(keyfile["kdf"])
+    return derive_keys(password, keyfile["customer_id"], salt, iterations)[0]
 
 
 def unlock(keyfile: dict, password: str) -> rsa.RSAPrivateKey:
+    salt, iterations = kdf_params(keyfile.get("kdf") or {})
     try:
-        k = keyfile["kdf"]
         w = keyfile["wrapped_private_key"]
-        wrap_key = derive(password, _ub64(k["salt_wrap"]), k["iterations"])
+        wrap_key = derive_keys(password, keyfile["customer_id"], salt, iterations)[1]
         der = AESGCM(wrap_key).decrypt(_ub64(w["nonce"]), _ub64(w["ciphertext"]),
                                        keyfile["customer_id"].encode())
     except InvalidTag:

@@ -56,13 +56,25 @@ def cmd_export(args):
         print(f"{len(rows)} readings of {args.customer_id} written to {args.out}")
 
 
+def cmd_check_portal(args):
+    from . import customer_export
+
+    results = customer_export.check_portal(args.mdms, args.ca)
+    for path, digest, same in results:
+        print(f"{'same' if same else 'DIFFERENT':9} {digest}  {path}")
+    if not all(same for _, _, same in results):
+        raise ConfigError("the portal serves code that is not this release's: do not enter your"
+                          " password there; use `gridveil customer export` instead")
+    print("the portal serves this release's code, unchanged")
+
+
 def register(subparsers) -> None:
     c = sub(subparsers, "customer", "a household's tool: its key pair and its own readings")
     s = c.add_subparsers(dest="action", required=True, metavar="ACTION")
     x = sub(s, "create", "make customers' key pairs, wrapped under their passwords")
     x.add_argument("customer_ids", nargs="+")
     x.add_argument("--out-dir", default=".", help="folder for <customer>.json (default: here)")
-    x.add_argument("--iterations", type=int, help="PBKDF2 iterations (default 600,000)")
+    x.add_argument("--iterations", type=int, help="PBKDF2 iterations (default and minimum 600,000)")
     x.add_argument("--password-file", help=f"file with the password (or ${PASSWORD_ENV};"
                                            " else asked for on a terminal)")
     x.set_defaults(func=cmd_create)
@@ -74,3 +86,7 @@ def register(subparsers) -> None:
     x.add_argument("--password-file", help=f"file with the password (or ${PASSWORD_ENV};"
                                            " else asked for on a terminal)")
     x.set_defaults(func=cmd_export)
+    x = sub(s, "check-portal", "check that the portal serves this release's code, unchanged")
+    x.add_argument("--mdms", required=True, help="the portal's address, e.g. https://mdms:8443")
+    x.add_argument("--ca", help="the portal's certificate or CA, for https")
+    x.set_defaults(func=cmd_check_portal)

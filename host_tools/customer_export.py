@@ -19,8 +19,6 @@ from cryptography.exceptions import InvalidTag
 from common import customer, tls
 from common.files import ConfigError
 
-MIN_ITERATIONS = 100_000  # whatever a server says, never derive with fewer
-
 
 def _opener(ca_file):
     handlers = [urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())]
@@ -52,10 +50,10 @@ def fetch(mdms_url: str, ca_file, customer_id: str, password: str) -> dict:
     opener = _opener(ca_file)
     p = _call(opener, f"{base}/api/portal/params?" +
               urllib.parse.urlencode({"customer": customer_id}))
-    if int(p["iterations"]) < MIN_ITERATIONS:
-        raise ConfigError(f"the portal asks for {p['iterations']} PBKDF2 iterations, fewer than"
-                          f" the {MIN_ITERATIONS} this client accepts; not sending a verifier")
-    verifier = customer.derive(password, base64.b64decode(p["salt_auth"]), int(p["iterations"]))
+    # The floor and the labels are this client's, whatever the server sent:
+    # customer.kdf_params refuses weak parameters before any verifier exists.
+    salt, iterations = customer.kdf_params(p)
+    verifier, _ = customer.derive_keys(password, customer_id, salt, iterations)
     _call(opener, f"{base}/api/portal/login",
           {"customer": customer_id, "verifier": base64.b64encode(verifier).decode()})
     return _call(opener, f"{base}/api/portal/data")
@@ -65,8 +63,6 @@ def readings(mdms_url: str, ca_file, customer_id: str, password: str) -> list[li
     """[meter, seq, interval end (UTC, ISO), energy Wh, register Wh] for
     every reading of the customer's meters."""
     d = fetch(mdms_url, ca_file, customer_id, password)
-    if int(d["kdf"]["iterations"]) < MIN_ITERATIONS:
-        raise ConfigError("the portal sent weakened key-derivation parameters; refusing them")
     priv = customer.unlock({"customer_id": customer_id, "kdf": d["kdf"],
                             "wrapped_private_key": d["wrapped_private_key"]}, password)
     keys = {(k["meter"], k["day"], k["key_no"]): customer.open_day_key(
@@ -83,3 +79,51 @@ def readings(mdms_url: str, ca_file, customer_id: str, password: str) -> list[li
         stamp = dt.datetime.fromtimestamp(end, dt.timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
         rows.append([r["meter"], s, stamp, energy, register])
     return rows
+
+
+PORTAL_SCRIPTS = ("/static/portal.js", "/static/vendor/plotly.min.js")
+
+
+def check_portal(mdms_url: str, ca_file) -> list[tuple[str, str, bool]]:
+    """Compare the portal code a server serves with this release's own:
+    [(path, SHA-256 served, same as ours)]. The page must load exactly our
+    scripts and allow no others (its Content-Security-Policy). This is what
+    a household, or the guardian on its behalf, can check from outside:
+    the utility serves the portal, and the portal holds the password."""
+    import hashlib
+    import re
+    from importlib.resources import files
+
+    base = mdms_url.rstrip("/")
+    opener = _opener(ca_file)
+
+    def get(path: str):
+        try:
+            with opener.open(urllib.request.Request(base + path), timeout=60) as r:
+                return r.read(20 * 2**20), r.headers
+        except urllib.error.HTTPError as e:
+            raise ConfigError(f"the portal answered {e.code} for {path}") from None
+        except urllib.error.URLError as e:
+            raise ConfigError(f"cannot reach the portal at {base}: {e.reason}") from None
+
+    page, headers = get("/portal")
+    csp = headers.get("Content-Security-Policy", "")
+    scripts = re.findall(rb"<script\b([^>]*)>", page)
+    srcs = [re.search(rb'src="([^"]+)"', s) for s in scripts]
+    if any(m is None for m in srcs) or "script-src 'self';" not in csp + ";":
+        raise ConfigError("the portal page runs inline or foreign scripts (or its"
+                          " Content-Security-Policy allows them): do not enter a password there")
+    served = [m.group(1).decode() for m in srcs]
+    if sorted(served) != sorted(PORTAL_SCRIPTS):
+        raise ConfigError(f"the portal page loads {served}, not this release's {list(PORTAL_SCRIPTS)}")
+    from mdms.app import PLOTLY  # served from the installed plotly, as the MDMS does
+
+    static = files("mdms") / "static"
+    out = []
+    for path in PORTAL_SCRIPTS:
+        body, _ = get(path)
+        ours = (PLOTLY if path.endswith("plotly.min.js")
+                else static / path.removeprefix("/static/")).read_bytes()
+        digest = hashlib.sha256(body).hexdigest()
+        out.append((path, digest, digest == hashlib.sha256(ours).hexdigest()))
+    return out

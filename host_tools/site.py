@@ -37,7 +37,6 @@ NEIGHBOURHOODS = ("north", "south")
 INTERVAL_S = 900
 # Customers' passwords in the demo and tests only; real ones are chosen by customers.
 DEMO_PASSWORD = "demo-password-not-secret"
-DEMO_PBKDF2_ITERATIONS = 100_000
 
 
 class SiteError(Exception):
@@ -255,8 +254,7 @@ class Site:
         if customers:  # each household makes its own key pair; one process for the demo's ten
             regs = self.exchange / "customers"
             self.gridveil(None, "customer", "create", *self.customers.values(), "--out-dir",
-                          str(regs), "--iterations", str(DEMO_PBKDF2_ITERATIONS),
-                          env={"GRIDVEIL_CUSTOMER_PASSWORD": DEMO_PASSWORD}, home=regs)
+                          str(regs), env={"GRIDVEIL_CUSTOMER_PASSWORD": DEMO_PASSWORD}, home=regs)
             self.gridveil(self.mdms, "mdms", "customer-add", *sorted(map(str, regs.iterdir())))
         for gid, specs in plan.items():
             g = self.gateways[gid]

@@ -1,5 +1,6 @@
 """The customer portal's server side. It authenticates a customer by a
-verifier that the browser derives from the password (PBKDF2, its own salt),
+verifier that the browser derives from the password (PBKDF2, then HKDF
+with the label of logins; the wrapping key has another label),
 and hands out only ciphertext: the customer's wrapped private key, the
 day keys wrapped to it, and the sealed readings. Decryption happens in the
 browser (static/portal.js); nothing here could do it."""
@@ -13,6 +14,9 @@ import json
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+
+from common import customer
+from common.files import ConfigError
 
 from . import auth
 from .web import Web, client_key
@@ -34,9 +38,8 @@ def register_customer(store, keyfile: dict) -> str:
         entry = {k: keyfile[k] for k in ("kind", "customer_id", "kdf", "public_key",
                                          "wrapped_private_key")}
     except (KeyError, TypeError) as e:
-        from common.files import ConfigError
-
         raise ConfigError(f"customer file is malformed: missing {e}") from None
+    customer.kdf_params(entry["kdf"])  # an old or weakened file would fail in every browser
     store.put_customer(cid, entry, verifier_hash)
     return cid
 
@@ -50,7 +53,8 @@ def _decoy(web: Web, customer_id: str) -> dict:
     # Unknown ids get stable, plausible parameters: no account enumeration.
     mac = hmac.new(web.store.secret("portal-decoy"), customer_id.encode(),
                    hashlib.sha256).digest()
-    return {"iterations": 600_000, "salt_auth": b64(mac[:16]), "salt_wrap": b64(mac[16:])}
+    return {"name": customer.KDF_NAME, "iterations": customer.PBKDF2_ITERATIONS,
+            "salt": b64(mac[:16])}
 
 
 def routes(web: Web):
@@ -63,8 +67,7 @@ def routes(web: Web):
         if kf is None:
             return JSONResponse(_decoy(web, cid))
         k = kf["kdf"]
-        return JSONResponse({"iterations": k["iterations"], "salt_auth": k["salt_auth"],
-                             "salt_wrap": k["salt_wrap"]})
+        return JSONResponse({"name": k["name"], "iterations": k["iterations"], "salt": k["salt"]})
 
     async def login(request: Request):
         try:

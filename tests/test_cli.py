@@ -131,6 +131,15 @@ def test_missing_and_broken_files(tmp_path):
     (tmp_path / "pw").write_text("short")
     clean_failure(gridveil("customer", "create", "c1", "--password-file", str(tmp_path / "pw"),
                            "--out-dir", str(tmp_path)), "at least 10 characters")
+    # The utility keeps the wrapped key and can guess offline: a common password
+    # fell to 15 guesses. zxcvbn's verdict, with its advice, and no file made.
+    (tmp_path / "pw").write_text("password12")
+    clean_failure(gridveil("customer", "create", "c1", "--password-file", str(tmp_path / "pw"),
+                           "--out-dir", str(tmp_path)), "too weak: This is a very common password")
+    (tmp_path / "pw").write_text("c1c1c1c1c1c1")
+    clean_failure(gridveil("customer", "create", "c1", "--password-file", str(tmp_path / "pw"),
+                           "--out-dir", str(tmp_path)), "too weak")
+    assert not (tmp_path / "c1.json").exists()
     clean_failure(gridveil("holder", "import-key", str(tmp_path / "keys" / f"{kid}.utility"
                                                         ".sealed.json"), "--pub", str(pub),
                            home=tmp_path / "hu", env={"GRIDVEIL_HOLDER_PASSPHRASE": "nope nope"

@@ -113,3 +113,26 @@ def test_gateway_holds_nothing_that_opens_customer_copies(tou_system):
     cols = [r[1] for r in st.db.execute("PRAGMA table_info(customers)")]
     st.close()
     assert cols == ["customer_id", "public_key"]
+
+
+def test_clients_refuse_weakened_key_derivation():
+    """What the no-browser client (and, in JavaScript, the portal) accepts
+    from a server, whatever it sends: the derivation this release uses,
+    at least 600,000 iterations, a 16-byte salt. A key file of the old
+    two-salt kind, where a server could set salt_auth == salt_wrap and get
+    the wrapping key as the "verifier", is refused."""
+    salt = base64.b64encode(bytes(16)).decode()
+    good = {"name": customer.KDF_NAME, "iterations": 600_000, "salt": salt}
+    assert customer.kdf_params(good) == (bytes(16), 600_000)
+    for bad, why in [({**good, "iterations": 1000}, "iterations"),
+                     ({**good, "iterations": 10**9}, "iterations"),
+                     ({**good, "iterations": "600000"}, "iterations"),
+                     ({**good, "salt": base64.b64encode(b"short").decode()}, "salt"),
+                     ({**good, "salt": "%%%"}, "malformed"),
+                     ({"name": "PBKDF2-SHA256", "iterations": 600_000, "salt_auth": salt,
+                       "salt_wrap": salt}, "older version")]:
+        with pytest.raises(ConfigError, match=why):
+            customer.kdf_params(bad)
+    v, w = customer.derive_keys("a fine long passphrase", "c1", bytes(16), 600_000)
+    v2, _ = customer.derive_keys("a fine long passphrase", "c2", bytes(16), 600_000)
+    assert len({v, w, v2}) == 3  # labels and the customer id separate them

@@ -93,8 +93,9 @@ class Client:
         """As the portal script does: the salt from the server, the verifier
         derived here; the password never leaves."""
         p = json.loads(self.request("GET", f"/api/portal/params?customer={cid}")[1])
-        verifier = base64.b64encode(customer.derive(password, base64.b64decode(p["salt_auth"]),
-                                                    p["iterations"])).decode()
+        salt, iterations = customer.kdf_params(p)
+        verifier = base64.b64encode(customer.derive_keys(password, cid, salt,
+                                                         iterations)[0]).decode()
         status, body = self.request("POST", "/api/portal/login",
                                     json.dumps({"customer": cid, "verifier": verifier}).encode(),
                                     {"Content-Type": "application/json"})
@@ -175,7 +176,7 @@ def test_customer_sees_only_their_own_meter(site):
     a = json.loads(c.request("GET", "/api/portal/params?customer=nobody")[1])
     b = json.loads(c.request("GET", "/api/portal/params?customer=nobody")[1])
     real = json.loads(c.request("GET", "/api/portal/params?customer=c02")[1])
-    assert a == b and set(a) == set(real) and a["salt_auth"] != real["salt_auth"]
+    assert a == b and set(a) == set(real) and a["salt"] != real["salt"]
 
 
 # --- in the browser ---------------------------------------------------------------
@@ -247,9 +248,8 @@ def test_guardian_approves_what_the_analyst_asked(site, browser):
 def test_customer_portal_decrypts_in_the_browser(site, browser):
     s = site["system"]
     kf = json.loads((s.exchange / "customers" / "c03.json").read_text())
-    wrap_key = customer.derive(demo.DEMO_PASSWORD, base64.b64decode(kf["kdf"]["salt_wrap"]),
-                               kf["kdf"]["iterations"])
-    verifier = customer.auth_verifier(kf, demo.DEMO_PASSWORD)
+    verifier, wrap_key = customer.derive_keys(demo.DEMO_PASSWORD, "c03",
+                                              *customer.kdf_params(kf["kdf"]))
     log_start = site["log"].stat().st_size
     page = browser.new_page(viewport={"width": 1280, "height": 900}, ignore_https_errors=True)
     bodies = []
@@ -286,3 +286,131 @@ def test_customer_portal_decrypts_in_the_browser(site, browser):
             data = f.read_bytes()
             for x in secrets_ + [verifier, base64.b64encode(verifier)]:
                 assert x not in data, f
+
+
+# --- the utility serving the portal: what the portal's own code refuses --------------
+
+def _serving(body: str):
+    """A route handler that answers with this JSON, as a hostile server would."""
+    return lambda route: route.fulfill(status=200, content_type="application/json", body=body)
+
+
+def test_portal_refuses_weakened_parameters_from_its_server(site, browser):
+    """The MDMS is the utility's: it sends the KDF parameters. A server that
+    asks for few iterations (so that it can guess the password quickly from
+    the verifier) gets no verifier at all; nor does one sending a short salt
+    or an unknown derivation."""
+    real = json.loads(Client(site["url"], site["ca"]).request(
+        "GET", "/api/portal/params?customer=c04")[1])
+    for bad in ({**real, "iterations": 1000}, {**real, "iterations": "600000"},
+                {**real, "salt": base64.b64encode(b"short").decode()},
+                {**real, "name": "PBKDF2-SHA256", "salt_auth": real["salt"],
+                 "salt_wrap": real["salt"]}):
+        page = browser.new_page(ignore_https_errors=True)
+        posts = []
+        page.on("request", lambda r, posts=posts: posts.append(r.url) if r.method == "POST" else 0)
+        page.route("**/api/portal/params*", _serving(json.dumps(bad)))
+        page.goto(site["url"] + "/portal")
+        page.wait_for_selector("#portal-login[data-ready=yes]")
+        page.fill("#customer", "c04")
+        page.fill("#password", demo.DEMO_PASSWORD)
+        page.click("#portal-login button")
+        page.wait_for_selector("#status:has-text('Could not unlock')")
+        assert posts == [], bad  # no login attempt: no verifier left the page
+        page.close()
+
+
+def test_login_verifier_is_not_the_wrapping_key(site, browser):
+    """What the browser sends is the HKDF login label's output: the same as
+    the Python client derives, and never the wrapping key, whatever salt
+    the server hands out (there is one salt; the labels are the client's)."""
+    kf = json.loads((site["system"].exchange / "customers" / "c05.json").read_text())
+    salt, iterations = customer.kdf_params(kf["kdf"])
+    verifier, wrap_key = customer.derive_keys(demo.DEMO_PASSWORD, "c05", salt, iterations)
+    assert verifier != wrap_key
+    page = browser.new_page(ignore_https_errors=True)
+    sent = []
+    page.on("request", lambda r: sent.append(r.post_data or "") if r.url.endswith(
+        "/api/portal/login") else 0)
+    page.goto(site["url"] + "/portal")
+    page.fill("#customer", "c05")
+    page.fill("#password", demo.DEMO_PASSWORD)
+    page.click("#portal-login button")
+    page.wait_for_selector("body[data-ready=yes]", timeout=60000)
+    page.close()
+    assert [json.loads(b)["verifier"] for b in sent] == [base64.b64encode(verifier).decode()]
+    # And the verifier opens nothing: the wrapped key does not decrypt under it.
+    with pytest.raises(Exception, match="wrong password"):
+        customer.unlock({**kf, "kdf": kf["kdf"]}, "not-" + demo.DEMO_PASSWORD)
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    w = kf["wrapped_private_key"]
+    with pytest.raises(InvalidTag):
+        AESGCM(verifier).decrypt(base64.b64decode(w["nonce"]), base64.b64decode(w["ciphertext"]),
+                                 b"c05")
+
+
+def test_portal_form_cannot_send_the_password_before_its_script(site, browser):
+    """A slow or blocked portal.js must not turn the form into a plain GET
+    that puts the password in the URL (and in every log on the way)."""
+    page = browser.new_page(ignore_https_errors=True)
+    page.route("**/static/portal.js", lambda route: route.abort())
+    requests = []
+    page.on("request", lambda r: requests.append((r.method, r.url, r.post_data or "")))
+    page.goto(site["url"] + "/portal")
+    form = page.locator("#portal-login")
+    assert form.get_attribute("method") == "post"
+    assert page.locator("#portal-login [name]").count() == 0
+    assert page.locator("#portal-login fieldset").get_attribute("disabled") is not None
+    assert page.locator("#password").is_disabled()
+    # Even forced (a stray script, an extension): the form posts nothing.
+    with page.expect_request(lambda r: r.method == "POST"):
+        page.evaluate("document.getElementById('password').value = 'secret-typed-early';"
+                      "document.querySelector('#portal-login fieldset').disabled = false;"
+                      "document.getElementById('portal-login').submit()")
+    posted = [(u, b) for m, u, b in requests if m == "POST"]
+    assert posted and all(u.endswith("/portal") and b == "" for u, b in posted), posted
+    for _method, url, body in requests:
+        assert "secret-typed-early" not in url + body
+    page.close()
+
+
+def test_check_portal_spots_altered_portal_code(site):
+    """`gridveil customer check-portal`: what a household (or the guardian)
+    runs to see that the utility serves this release's portal unchanged.
+    The utility here copies the real portal and alters the script."""
+    import http.server
+    import threading
+
+    from host_tools import customer_export
+
+    results = customer_export.check_portal(site["url"], site["ca"])
+    assert [p for p, _, same in results if same] == list(customer_export.PORTAL_SCRIPTS)
+    real = Client(site["url"], site["ca"])
+    copies = {p: real.request("GET", p)[1] for p in ("/portal", *customer_export.PORTAL_SCRIPTS)}
+    copies["/static/portal.js"] += b"\nfetch('/collect', {method: 'POST', body: 'the password'});\n"
+    csp = "default-src 'self'; script-src 'self';"
+
+    class Hostile(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = copies.get(self.path, b"")
+            self.send_response(200 if body else 404)
+            self.send_header("Content-Security-Policy", csp)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hostile)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{srv.server_address[1]}"
+    try:
+        got = {p: same for p, _, same in customer_export.check_portal(url, None)}
+        assert got == {"/static/portal.js": False, "/static/vendor/plotly.min.js": True}
+        # An inline script, or a policy that allows one, is refused outright.
+        copies["/portal"] = copies["/portal"].replace(b"</main>", b"<script>1</script></main>")
+        with pytest.raises(customer_export.ConfigError, match="inline or foreign"):
+            customer_export.check_portal(url, None)
+    finally:
+        srv.shutdown()

@@ -1,9 +1,13 @@
 // The customer portal: everything secret happens here, in the browser.
-// From the password, PBKDF2 derives a login verifier (sent to the server)
-// and, with another salt, a wrapping key (never sent) that unwraps the
-// customer's RSA-OAEP private key; that opens each day's AES-GCM key, which
-// opens each reading. See common/customer.py for the same steps in Python.
+// From the password and one salt, PBKDF2 derives a master value; HKDF with
+// two labels splits it into a login verifier (sent to the server) and a
+// wrapping key (never sent) that unwraps the customer's RSA-OAEP private key;
+// that opens each day's AES-GCM key, which opens each reading. The labels and
+// the iteration floor are this script's own, whatever the server sends. See
+// common/customer.py for the same steps in Python.
 (function () {
+  const MIN_ITERATIONS = 600000, MAX_ITERATIONS = 10000000;  // as common/customer.py
+  const KDF_NAME = "PBKDF2-SHA256/HKDF-SHA256";
   const enc = new TextEncoder();
   const b64d = (s) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
   const b64e = (buf) => btoa(String.fromCharCode(...new Uint8Array(buf)));
@@ -33,15 +37,32 @@
     return out;
   }
 
-  async function deriveKeys(password, p) {
+  function checkParams(p) {
+    if (!p || p.name !== KDF_NAME) throw new Error("the server sent an unknown key derivation");
+    if (!Number.isInteger(p.iterations) || p.iterations < MIN_ITERATIONS ||
+        p.iterations > MAX_ITERATIONS) {
+      throw new Error(`the server asked for ${p.iterations} PBKDF2 iterations; this page derives`
+                      + ` keys only with ${MIN_ITERATIONS} to ${MAX_ITERATIONS}`);
+    }
+    const salt = b64d(p.salt);
+    if (salt.length < 16) throw new Error("the server sent a salt shorter than 16 bytes");
+    return salt;
+  }
+
+  async function deriveKeys(password, customer, p) {
+    const salt = checkParams(p);
     const base = await crypto.subtle.importKey("raw", enc.encode(password), "PBKDF2", false,
+                                               ["deriveBits"]);
+    const master = await crypto.subtle.deriveBits(
+      { name: "PBKDF2", hash: "SHA-256", salt, iterations: p.iterations }, base, 256);
+    const hkdf = await crypto.subtle.importKey("raw", master, "HKDF", false,
                                                ["deriveBits", "deriveKey"]);
-    const verifier = await crypto.subtle.deriveBits(
-      { name: "PBKDF2", hash: "SHA-256", salt: b64d(p.salt_auth), iterations: p.iterations },
-      base, 256);
-    const wrapKey = await crypto.subtle.deriveKey(
-      { name: "PBKDF2", hash: "SHA-256", salt: b64d(p.salt_wrap), iterations: p.iterations },
-      base, { name: "AES-GCM", length: 256 }, false, ["decrypt"]);
+    const label = (l) => ({ name: "HKDF", hash: "SHA-256", salt: new Uint8Array(0),
+                            info: enc.encode(l + customer) });
+    const verifier = await crypto.subtle.deriveBits(label("gridveil-portal-login-v2|"), hkdf, 256);
+    const wrapKey = await crypto.subtle.deriveKey(label("gridveil-portal-wrap-v2|"), hkdf,
+                                                  { name: "AES-GCM", length: 256 }, false,
+                                                  ["decrypt"]);
     return { verifier, wrapKey };
   }
 
@@ -117,14 +138,15 @@
     document.body.dataset.ready = "yes";
   }
 
-  document.getElementById("portal-login").addEventListener("submit", async (ev) => {
+  const form = document.getElementById("portal-login");
+  form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const customer = document.getElementById("customer").value.trim();
     const password = document.getElementById("password").value;
     try {
       status("Deriving keys from your password…");
       const params = await (await fetch("/api/portal/params?customer=" + encodeURIComponent(customer))).json();
-      const { verifier, wrapKey } = await deriveKeys(password, params);
+      const { verifier, wrapKey } = await deriveKeys(password, customer, params);
       document.getElementById("password").value = "";
       const login = await fetch("/api/portal/login", {
         method: "POST", headers: { "Content-Type": "application/json" },
@@ -143,4 +165,8 @@
       status("Could not unlock your readings: " + e.message);
     }
   });
+  // The form ships disabled and without field names: before this script has
+  // run, nothing can be submitted, and nothing would carry the password.
+  form.querySelector("fieldset").disabled = false;
+  form.dataset.ready = "yes";
 })();
