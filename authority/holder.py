@@ -52,6 +52,8 @@ class HolderHome:
         self.transport = self.path / "transport-key.json"
         self.signing_key = self.path / "signing-key.json"  # signs the log's heads
         self.signing_pub = self.path / "signing.pub"
+        # key id -> the clipping bound this holder signed into the epoch
+        self.signed_epochs = self.path / "signed-epochs.json"
         self._cache: dict[str, tuple[tuple, object]] = {}
 
     def _cached(self, path: Path, load):
@@ -67,6 +69,10 @@ class HolderHome:
         if hit is None or hit[0] != stamp:
             hit = self._cache[str(path)] = (stamp, load())
         return hit[1]
+
+    def signed_clips(self) -> dict[str, int]:
+        return self._cached(self.signed_epochs, lambda: read_json(
+            self.signed_epochs, "signed epochs") if self.signed_epochs.exists() else {})
 
     def enrollment(self) -> dict[str, str]:
         return self._cached(self.enrolled, lambda: read_json(self.enrolled, "enrolled meters")
@@ -252,9 +258,30 @@ class KeyHolder:
         if pub.n.bit_length() < self.policy.min_key_bits:
             raise ConfigError(f"key {key_id} is under this holder's {self.policy.min_key_bits}"
                               " bits")
-        return {"key_id": key_id, "bits": pub.n.bit_length(), "role": self.role,
-                "signature": base64.b64encode(self._signer.sign(paillier.epoch_statement(pub)))
-                .decode()}
+        # With noise on, gateways must clip each reading to the sensitivity the
+        # noise is made for; with it off, sums stay exact (bills = aggregates).
+        clip = self.policy.dp_sensitivity_wh if self.policy.dp == "on" else 0
+        signed = dict(self.home.signed_clips())
+        if signed.get(key_id, clip) != clip:
+            raise ConfigError(f"key {key_id} was signed with clip_wh={signed[key_id]}; gateways"
+                              " already use that. A policy change needs a new key epoch")
+        write_json(self.home.signed_epochs, {**signed, key_id: clip})
+        return {"key_id": key_id, "bits": pub.n.bit_length(), "role": self.role, "clip_wh": clip,
+                "signature": base64.b64encode(self._signer.sign(
+                    paillier.epoch_statement(pub, clip))).decode()}
+
+    def _check_clipped(self, key_id: str) -> None:
+        """Noise made for a sensitivity protects only if the gateways clip each
+        reading to it. The signer of the epochs knows what it signed; the
+        other holder's noise is extra and needs no check."""
+        if self.role == "utility":
+            return
+        clip = self.home.signed_clips().get(key_id)
+        if not clip or clip > self.policy.dp_sensitivity_wh:
+            raise Refusal("unclipped_epoch", f"gateways do not clip readings to"
+                                             f" {self.policy.dp_sensitivity_wh} Wh under key"
+                                             f" {key_id} (signed with clip_wh={clip}); noise"
+                                             " needs a key epoch signed while DP is on")
 
     def head(self) -> dict:
         """The log's head, signed with this holder's key, for auditors to keep."""
@@ -327,10 +354,10 @@ class KeyHolder:
                 self._verify(rec, sig)
             if len({r.gateway_id for r, _ in parts}) != len(parts):
                 raise Refusal("mixed_parts", "one part per gateway")
-            meters = [m for r, _ in parts for m in r.meters]
-            if len(set(meters)) != len(meters) or any(r.contributors != len(r.meters)
-                                                       for r, _ in parts):
-                raise Refusal("mixed_parts", "each meter in one part, once")
+            meters = [m for r, _ in parts for m in r.meters]  # once per reading
+            if len(set(meters)) != sum(len(set(r.meters)) for r, _ in parts) or any(
+                    r.contributors != len(set(r.meters)) for r, _ in parts):
+                raise Refusal("mixed_parts", "each meter in one part only")
             if first.key_id not in self.epochs:
                 raise Refusal("wrong_key", f"aggregate is under unknown key {first.key_id}")
             # k counts distinct households that the guardian enrolled, not
@@ -341,7 +368,7 @@ class KeyHolder:
             total["contributors"] = len(households)
             if len(households) < self.policy.k:
                 raise Refusal("too_few", f"aggregate has {len(households)} enrolled households"
-                                         f" ({len(meters)} meters); at least {self.policy.k}"
+                                         f" ({len(set(meters))} meters); at least {self.policy.k}"
                                          " are required")
             if self.ledger.was_released(subject):
                 raise Refusal("already_released", f"{first.neighbourhood} interval ending"
@@ -350,7 +377,7 @@ class KeyHolder:
             # Whatever the neighbourhood is called: a meter's interval goes
             # into one released aggregate at most, so no two releases differ
             # by one household.
-            marks[1:] = [f"mi:{m}:{first.interval_end}" for m in sorted(meters)]
+            marks[1:] = [f"mi:{m}:{first.interval_end}" for m in sorted(set(meters))]
             again = next((m for m in marks[1:] if self.ledger.was_released(m)), None)
             if again:
                 raise Refusal("already_released", f"meter {again.split(':')[1]}'s interval ending"
@@ -366,16 +393,20 @@ class KeyHolder:
                                                 f" {first.key_id}: {e}") from None
             noise = 0
             if with_dp:
+                self._check_clipped(first.key_id)
                 # Sequential composition: every release a household is in
-                # spends its lifetime budget, whatever the neighbourhood or day.
-                spent = [h for h in households if self.ledger.dp_spent(h) + eps >
-                         self.policy.budget]
+                # spends its lifetime budget, whatever the neighbourhood or
+                # day; once per reading it has in the sum (each clipped to
+                # the sensitivity, so r readings move the sum by r times it).
+                charge = sorted(enrolled[m] for m in meters if m in enrolled)
+                spent = [h for h in households if self.ledger.dp_spent(h) +
+                         eps * charge.count(h) > self.policy.budget]
                 if spent:
                     raise Refusal("budget_spent", f"the privacy budget of {len(spent)} of its"
                                                   f" households is spent ({self.policy.budget}"
                                                   " each, over their lifetime)")
                 noise = dp.discrete_laplace(dp.scale_for(eps, self.policy.dp_sensitivity_wh))
-                spend[:] = [(sorted(households), eps)]
+                spend[:] = [(charge, eps)]
             return self._open(first.key_id, paillier.to_bytes(pub, combined), noise)
 
         spend: list = []

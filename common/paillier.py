@@ -64,15 +64,17 @@ def from_bytes(pub: PaillierPublicKey, data: bytes) -> EncryptedNumber:
     return EncryptedNumber(pub, c, 0)
 
 
-def epoch_statement(pub: PaillierPublicKey) -> bytes:
+def epoch_statement(pub: PaillierPublicKey, clip_wh: int) -> bytes:
     """What the privacy guardian signs to let gateways encrypt under a key:
-    its id, size and modulus."""
-    return f"gridveil-epoch-v1|{key_id(pub)}|{pub.n.bit_length()}|{pub.n}".encode()
+    its id, size and modulus, and the most energy one reading may add to
+    an aggregate under it (the guardian's DP sensitivity; 0: no clipping)."""
+    return f"gridveil-epoch-v2|{key_id(pub)}|{pub.n.bit_length()}|{pub.n}|{clip_wh}".encode()
 
 
-def check_epoch(guardian_pub, pub: PaillierPublicKey, signature_file: Path) -> None:
+def check_epoch(guardian_pub, pub: PaillierPublicKey, signature_file: Path) -> int:
     """Refuse a key epoch that the guardian did not sign: otherwise whoever
-    runs the gateway could switch it to a Paillier key of their own."""
+    runs the gateway could switch it to a Paillier key of their own.
+    Returns the clipping bound the guardian signed with it."""
     import base64
 
     from cryptography.exceptions import InvalidSignature
@@ -81,10 +83,15 @@ def check_epoch(guardian_pub, pub: PaillierPublicKey, signature_file: Path) -> N
     try:
         if d.get("key_id") != key_id(pub):
             raise ValueError(f"it is for key {d.get('key_id')}, not {key_id(pub)}")
-        guardian_pub.verify(base64.b64decode(d["signature"], validate=True), epoch_statement(pub))
+        clip = d.get("clip_wh")
+        if type(clip) is not int or clip < 0:
+            raise ValueError("it has no clipping bound (clip_wh); sign it again")
+        guardian_pub.verify(base64.b64decode(d["signature"], validate=True),
+                            epoch_statement(pub, clip))
     except (InvalidSignature, KeyError, TypeError, ValueError, AttributeError) as e:
         raise ConfigError(f"{signature_file} is not the guardian's signature on key"
                           f" {key_id(pub)}: {str(e) or 'bad signature'}") from None
+    return clip
 
 
 def combine_partials(pub: PaillierPublicKey, partials: list[int]) -> int:

@@ -28,7 +28,9 @@ class AggregateRecord:
     contributors: int  # distinct meters; the key holders count enrolled households themselves
     ciphertext: bytes
     key_id: str
-    meters: tuple[str, ...] = ()  # the meters whose readings are in the sum, sorted
+    # The meters whose readings are in the sum, sorted, once per reading (a
+    # meter whose late readings were moved here appears more than once).
+    meters: tuple[str, ...] = ()
 
     def signed_bytes(self) -> bytes:
         return cbor2.dumps([AGGREGATE_TAG, self.gateway_id, self.neighbourhood, self.interval_start,

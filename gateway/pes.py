@@ -10,6 +10,14 @@ For a reading of meter m (neighbourhood g) for the interval ending at t:
 where (+) is ciphertext multiplication mod n^2, E uses the Paillier key
 epoch in force on day d' = day(t'), b is the tariff band of t', and t' = t.
 
+Clipping: an epoch the guardian signed with a bound clip_wh > 0 (its DP
+sensitivity) adds min(energy, clip_wh) to the aggregate, so one reading
+moves a released sum by at most what the noise was made for; the bill
+still counts the whole energy. Clipped readings are counted per gateway,
+not per meter, for the operator. A meter whose readings arrive late can
+have several in one aggregate: the aggregate record names it once per
+reading, and the holders charge its household's budget once per reading.
+
 Except when (g, t) is already sealed (the reading is late), or the reading
 merges several intervals (a meter whose queue overflowed): then t' is the
 neighbourhood's next open interval, for the aggregate *and* the bill. A
@@ -53,6 +61,7 @@ class BatchResult:
     duplicates: int = 0
     late: int = 0
     stale: int = 0  # a new seq for an interval the meter already reported: not counted
+    clipped: int = 0  # readings above the epoch's bound: the aggregate got the bound
 
 
 @dataclass(frozen=True)
@@ -74,7 +83,8 @@ class PES:
         self.epochs = store.key_epochs()
         if not self.epochs:
             raise StoreError("the gateway has no Paillier public key; run `gridveil gateway init`")
-        self._pubs = {kid: pub for _, kid, pub in self.epochs}
+        self._pubs = {kid: pub for _, kid, pub, _ in self.epochs}
+        self._clip = {kid: clip for _, kid, _, clip in self.epochs}
         self._meters: dict[str, MeterInfo] = {}
         self._day_keys: dict[tuple[str, int], tuple[int, bytes]] = {}
 
@@ -84,7 +94,7 @@ class PES:
 
     def key_for(self, day: int):
         """(key_id, public key) of the epoch in force on this day."""
-        for from_day, kid, pub in reversed(self.epochs):
+        for from_day, kid, pub, _ in reversed(self.epochs):
             if day >= from_day:
                 return kid, pub
         return self.epochs[0][1], self.epochs[0][2]
@@ -141,7 +151,13 @@ class PES:
                 day = day_of(target)
                 kid, c = enc.get(r.seq) if day == day_of(r.interval_end) and r.seq in enc \
                     else self.encrypt(day, r.energy_wh)
-                self._add_demand(info.neighbourhood, target, kid, c, meter_id)
+                clip = self._clip[kid]
+                if clip and r.energy_wh > clip:
+                    result.clipped += 1
+                    self._add_demand(info.neighbourhood, target, kid,
+                                     self.encrypt(day, clip)[1], meter_id)
+                else:
+                    self._add_demand(info.neighbourhood, target, kid, c, meter_id)
                 self._add_bill(meter_id, day, info.tariff.band(target - self.interval_s), kid, c,
                                target)
                 if info.customer_pub is not None:
@@ -154,6 +170,8 @@ class PES:
                 result.accepted += 1
             store.finish_batch(meter_id, last_seq, last_end, fw, backlog, result.accepted,
                                result.duplicates, result.late)
+            if result.clipped:
+                store.count("clipped", result.clipped)
         # Only keys whose wrapped copy is committed may be reused later.
         for day, k in new_keys.items():
             self._day_keys[(meter_id, day)] = k
@@ -174,7 +192,8 @@ class PES:
         if row is None:
             self.store.put_demand(nbh, end, kid, c, meter_id, new=True)
         else:
-            meters = ",".join(sorted(set(row[2].split(",")) | {meter_id}))
+            # Once per reading: the holders charge privacy budget per reading.
+            meters = ",".join(sorted(row[2].split(",") + [meter_id]))
             self.store.put_demand(nbh, end, kid, self._add(kid, row[1], c), meters, new=False)
 
     def _add_bill(self, meter_id: str, day: int, band: int, kid: str, c: bytes,

@@ -48,7 +48,8 @@ class Pusher:
     def health(self) -> dict:
         return {"at": time.time(),
                 "meters": [{k: m[k] for k in HEALTH_FIELDS} for m in self.store.meters()],
-                "rejects": [[m, r, n] for (m, r), n in sorted(self.store.rejects().items())]}
+                "rejects": [[m, r, n] for (m, r), n in sorted(self.store.rejects().items())],
+                "counters": self.store.counters()}
 
     def push_once(self, with_health: bool = True) -> int:
         """Send the oldest batch; returns how many items the MDMS took."""

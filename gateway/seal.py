@@ -57,7 +57,7 @@ def seal(store: Store, key, gateway_id: str, interval_s: int, grace_s: int,
             if not seal_all and end + grace_s > current(nbh):
                 continue
             names = tuple(meters.split(","))
-            rec = records.AggregateRecord(gateway_id, nbh, end - interval_s, end, len(names), c,
+            rec = records.AggregateRecord(gateway_id, nbh, end - interval_s, end, len(set(names)), c,
                                           key_id, names)
             store.seal_demand(nbh, end, end - interval_s, c, meters, key_id,
                               signed_item("aggregate", key, rec))

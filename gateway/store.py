@@ -26,12 +26,17 @@ from common import tariff as tariff_mod
 from common.tariff import Tariff
 
 SCHEMA = """
--- Paillier public keys by epoch: readings of day >= from_day use key_id
+-- Paillier public keys by epoch: readings of day >= from_day use key_id;
+-- clip_wh is the guardian's bound on what one reading adds to an aggregate
 CREATE TABLE IF NOT EXISTS key_epochs (
     key_id TEXT PRIMARY KEY,
     from_day INTEGER UNIQUE NOT NULL,
-    n TEXT NOT NULL
+    n TEXT NOT NULL,
+    clip_wh INTEGER NOT NULL DEFAULT 0
 );
+-- gateway-wide counts the operator sees (not per meter: that would tell
+-- which household used much in some interval)
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, n INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS tariffs (id TEXT PRIMARY KEY, definition TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS customers (customer_id TEXT PRIMARY KEY, public_key BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS meters (
@@ -133,6 +138,10 @@ class Store:
                 # FULL: a commit is on disk before the meter is acknowledged.
                 self.db.execute("PRAGMA synchronous=FULL")
                 self.db.executescript(SCHEMA)
+                cols = {r[1] for r in self.db.execute("PRAGMA table_info(key_epochs)")}
+                if "clip_wh" not in cols:  # a database from before clipping: epochs unclipped
+                    self.db.execute("ALTER TABLE key_epochs ADD COLUMN clip_wh INTEGER NOT NULL"
+                                    " DEFAULT 0")
         except sqlite3.Error as e:
             raise StoreError(f"cannot open gateway database {self.path}: {e}") from None
 
@@ -202,12 +211,12 @@ class Store:
         return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
 
     # --- key epochs, tariffs, customers -------------------------------------
-    def key_epochs(self) -> list[tuple[int, str, PaillierPublicKey]]:
-        """[(from_day, key_id, public key)], oldest first."""
-        return [(d, k, PaillierPublicKey(int(n))) for d, k, n in self.db.execute(
-            "SELECT from_day, key_id, n FROM key_epochs ORDER BY from_day")]
+    def key_epochs(self) -> list[tuple[int, str, PaillierPublicKey, int]]:
+        """[(from_day, key_id, public key, clip_wh)], oldest first."""
+        return [(d, k, PaillierPublicKey(int(n)), clip) for d, k, n, clip in self.db.execute(
+            "SELECT from_day, key_id, n, clip_wh FROM key_epochs ORDER BY from_day")]
 
-    def add_key_epoch(self, pub: PaillierPublicKey, from_day: int) -> str:
+    def add_key_epoch(self, pub: PaillierPublicKey, from_day: int, clip_wh: int) -> str:
         from common import paillier
 
         kid = paillier.key_id(pub)
@@ -218,7 +227,8 @@ class Store:
         if used is not None and from_day <= used:
             raise StoreError(f"readings exist up to day {used}; the new epoch must start later")
         try:
-            self.db.execute("INSERT INTO key_epochs VALUES (?, ?, ?)", (kid, from_day, str(pub.n)))
+            self.db.execute("INSERT INTO key_epochs VALUES (?, ?, ?, ?)",
+                            (kid, from_day, str(pub.n), clip_wh))
         except sqlite3.IntegrityError:
             raise StoreError(f"key {kid} is already an epoch of this gateway") from None
         return kid
@@ -413,6 +423,16 @@ class Store:
             for (meter_id, reason), n in counts.items():
                 db.execute("INSERT INTO rejects VALUES (?, ?, ?) ON CONFLICT(meter_id, reason)"
                            " DO UPDATE SET count = count + excluded.count", (meter_id, reason, n))
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.db.execute("INSERT INTO counters VALUES (?, ?) ON CONFLICT (name) DO UPDATE"
+                        " SET n = n + excluded.n", (name, n))
+
+    def counters(self) -> dict[str, int]:
+        try:
+            return dict(self.db.execute("SELECT name, n FROM counters").fetchall())
+        except sqlite3.OperationalError:  # read-only, on a database from before counters
+            return {}
 
     def rejects(self) -> dict[tuple[str, str], int]:
         return {(m, r): n for m, r, n in self.db.execute("SELECT * FROM rejects")}

@@ -29,7 +29,7 @@ def init_gateway(home: Path, paillier_pub: Path, cfg: GatewayConfig, epoch_signa
         raise ConfigError(f"a gateway is already set up in {h.path}")
     pub = paillier.load_public(paillier_pub)
     guardian = signing.load_public(guardian_key)
-    paillier.check_epoch(guardian, pub, epoch_signature)
+    clip_wh = paillier.check_epoch(guardian, pub, epoch_signature)
     h.path.mkdir(parents=True, exist_ok=True)
     h.path.chmod(0o700)
     # The key first: a refused passphrase leaves no half-made gateway behind.
@@ -43,7 +43,7 @@ def init_gateway(home: Path, paillier_pub: Path, cfg: GatewayConfig, epoch_signa
     ks.gateway_id = GATEWAY_ID
     ks.save()
     store = Store(h.db)
-    store.add_key_epoch(pub, 0)
+    store.add_key_epoch(pub, 0, clip_wh)
     store.close()
     return h
 
@@ -54,10 +54,10 @@ def rekey_gateway(home: Path, paillier_pub: Path, from_day: int, epoch_signature
     keep old keys)."""
     h = GatewayHome(home)
     pub = paillier.load_public(paillier_pub)
-    paillier.check_epoch(signing.load_public(h.guardian_pub), pub, epoch_signature)
+    clip_wh = paillier.check_epoch(signing.load_public(h.guardian_pub), pub, epoch_signature)
     store = Store(h.db)
     try:
-        return store.add_key_epoch(pub, from_day)
+        return store.add_key_epoch(pub, from_day, clip_wh)
     finally:
         store.close()
 

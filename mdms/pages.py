@@ -126,8 +126,10 @@ def routes(web: Web):
         for g in web.store.gateways():
             for m, reason, n in json.loads(g["rejects"] or "[]"):
                 per_meter[m][reason] = per_meter[m].get(reason, 0) + n
+        clipped = {g["gateway_id"]: json.loads(g["counters"] or "{}").get("clipped", 0)
+                   for g in web.store.gateways()}
         return web.render(request, "operator.html", meters=meters, rejects=per_meter, utc=utc,
-                          now=time.time())
+                          now=time.time(), clipped=clipped)
 
     async def analyst(request: Request):
         rows = web.store.released_aggregates()

@@ -49,7 +49,8 @@ CREATE TABLE IF NOT EXISTS gateways (
     gateway_id TEXT PRIMARY KEY,
     public_key TEXT NOT NULL,
     health_at {real},
-    rejects TEXT
+    rejects TEXT,
+    counters TEXT
 );
 CREATE TABLE IF NOT EXISTS meters (
     meter_id TEXT PRIMARY KEY,
@@ -146,6 +147,15 @@ class MdmsStore:
     def __init__(self, url: str):
         self.db = Database(url)
         self.db.script(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Columns added after a database was made."""
+        if self.db.dialect == "postgresql":
+            self.db.execute("ALTER TABLE gateways ADD COLUMN IF NOT EXISTS counters TEXT")
+        elif "counters" not in {r[1] for r in self.db.conn.execute(
+                "PRAGMA table_info(gateways)")}:
+            self.db.execute("ALTER TABLE gateways ADD COLUMN counters TEXT")
 
     def close(self) -> None:
         self.db.close()
@@ -238,7 +248,7 @@ class MdmsStore:
                               (gateway_id,))
 
     def gateways(self) -> list[dict]:
-        return self.db.rows("SELECT gateway_id, health_at, rejects FROM gateways"
+        return self.db.rows("SELECT gateway_id, health_at, rejects, counters FROM gateways"
                             " ORDER BY gateway_id")
 
     def meter_gateway(self, meter_id: str) -> str | None:
@@ -295,8 +305,12 @@ class MdmsStore:
         if (self.db.scalar("SELECT health_at FROM gateways WHERE gateway_id=?",
                            (gateway_id,)) or 0) >= at:
             return
-        self.db.execute("UPDATE gateways SET health_at=?, rejects=? WHERE gateway_id=?",
-                        (at, json.dumps(health.get("rejects", [])), gateway_id))
+        counters = health.get("counters") or {}
+        counters = {str(k)[:32]: v for k, v in counters.items() if type(v) is int} \
+            if isinstance(counters, dict) else {}
+        self.db.execute("UPDATE gateways SET health_at=?, rejects=?, counters=? WHERE gateway_id=?",
+                        (at, json.dumps(health.get("rejects", [])), json.dumps(counters),
+                         gateway_id))
         for m in health.get("meters", []):
             self.db.execute("UPDATE meters SET " + ", ".join(f"{c}=?" for c in METER_HEALTH) +
                             " WHERE meter_id=? AND gateway_id=?",

@@ -26,8 +26,8 @@ def pes(tmp_path):
     guardian = Ed25519PrivateKey.generate()  # stands in for the guardian's signature
     (tmp_path / "guardian.pub").write_bytes(signing.public_pem(guardian.public_key()))
     (tmp_path / "epoch.json").write_text(json.dumps({
-        "key_id": paillier.key_id(pub),
-        "signature": base64.b64encode(guardian.sign(paillier.epoch_statement(pub))).decode()}))
+        "key_id": paillier.key_id(pub), "clip_wh": 0,
+        "signature": base64.b64encode(guardian.sign(paillier.epoch_statement(pub, 0))).decode()}))
     provision.init_gateway(tmp_path / "gateway", tmp_path / "pub.json", GatewayConfig(port=5999),
                            tmp_path / "epoch.json", tmp_path / "guardian.pub", "x" * 12)
     gh = GatewayHome(tmp_path / "gateway")

@@ -331,8 +331,7 @@ def test_requester_cannot_opt_out_of_the_guardians_noise(tmp_path):
 
     from common import records
 
-    holders = Holders(tmp_path)
-    holders.set_policy("guardian", dp="on")
+    holders = Holders(tmp_path, dp={"guardian": "on"})
     gw = Gateway(tmp_path, holders, meters=SIX)
     feed_day(PES(gw.store, 900), range(1, 6))
     gw.seal()
@@ -355,3 +354,93 @@ def test_requester_cannot_opt_out_of_the_guardians_noise(tmp_path):
             assert e.value.code == "already_released"
     finally:
         holders.stop()
+
+
+def test_one_households_big_interval_moves_an_aggregate_by_the_bound_only(tmp_path):
+    """The guardian's noise is made for a sensitivity (4,000 Wh): a household
+    that used 9,000 Wh in one interval must not stick out of the noise. The
+    gateway adds min(energy, bound) to the aggregate, counts the clipping
+    for the operator, and bills the whole energy."""
+    from gateway.pes import Reading
+
+    holders = Holders(tmp_path, dp={"guardian": "on"})  # the epoch is signed with the bound
+    gw = Gateway(tmp_path, holders, meters={f"m{i}": "big" for i in range(1, 6)})
+    pes = PES(gw.store, 900)
+    wh = {1: [9000, 4000], **{i: [100 + i, 200 + i] for i in range(2, 6)}}
+    results = [pes.ingest(f"m{i}", [Reading(j, DAY0 + 900 * (j + 1), e, 0)
+                                    for j, e in enumerate(wh[i])], None, None)
+               for i in range(1, 6)]
+    assert [r.clipped for r in results] == [1, 0, 0, 0, 0]  # 4,000 is not above the bound
+    assert gw.store.counters() == {"clipped": 1}
+    gw.seal()
+    # Released without noise here, to see the sums exactly: the guardian turns
+    # noise off after signing (its own choice, not the requester's).
+    holders.set_policy("guardian", dp="off")
+    auth = holders.start()
+    try:
+        got = [auth.release_aggregate([gw.agg("big", DAY0 + 900 * j)])[0] for j in (1, 2)]
+        truth = [sum(min(wh[i][j], 4000) for i in wh) for j in (0, 1)]
+        assert got == truth == [4000 + 414, 4000 + 814]
+        bill = auth.release_bill("m1", DAY0, DAY0 + DAY, FLAT, gw.bill_days("m1"))
+        assert bill == (9000 + 4000) * 25_000  # the bill counts the whole energy
+    finally:
+        holders.stop()
+    r = gridveil(gw.home.path, "gateway", "status")
+    assert "clipped to the guardian's bound (4000 Wh) in aggregates: 1" in r.stdout
+
+
+def test_held_readings_in_one_aggregate_charge_the_budget_per_reading(tmp_path):
+    """The utility holds one meter's packets until their intervals are
+    sealed; they then count in the next open interval, beside that meter's
+    own reading: three readings of one household, each up to the bound, in
+    one sum. The record names the meter once per reading, and the guardian
+    charges that household three releases' worth of budget."""
+    from gateway.pes import Reading
+
+    holders = Holders(tmp_path, dp={"guardian": "on"})
+    holders.set_policy("guardian", dp_budget_per_household="1")  # two releases at 1/2
+    gw = Gateway(tmp_path, holders, meters={f"m{i}": "big" for i in range(1, 6)})
+    pes = PES(gw.store, 900)
+    for i in range(1, 6):  # interval 1 from everyone; 2 and 3 held for m1
+        pes.ingest(f"m{i}", [Reading(j, DAY0 + 900 * (j + 1), 100, 0)
+                             for j in range(1 if i == 1 else 3)], None, None)
+    gw.seal()
+    for i in range(1, 6):
+        late = pes.ingest(f"m{i}", [Reading(j, DAY0 + 900 * (j + 1), 100, 0)
+                                    for j in range(1 if i == 1 else 3, 4)], None, None)
+        assert late.late == (2 if i == 1 else 0)
+    gw.seal()
+    rec, _ = gw.agg("big", DAY0 + 900 * 4)
+    assert rec.meters == ("m1", "m1", "m1", "m2", "m3", "m4", "m5") and rec.contributors == 5
+    auth = holders.start()
+    try:
+        auth.release_aggregate([gw.agg("big", DAY0 + 900)])  # 1/2 of m1's budget
+        with pytest.raises(Refusal) as e:
+            auth.release_aggregate([gw.agg("big", DAY0 + 900 * 4)])  # 3 x 1/2 more
+        assert e.value.code == "budget_spent"
+    finally:
+        holders.stop()
+
+
+def test_noise_needs_an_epoch_signed_with_the_bound(tmp_path):
+    """Noise for a 4,000 Wh sensitivity means nothing if the gateways do not
+    clip: an epoch signed while the guardian's noise was off carries no
+    bound, and the guardian refuses to add noise to sums under it."""
+    holders = Holders(tmp_path)  # noise off when the epoch was signed: clip_wh = 0
+    assert json.loads(holders.epoch_file().read_text())["clip_wh"] == 0
+    holders.set_policy("guardian", dp="on")
+    gw = Gateway(tmp_path, holders, meters=SIX)
+    feed_day(PES(gw.store, 900), range(1, 6))
+    gw.seal()
+    auth = holders.start()
+    try:
+        with pytest.raises(Refusal) as e:
+            auth.release_aggregate([gw.agg("big", DAY0 + 900)])
+        assert e.value.code == "unclipped_epoch"
+    finally:
+        holders.stop()
+    # Nor can the guardian re-sign the same key with a bound: gateways use it already.
+    r = gridveil(holders.homes["guardian"], "holder", "sign-epoch", "--key-id",
+                 holders.key_ids[-1], "--out", str(tmp_path / "again.json"),
+                 env=holders.env["guardian"], check=False)
+    assert r.returncode == 2 and "needs a new key epoch" in r.stderr

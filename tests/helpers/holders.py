@@ -36,7 +36,7 @@ def gridveil(home: Path, *args: str, env: dict | None = None, check: bool = True
 
 class Holders:
     def __init__(self, base: Path, single: bool = False, k: int = 5, bits: int = 512,
-                 billing: str = "days", dp: str = "off"):
+                 billing: str = "days", dp: str | dict = "off"):
         self.base = Path(base)
         self.roles = ("single",) if single else ("utility", "guardian")
         self.bits = bits
@@ -48,7 +48,8 @@ class Holders:
         self.urls: dict[str, str] = {}
         for r in self.roles:
             gridveil(self.homes[r], "holder", "init", "--role", r, "--k", str(k), "--billing",
-                     billing, "--dp", dp, "--min-key-bits", "512", "--export",
+                     billing, "--dp", dp if isinstance(dp, str) else dp.get(r, "off"),
+                     "--min-key-bits", "512", "--export",
                      str(self.exchange / f"{r}.transport.json"), env=self.env[r])
             gridveil(self.homes[r], "holder", "tariff-approve",
                      str(REPO / "data" / "tariffs" / "flat.json"))
@@ -151,7 +152,7 @@ class Gateway:
         for n, e, start, c, meters, kid, sig in self.store.sealed_rows():
             if (n, e) == (nbh, end):
                 names = tuple(meters.split(","))
-                return records.AggregateRecord(self.id, n, start, e, len(names), c, kid,
+                return records.AggregateRecord(self.id, n, start, e, len(set(names)), c, kid,
                                                names), sig
         raise KeyError((nbh, end))
 
