@@ -22,6 +22,10 @@ class GatewayConfig:
     mdms_ca: str = ""  # file the MDMS's TLS certificate must chain to (CA or pinned cert)
     push_every_s: float = 5.0
     push_batch: int = 200  # items per request to the MDMS
+    # Datagrams per second (and burst) one source address and port may send
+    # before the rest are dropped unread; a meter sends a few per interval.
+    source_rate: float = 50.0
+    source_burst: float = 200.0
 
     def validate(self) -> None:
         for f in fields(self):
@@ -39,6 +43,8 @@ class GatewayConfig:
                 or self.push_every_s <= 0:
             raise ConfigError("grace periods must be >= 0, seal_every_s and push_every_s > 0")
         check_name(self.gateway_id, "gateway_id")
+        if self.source_rate <= 0 or self.source_burst < 1:
+            raise ConfigError("source_rate must be > 0 and source_burst >= 1")
         if not 1 <= self.push_batch <= 5000:
             raise ConfigError("push_batch must be 1..5000")
         if self.mdms_url and not self.mdms_url.startswith(("http://", "https://")):

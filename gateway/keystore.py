@@ -18,6 +18,8 @@ from aiocoap import oscore
 
 from common.files import ConfigError, read_json, write_json
 
+from .ratelog import RateLog
+
 log = logging.getLogger("gridveil.keystore")
 
 SEQ_CHUNK = 100  # sender sequence numbers reserved per database write
@@ -34,12 +36,17 @@ class MeterSecret:
 class KeyStore:
     """keystore.json: {"gateway_id": hex, "meters": {meter_id: {...}}}."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, must_exist: bool = False):
         self.path = Path(path)
         self.gateway_id = b""
         self.meters: dict[str, MeterSecret] = {}
         if self.path.exists():
             self._load()
+        elif must_exist:
+            # Serving without it would reject every meter as unknown.
+            raise ConfigError(f"meter key store {self.path} is missing: restore it from the"
+                              " backup of this gateway's home (meters cannot be served"
+                              " without their keys)")
 
     def _load(self) -> None:
         d = read_json(self.path, "meter key store", secret=True)
@@ -79,7 +86,8 @@ class MeterContext(oscore.CanProtect, oscore.CanUnprotect, oscore.SecurityContex
     database in chunks (B.1.1), so a restart never reuses a nonce.
     """
 
-    def __init__(self, secret: MeterSecret, gateway_id: bytes, seq_store, rejects: Counter):
+    def __init__(self, secret: MeterSecret, gateway_id: bytes, seq_store, rejects: Counter,
+                 ratelog: RateLog):
         self.meter_id = secret.meter_id
         self.alg_aead = oscore.algorithms["AES-CCM-16-64-128"]
         self.hashfun = oscore.hashfunctions["sha256"]
@@ -93,6 +101,7 @@ class MeterContext(oscore.CanProtect, oscore.CanUnprotect, oscore.SecurityContex
         self.sender_sequence_number = seq_store.reserved_seq(secret.kid)
         self._seq_bound = self.sender_sequence_number
         self._rejects = rejects
+        self._ratelog = ratelog
 
     def post_seqnoincrease(self):
         if self.sender_sequence_number > self._seq_bound:
@@ -106,11 +115,12 @@ class MeterContext(oscore.CanProtect, oscore.CanUnprotect, oscore.SecurityContex
             raise  # not an attack: the normal first exchange after a restart
         except oscore.ReplayError:
             self._rejects[(self.meter_id, "replay")] += 1
-            log.warning("meter %s: replayed request rejected", self.meter_id)
+            self._ratelog.warning("replay", "meter %s: replayed request rejected", self.meter_id)
             raise
         except oscore.ProtectionInvalid:
             self._rejects[(self.meter_id, "forged")] += 1
-            log.warning("meter %s: request failed OSCORE verification", self.meter_id)
+            self._ratelog.warning("forged", "meter %s: request failed OSCORE verification",
+                                  self.meter_id)
             raise
 
     def __repr__(self):
@@ -122,18 +132,26 @@ class Keyring:
 
     def __init__(self, keystore: KeyStore, seq_store, rejects: Counter):
         self.rejects = rejects
-        self._by_kid = {m.kid: MeterContext(m, keystore.gateway_id, seq_store, rejects)
+        self.ratelog = RateLog(log)
+        self._by_kid = {m.kid: MeterContext(m, keystore.gateway_id, seq_store, rejects,
+                                            self.ratelog)
                         for m in keystore.meters.values()}
+
+    def knows(self, kid) -> bool:
+        return kid in self._by_kid
 
     def __len__(self):
         return len(self._by_kid)
 
     def find_oscore(self, unprotected):
         kid = unprotected.get(oscore.COSE_KID)
-        ctx = self._by_kid.get(kid) if oscore.COSE_KID_CONTEXT not in unprotected else None
+        # Plain OSCORE only: an ID context or group mode (whose code paths
+        # expect attributes these contexts do not have) finds no context.
+        plain = not set(unprotected) - {oscore.COSE_KID, oscore.COSE_PIV}
+        ctx = self._by_kid.get(kid) if plain else None
         if ctx is None:
             self.rejects[("", "unknown_kid")] += 1
-            log.warning("request with unknown OSCORE key id rejected")
+            self.ratelog.warning("unknown_kid", "request with unknown OSCORE key id rejected")
             raise KeyError(kid)
         return ctx
 

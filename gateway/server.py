@@ -1,6 +1,6 @@
 """The gateway daemon: an aiocoap server with one OSCORE-protected resource,
-POST /readings, plus periodic sealing and pushing to the MDMS. See
-docs/protocol.md."""
+POST /readings, plus periodic sealing and pushing to the MDMS. Every
+datagram passes gateway/guard.py first. See docs/protocol.md."""
 
 from __future__ import annotations
 
@@ -13,16 +13,17 @@ from pathlib import Path
 
 import aiocoap
 import aiocoap.resource as resource
-from aiocoap import oscore
 from aiocoap.oscore_sitewrapper import OscoreSiteWrapper
 
 from common import signing
 
 from . import payload, seal
 from .config import GatewayHome
+from .guard import Guard
 from .keystore import Keyring, KeyStore, MeterContext
 from .pes import PES
 from .push import Pusher, PushError
+from .ratelog import RateLog
 from .store import Store, StoreError
 
 log = logging.getLogger("gridveil.gateway")
@@ -35,8 +36,16 @@ class ReadingsResource(resource.Resource):
         super().__init__()
         self.gw = gw
 
+    async def needs_blockwise_assembly(self, request):
+        # No reassembly, ever: a batch fits one request (the guard refuses an
+        # outer Block1; this covers one inside OSCORE, from a meter).
+        return False
+
     async def render_post(self, request):
         ctx = getattr(request.remote, "security_context", None)
+        if request.opt.block1 is not None:
+            return aiocoap.Message(code=aiocoap.REQUEST_ENTITY_TOO_LARGE, size1=payload.MAX_PAYLOAD,
+                                   payload=b"no block-wise transfer: one request carries one batch")
         if not isinstance(ctx, MeterContext):
             self.gw.rejects[("", "unprotected")] += 1
             return aiocoap.Message(code=aiocoap.UNAUTHORIZED, payload=b"OSCORE required")
@@ -44,13 +53,13 @@ class ReadingsResource(resource.Resource):
             batch = payload.parse(request.payload, self.gw.config.interval_s)
         except payload.PayloadError as e:
             self.gw.rejects[(ctx.meter_id, "malformed")] += 1
-            log.warning("meter %s: malformed payload: %s", ctx.meter_id, e)
+            self.gw.ratelog.warning("malformed", "meter %s: malformed payload: %s", ctx.meter_id, e)
             return aiocoap.Message(code=aiocoap.BAD_REQUEST, payload=str(e).encode())
         if batch.meter_id != ctx.meter_id:
             # Meter A's context claiming meter B's readings.
             self.gw.rejects[(ctx.meter_id, "wrong_meter")] += 1
-            log.warning("meter %s: payload claims to be from %r; rejected",
-                        ctx.meter_id, batch.meter_id)
+            self.gw.ratelog.warning("wrong_meter", "meter %s: payload claims to be from %r;"
+                                    " rejected", ctx.meter_id, batch.meter_id)
             return aiocoap.Message(code=aiocoap.FORBIDDEN, payload=b"meter id does not match key")
         loop = asyncio.get_running_loop()
         try:
@@ -65,8 +74,9 @@ class ReadingsResource(resource.Resource):
                                    payload=b"storage unavailable")
         if result.stale:
             self.gw.rejects[(ctx.meter_id, "stale_interval")] += result.stale
-            log.warning("meter %s: %d readings for intervals it had already reported; not"
-                        " counted", ctx.meter_id, result.stale)
+            self.gw.ratelog.warning("stale_interval", "meter %s: %d readings for intervals it"
+                                    " had already reported; not counted", ctx.meter_id,
+                                    result.stale)
         log.info("meter %s: %d stored, %d duplicate, %d late (seq %d-%d)", ctx.meter_id,
                  result.accepted, result.duplicates, result.late,
                  batch.readings[0].seq, batch.readings[-1].seq)
@@ -75,9 +85,9 @@ class ReadingsResource(resource.Resource):
 
 
 class MeterSiteWrapper(OscoreSiteWrapper):
-    """aiocoap's OSCORE site wrapper, plus a clean 4.02 (and a counter) for an
-    OSCORE option it cannot even parse, which it would let escape as an
-    internal error with a traceback in the log."""
+    """aiocoap's OSCORE site wrapper, behind the guard (which already refused
+    what does not parse). Should anything still raise in aiocoap's OSCORE
+    code, the meter gets a 4.00 and the log one line, not a traceback."""
 
     def __init__(self, site, keyring: Keyring):
         super().__init__(site, keyring)
@@ -85,17 +95,17 @@ class MeterSiteWrapper(OscoreSiteWrapper):
 
     async def render_to_pipe(self, pipe):
         try:
-            oscore.verify_start(pipe.request)
-        except oscore.NotAProtectedMessage:
-            pass
-        except oscore.DecodeError:
-            self.keyring.rejects[("", "malformed")] += 1
+            await super().render_to_pipe(pipe)
+        except Exception as e:  # aiocoap's own errors know their codes; the rest do not
+            if isinstance(e, aiocoap.error.RenderableError):
+                raise
+            self.keyring.rejects[("", "undecodable")] += 1
+            self.keyring.ratelog.warning("undecodable", "request could not be processed: %s",
+                                         type(e).__name__)
             if pipe.request.mtype == aiocoap.CON:
-                pipe.add_response(aiocoap.Message(code=aiocoap.BAD_OPTION,
-                                                  payload=b"malformed OSCORE option"),
+                pipe.add_response(aiocoap.Message(code=aiocoap.BAD_REQUEST,
+                                                  payload=b"request could not be processed"),
                                   is_last=True)
-            return
-        await super().render_to_pipe(pipe)
 
 
 class Gateway:
@@ -107,9 +117,12 @@ class Gateway:
         self.store = Store(self.home.db)
         self.seq_store = Store(self.home.db)  # own connection for the event loop thread
         self.signing_key = signing.load_private(self.home.signing_key, passphrase)
-        self.keystore = KeyStore(self.home.keystore)
+        self.keystore = KeyStore(self.home.keystore, must_exist=True)
         self.rejects: Counter = Counter()
+        self.ratelog = RateLog(log)
         self.keyring = Keyring(self.keystore, self.seq_store, self.rejects)
+        self.guard = Guard(self.keyring.knows, self.rejects, rate=self.config.source_rate,
+                           burst=self.config.source_burst)
         self.pes = PES(self.store, self.config.interval_s)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pes")
         # Pushing waits on the network: its own thread and connection, so
@@ -129,6 +142,8 @@ class Gateway:
         bind = (self.config.bind, self.config.port)
         self.context = await aiocoap.Context.create_server_context(
             MeterSiteWrapper(site, self.keyring), bind=bind, transports=["udp6"])
+        if not self.guard.install(self.context):
+            raise RuntimeError("aiocoap has no UDP interface to guard")
         self._tasks = [asyncio.create_task(self._seal_loop()),
                        asyncio.create_task(self._rejects_loop())]
         if self.pusher is not None:
@@ -172,6 +187,8 @@ class Gateway:
         while True:
             await asyncio.sleep(1.0)
             await self.flush_rejects()
+            for r in (self.ratelog, self.keyring.ratelog, self.guard.ratelog):
+                r.flush()
 
     async def flush_rejects(self) -> None:
         """Write the rejected-message counters. The counter is only touched

@@ -142,3 +142,65 @@ def test_garbage_datagrams_do_not_hurt_the_gateway(system, datagram):
     assert inner.code == aiocoap.CHANGED  # a duplicate of an earlier test's reading
     assert system.gw.proc.poll() is None
     assert "Traceback" not in system.gateway_log()
+
+
+def _ask(system, datagram: bytes, wait: float = 1.0):
+    """Send one datagram from a fresh source; the answer, or None."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(wait)
+        s.sendto(datagram, ("127.0.0.1", system.port))
+        try:
+            return aiocoap.Message.decode(s.recv(2048))
+        except TimeoutError:
+            return None
+
+
+CON, NON = b"\x42\x02\x12\x34\xab\xcd", b"\x52\x02\x12\x35\xab\xce"  # POST, token abcd/abce
+
+
+@pytest.mark.parametrize("name, tail, code", [
+    ("Uri-Path not UTF-8", b"\xb2\xff\xfe", "4.02"),
+    ("Uri-Host not UTF-8", b"\x32\xc3\x28", "4.02"),
+    ("Uri-Query not UTF-8", b"\xb8readings\x42\xc3\x28", "4.02"),
+    ("OSCORE flags promise a kid context that is not there", b"\x91\x10\xff" + b"x" * 12, "4.02"),
+    ("OSCORE flags promise a PIV that is not there", b"\x91\x03\xff" + b"x" * 12, "4.02"),
+    ("OSCORE group flag", b"\x94\x29\x01\x00\x01\xff" + b"x" * 12, "4.02"),
+    ("Block1 on /readings", b"\xb8readings\xd1\x03\x0e\xff" + b"a" * 1024, "4.13"),
+    ("larger than one batch", b"\xff" + b"a" * 1300, "4.13"),
+    ("no OSCORE", b"\xb8readings\xff" + b"a" * 20, "4.01"),
+    ("an unknown key id", b"\x93\x09\x01\x7f\xff" + b"x" * 12, "4.01"),
+])
+def test_each_malformed_request_gets_its_own_4xx_and_no_traceback(system, name, tail, code):
+    """CON requests get the right 4.xx from the gateway; the same as NON get
+    nothing (RFC 7252: no error answers to NON). Neither leaves a
+    traceback, nor a 5.00."""
+    answer = _ask(system, CON + tail)
+    assert answer is not None and str(answer.code).startswith(code), (name, answer)
+    assert answer.token == bytes.fromhex("abcd") and answer.mtype == aiocoap.ACK
+    assert _ask(system, NON + tail, wait=0.5) is None, name
+    assert "Traceback" not in system.gateway_log()
+
+
+def test_block1_inside_oscore_is_refused_too(system):
+    """A meter (or whoever holds its key) sending an inner Block1: no
+    reassembly buffer is made, the answer is 4.13."""
+    from aiocoap import optiontypes
+    from aiocoap.numbers.codes import Code
+
+    p = peer(system, "m04")
+    for attempt in range(2):  # the first exchange after a gateway start may be an Echo challenge
+        # (a new message id each time: the same one would be a duplicate)
+        msg = aiocoap.Message(code=Code.POST, uri_path=("readings",), payload=b"a" * 512)
+        msg.opt.block1 = optiontypes.BlockOption.BlockwiseTuple(0, True, 5)
+        if p.echo is not None:
+            msg.opt.echo = p.echo
+        outer, rid = p.ctx.protect(msg)
+        outer.mtype, outer.mid, outer.token = aiocoap.CON, 0x4321 + attempt, b"\x01\x02"
+        inner = p.unprotect(p.send_raw(outer.encode()), rid)
+        if inner.code == aiocoap.UNAUTHORIZED and inner.opt.echo:
+            p.echo = inner.opt.echo
+            continue
+        break
+    assert inner.code == aiocoap.REQUEST_ENTITY_TOO_LARGE and inner.opt.size1 == 1024

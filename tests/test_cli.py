@@ -207,3 +207,23 @@ def test_holder_verify_detects_an_edited_log(tmp_path):
     con.close()
     r = gridveil("holder", "verify", home=tmp_path / "hg")
     assert r.returncode == 1 and "BROKEN: entry 2" in r.stdout
+
+
+def test_gateway_refuses_to_start_without_its_meter_keys(tmp_path):
+    """A missing keystore used to start a gateway "for 0 meters" that refused
+    every meter. Missing, cut short, or readable by others: one clear line."""
+    _, pub = holder_and_key(tmp_path)
+    gw = tmp_path / "gw"
+    assert gridveil("gateway", "init", "--port", "5999", "--paillier-pub", str(pub),
+                    *epoch_args(tmp_path), home=gw, env=GW).returncode == 0
+    ks = gw / "keystore.json"
+    good = ks.read_text()
+    ks.unlink()
+    clean_failure(gridveil("gateway", "run", home=gw, env=GW),
+                  "meter key store", "is missing: restore it")
+    ks.write_text(good[:len(good) // 2])
+    ks.chmod(0o600)
+    clean_failure(gridveil("gateway", "run", home=gw, env=GW), "meter key store", "not valid JSON")
+    ks.write_text(good)
+    ks.chmod(0o644)
+    clean_failure(gridveil("gateway", "run", home=gw, env=GW), "readable by others")
