@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo demo-serve test bench privacy-report lint clean
+.PHONY: install demo demo-serve test bench soak privacy-report lint clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "GridVeil needs Python >= 3.10")'
@@ -30,6 +30,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/gridveil bench --out docs/benchmarks.md
+
+soak: $(STAMP)
+	$(BIN)/gridveil soak
 
 privacy-report: $(STAMP)
 	$(BIN)/python -m host_tools.dpreport

@@ -26,7 +26,9 @@ class Register:
     def __init__(self, queue, interval_s):
         self.queue = queue
         self.interval_s = interval_s
-        self.residual_mj = 0
+        # The sub-Wh energy carried past the last reading survives a restart
+        # with it (energy is never dropped; docs/protocol.md).
+        self.residual_mj = queue.residual_mj
         last = queue.last
         if last is None:
             self.seq, self.wh, self.interval_end = 0, 0, None
@@ -55,7 +57,7 @@ class Register:
         if now < self.interval_end:
             return 0
         energy = self.wh - self.wh_at_last_close
-        self.queue.append(self.seq, self.interval_end, energy, self.wh)
+        self.queue.append(self.seq, self.interval_end, energy, self.wh, self.residual_mj)
         self.seq += 1
         self.wh_at_last_close = self.wh
         # After a gap (power off) realign to the wall clock rather than

@@ -5,6 +5,7 @@
 # The file is a log of text lines, each ending with its own CRC-32:
 #   R <seq> <interval end> <energy Wh> <register Wh> <span> <crc>   a reading
 #   A <seq> <crc>                                                  acked up to seq
+#   S <seq> <residual mJ> <crc>   sub-Wh energy carried past reading seq's register
 # A torn or corrupt line ends the valid log; the next start rewrites the
 # file from the valid part (compaction), so later appends never land behind
 # garbage. Readings are sent oldest first, so "acked up to seq" is all that
@@ -44,6 +45,8 @@ def _parse(line):
                     int(parts[5]))
         if parts[0] == "A" and len(parts) == 2:
             return ("A", int(parts[1]))
+        if parts[0] == "S" and len(parts) == 3:
+            return ("S", int(parts[1]), int(parts[2]))
     except ValueError:
         pass
     return None
@@ -58,6 +61,9 @@ class ReadingQueue:
         self.compact_bytes = compact_bytes
         self.max_pending = max_pending
         self.last = None  # newest reading ever queued: (seq, end, energy, register, span)
+        # Energy below one Wh that the register carried past `last`: kept with
+        # it, so that a restart does not lose up to a Wh each time.
+        self.residual_mj = 0
         self.acked = -1
         self.merges = 0
         # A compaction cut short by a power loss left only its temporary
@@ -81,6 +87,10 @@ class ReadingQueue:
         for rec in self._records():
             if rec[0] == "R":
                 self.last = rec[1:]
+                self.residual_mj = 0
+            elif rec[0] == "S":
+                if self.last is not None and rec[1] == self.last[0]:
+                    self.residual_mj = rec[2]
             elif rec[1] > self.acked:
                 self.acked = rec[1]
 
@@ -120,6 +130,10 @@ class ReadingQueue:
                 line = _reading_line(self.last) + _line("A %d" % self.last[0])
                 out.write(line)
                 size += len(line)
+            if self.last is not None and self.residual_mj:
+                line = _line("S %d %d" % (self.last[0], self.residual_mj))
+                out.write(line)
+                size += len(line)
             out.flush()
         os.rename(tmp, self.path)
         self.pending = pending
@@ -131,11 +145,15 @@ class ReadingQueue:
             f.flush()
         self._size += len(text)
 
-    def append(self, seq, end, energy, register):
+    def append(self, seq, end, energy, register, residual_mj=0):
         if self.last is not None and seq <= self.last[0]:
             raise ValueError("reading sequence numbers must increase")
-        self._append(_reading_line((seq, end, energy, register, 1)))
+        text = _reading_line((seq, end, energy, register, 1))
+        if residual_mj:  # one write: a reading and its remainder land together
+            text += _line("S %d %d" % (seq, residual_mj))
+        self._append(text)
         self.last = (seq, end, energy, register, 1)
+        self.residual_mj = residual_mj
         self.pending += 1
         if self.pending > self.max_pending:
             self._compact(merge="day")

@@ -264,4 +264,7 @@ mid-rail:
 | ---: | ---: | ---: | ---: |
 {ct}
 """
-    Path(path).write_text(text)
+    from . import flood
+
+    kept = flood.kept_section(path)  # `gridveil flood` measures that part, much longer
+    Path(path).write_text(text + ("\n" + kept if kept else ""))

@@ -32,6 +32,32 @@ def cmd_bench(args):
     bench.main(readings=args.readings, bits=args.bits, out=Path(args.out) if args.out else None)
 
 
+def cmd_flood(args):
+    from . import flood
+    from .demo import SAMPLE_DIR
+
+    res = flood.run(Path(args.dir), sorted(SAMPLE_DIR.glob("household*.csv")),
+                    seconds=args.seconds, rate=args.rate, after=args.after)
+    if args.out:
+        flood.write(Path(args.out), res)
+        print(f"written to {args.out}")
+    return 0 if res["alive"] and not res["failed"] else 1
+
+
+def cmd_soak(args):
+    from . import soak
+    from .demo import SAMPLE_DIR
+
+    files = sorted(SAMPLE_DIR.glob("household*.csv"))[:args.meters]
+    res = soak.run(Path(args.dir), files, seconds=args.seconds, seed=args.seed, bits=args.bits)
+    print(res.summary())
+    print(res.cross_check)
+    for p in res.problems:
+        print("PROBLEM: " + p)
+    print("SOAK OK" if res.ok else "SOAK FAILED")
+    return 0 if res.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gridveil", description=(
         "GridVeil: privacy-preserving smart metering. Meters send OSCORE-protected readings; the"
@@ -64,6 +90,24 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--bits", type=int, default=2048)
     x.add_argument("--out", help="also write the results as markdown to this file")
     x.set_defaults(func=cmd_bench)
+
+    x = sub(s, "flood", "the gateway's memory under a flood of invalid datagrams")
+    x.add_argument("--dir", default="var/flood", help="scratch directory, wiped at the start")
+    x.add_argument("--seconds", type=float, default=300, help="how long to flood (default 300)")
+    x.add_argument("--rate", type=int, default=1000, help="datagrams a second (default 1000)")
+    x.add_argument("--after", type=float, default=60,
+                   help="seconds to watch after the flood (default 60)")
+    x.add_argument("--out", help="write the results into this markdown file (between markers)")
+    x.set_defaults(func=cmd_flood)
+
+    x = sub(s, "soak", "meters and gateway killed at random; then everything checked to the Wh")
+    x.add_argument("--dir", default="var/soak", help="scratch directory, wiped at the start")
+    x.add_argument("--seconds", type=float, default=180, help="how long (default 180)")
+    x.add_argument("--meters", type=int, default=10, help="emulated meters, 5..10 (default 10)")
+    x.add_argument("--seed", type=int, help="random seed, to repeat a run")
+    x.add_argument("--bits", type=int, default=1024,
+                   help="Paillier key size (default 1024: the soak tests crashes, not keys)")
+    x.set_defaults(func=cmd_soak)
     return p
 
 

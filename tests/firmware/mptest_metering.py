@@ -42,6 +42,27 @@ def test_register_resumes_after_restart():
     eq((r2.seq, r2.wh, r2.interval_end, r2.resume_after), (1, 5, 1767225600 + 1800, 1767225600 + 900))
 
 
+def test_remainder_survives_a_restart():
+    # 1.5 Wh, then a kill after the interval closed: the half Wh is not lost
+    # (70 kills used to lose 38 Wh from the bills and aggregates).
+    t = 1767225600
+    q = queue("reg4")
+    r = Register(q, 900)
+    r.add(MJ_PER_WH * 3 // 2)
+    r.close_due(t + 900)
+    for _ in range(3):  # a restart, and another, and a compaction in between
+        r = Register(ReadingQueue(TMP + "/reg4"), 900)
+    eq(r.residual_mj, MJ_PER_WH // 2)
+    r.add(MJ_PER_WH // 2)
+    r.close_due(t + 1800)
+    eq([x[2] for x in r.queue.oldest(10)], [1, 1])
+    eq([x[3] for x in r.queue.oldest(10)], [1, 2])
+    r.queue.ack(r.queue.oldest(10))  # all acked: compaction keeps the newest and its remainder
+    r.add(MJ_PER_WH // 4)
+    r.close_due(t + 2700)
+    eq(Register(ReadingQueue(TMP + "/reg4"), 900).residual_mj, MJ_PER_WH // 4)
+
+
 def test_gap_does_not_invent_readings():
     q = queue("reg3")
     r = Register(q, 900)
