@@ -1,6 +1,7 @@
 """Serving a party's HTTP API (key holder, MDMS) with uvicorn: optional TLS,
-no proxy headers believed, a READY line once the socket is bound, and
-request bodies read with a hard size limit while they stream in."""
+proxy headers believed only from the addresses the operator lists (none by
+default), a READY line once the socket is bound, and request bodies read
+with a hard size limit while they stream in."""
 
 from __future__ import annotations
 
@@ -32,9 +33,12 @@ async def read_body(request, limit: int) -> bytes:
 
 
 def serve(app, host: str, port: int, tls_cert: str | None = None, tls_key: str | None = None,
-          ready=None, log_level: str = "warning") -> None:
+          ready=None, log_level: str = "warning", forwarded_allow_ips: str = "") -> None:
     """Run `app` until SIGINT/SIGTERM. `ready(url)` is called once the
-    socket listens (port 0 picks a free port)."""
+    socket listens (port 0 picks a free port). X-Forwarded-For is believed
+    only from the proxies in `forwarded_allow_ips` (comma-separated): from
+    anyone else it would let a client choose its own address, and so dodge
+    the per-address login limits."""
     import uvicorn
 
     tls.check_server_files(tls_cert, tls_key)
@@ -48,7 +52,9 @@ def serve(app, host: str, port: int, tls_cert: str | None = None, tls_key: str |
     # log_config=None: uvicorn logs through our logging set-up, to stderr
     # (its default would write access lines to stdout, the READY pipe).
     config = uvicorn.Config(app, log_config=None, log_level=log_level,
-                            access_log=log_level == "info", proxy_headers=False,
+                            access_log=log_level == "info",
+                            proxy_headers=bool(forwarded_allow_ips),
+                            forwarded_allow_ips=forwarded_allow_ips or None,
                             server_header=False, ssl_certfile=tls_cert, ssl_keyfile=tls_key,
                             timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)

@@ -77,7 +77,8 @@ def cmd_serve(args):
     app = create_app(WebConfig(home(args), secure_cookies=bool(cert)))
     serve(app, args.bind, args.port, cert, key,
           ready=lambda url: print(f"READY {url}", flush=True),
-          log_level="info" if args.verbose else "warning")
+          log_level="info" if args.verbose else "warning",
+          forwarded_allow_ips=args.forwarded_allow_ips)
 
 
 def cmd_release(args):
@@ -151,6 +152,9 @@ def register(subparsers) -> None:
     x.add_argument("--bind", default="127.0.0.1")
     x.add_argument("--port", type=int, default=8080)
     tls_args(x)
+    x.add_argument("--forwarded-allow-ips", default="", metavar="ADDRS",
+                   help="reverse proxies whose X-Forwarded-For is believed, comma-separated"
+                        " (default: none; never list addresses clients can reach from)")
     x.set_defaults(func=cmd_serve)
     x = sub(s, "release", "release what is due through the key holders, and print it")
     x.add_argument("--period-days", type=int, default=1, help="billing period in days (default 1)")

@@ -74,8 +74,12 @@ class Throttle:
             self.store.put_failures(k, count, first, locked)
 
     def succeeded(self, *keys: str) -> None:
+        """A success clears the account's count, never the address's: else
+        one good login (a portal account of one's own) would reset the
+        count between guesses at staff passwords. Only time clears those."""
         for k in keys:
-            self.store.clear_failures(k)
+            if not k.startswith("ip:"):
+                self.store.clear_failures(k)
 
 
 class Sessions:

@@ -52,25 +52,29 @@ def routes(web: Web):
         s = request.state.session
         return RedirectResponse(HOME_PAGE[s["role"]] if s else "/login", status_code=303)
 
-    async def login_page(request: Request):
+    def login_form(request: Request, status: int = 200, error: str = ""):
+        # A fresh form token with every form shown, failed attempts included:
+        # a typo must not leave a form that can only say "expired".
         token = secrets.token_urlsafe(16)
-        r = web.render(request, "login.html", login_csrf=token)
+        r = web.render(request, "login.html", status, login_csrf=token, error=error)
         r.set_cookie(auth.LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict",
                      secure=web.cfg.secure_cookies)
         return r
+
+    async def login_page(request: Request):
+        return login_form(request)
 
     async def login(request: Request):
         form = await request.form()
         user, pw = str(form.get("username", "")), str(form.get("password", ""))
         if not secrets.compare_digest(str(form.get("csrf", "")),
                                       request.cookies.get(auth.LOGIN_CSRF_COOKIE, "-")):
-            return web.render(request, "login.html", 403, error="Your login form expired; try"
-                              " again.", login_csrf="")
+            return login_form(request, 403, "Your login form expired; try again.")
         keys = ("user:" + user, client_key(request))
         wait = web.throttle.locked_for(*keys)
         if wait > 0:
-            return web.render(request, "login.html", 429, login_csrf="",
-                              error=f"Too many failed logins; try again in {int(wait) + 1} s.")
+            return login_form(request, 429,
+                              f"Too many failed logins; try again in {int(wait) + 1} s.")
         row = web.store.user(user)
         rows = [row] if row else []
         ok = bool(rows) and auth.check_secret(pw.encode(), rows[0]["pw_hash"])
@@ -78,8 +82,11 @@ def routes(web: Web):
             auth.check_secret(pw.encode(), auth.hash_secret(b"x"))  # same time either way
         if not ok:
             web.throttle.failed(*keys)
-            return web.render(request, "login.html", 401, error="Wrong user name or password.",
-                              login_csrf="")
+            wait = web.throttle.locked_for(*keys)
+            if wait > 0:  # said now, on the attempt that started the lock
+                return login_form(request, 429, "Wrong user name or password. Too many failed"
+                                  f" logins; try again in {int(wait) + 1} s.")
+            return login_form(request, 401, "Wrong user name or password.")
         web.throttle.succeeded(*keys)
         token, _ = web.sessions.create(user, rows[0]["role"])
         r = RedirectResponse(HOME_PAGE[rows[0]["role"]], status_code=303)
@@ -153,8 +160,14 @@ def routes(web: Web):
     async def request_release(request: Request):
         kind = "aggregates" if request.url.path.startswith("/analyst") else "bills"
         form = await request.form()
-        params = {} if kind == "aggregates" else \
-            {"period_days": max(1, min(400, int(form.get("period_days") or 1)))}
+        params = {}
+        if kind == "bills":
+            raw = str(form.get("period_days") or "1").strip()
+            if not raw.isdigit() or not 1 <= int(raw) <= 400:
+                return await billing(request, error=f"The period must be a whole number of days"
+                                                    f" from 1 to 400, not {raw[:20]!r}.",
+                                     status=400)
+            params = {"period_days": int(raw)}
         web.store.add_request(kind, params, request.state.session["username"])
         return RedirectResponse("/analyst" if kind == "aggregates" else "/billing",
                                 status_code=303)
@@ -177,11 +190,11 @@ def routes(web: Web):
             out.append({**r, "first": first, "last": last, "eur": r["amount_uct"] / 1e8})
         return out, (q.get("from") or ""), (q.get("to") or "")
 
-    async def billing(request: Request):
+    async def billing(request: Request, error: str = "", status: int = 200):
         bills, start, end = _bills(request)
         pending = web.store.requests("pending", "bills")
-        return web.render(request, "billing.html", bills=bills, start=start, end=end,
-                          pending=pending, total=sum(b["eur"] for b in bills))
+        return web.render(request, "billing.html", status, bills=bills, start=start, end=end,
+                          pending=pending, total=sum(b["eur"] for b in bills), error=error)
 
     async def bills_csv(request: Request):
         bills, _, _ = _bills(request)

@@ -15,6 +15,8 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from common.asgi import BodyTooLarge, read_body
+
 from . import auth
 from .config import MdmsHome, authority
 from .store import MdmsStore
@@ -147,8 +149,9 @@ class Guard:
             return await self.app(scope, receive, send_with_headers)
         body = b""
         if method == "POST":
-            body = await request.body()
-            if len(body) > MAX_BODY:
+            try:  # refused as soon as it is too large, not after reading it all
+                body = await read_body(request, MAX_BODY)
+            except BodyTooLarge:
                 return await refuse(request, 413, "request too large")(scope, receive,
                                                                         send_with_headers)
 

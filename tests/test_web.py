@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -149,8 +150,10 @@ def test_login_throttling(site):
                                                   "role": "auditor",
                                                   "password": "lockme-password"})[0] == 303
     c = Client(site["url"], site["ca"])
-    for _ in range(5):
+    for _ in range(4):
         assert c.staff_login("lockme", "wrong password!")[0] == 401
+    status, body = c.staff_login("lockme", "wrong password!")  # the fifth: the lock starts,
+    assert status == 429 and b"Too many failed logins" in body  # and is announced at once
     status, body = c.staff_login("lockme", "lockme-password")
     assert status == 429 and b"Too many failed logins" in body
     p = Client(site["url"], site["ca"])
@@ -222,6 +225,22 @@ def test_each_role_in_the_browser(site, browser, role):
         page.goto(site["url"] + "/auditor")
         assert page.locator("[data-verified=yes]").count() == 2  # both key holders
     assert errors == []
+    page.close()
+
+
+def test_a_typo_at_login_does_not_break_the_form(site, browser):
+    """After one wrong password the form used to carry an empty CSRF field:
+    every later try said "Your login form expired"."""
+    page = browser.new_page(ignore_https_errors=True)
+    page.goto(site["url"] + "/login")
+    page.fill("input[name=username]", "analyst")
+    page.fill("input[name=password]", "not the password")
+    page.click("form button")
+    assert "Wrong user name or password" in page.content()
+    page.fill("input[name=username]", "analyst")
+    page.fill("input[name=password]", site["passwords"]["analyst"])
+    page.click("form button")
+    page.wait_for_url("**/analyst")
     page.close()
 
 
@@ -414,3 +433,64 @@ def test_check_portal_spots_altered_portal_code(site):
             customer_export.check_portal(url, None)
     finally:
         srv.shutdown()
+
+
+# --- the web front under hostile input (issue: under hostile traffic) ------------------
+
+def test_bad_form_values_get_a_400_with_a_message(site):
+    billing = logged_in(site, "billing")
+    before = billing.request("GET", "/billing")[1].count(b"wait for the privacy guardian")
+    for bad in ("abc", "-3", "0", "401", "1e3", "9" * 40):
+        status, body = billing.request("POST", "/billing/request",
+                                       {"csrf": billing.csrf, "period_days": bad})
+        assert status == 400 and b"whole number of days from 1 to 400" in body, (bad, status)
+    assert billing.request("GET", "/billing")[1].count(b"wait for the privacy guardian") == before
+    assert "Traceback" not in site["log"].read_text()
+
+
+def test_body_limit_holds_while_the_body_streams_in(site):
+    """A chunked POST that never ends: refused once it passes the limit, not
+    after the server has buffered all of it."""
+    import ssl
+
+    host, port = site["url"].split("//")[1].split(":")
+    ctx = tls.client_context(site["ca"])
+    with socket.create_connection((host, int(port)), timeout=20) as raw, \
+            ctx.wrap_socket(raw, server_hostname=host) as s:
+        s.sendall(b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-"
+                  b"urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n")
+        chunk = b"a" * 65536
+        try:
+            for _ in range(40):  # 2.5 MiB, past the 1 MiB limit, and no final chunk
+                s.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+        except (ssl.SSLError, OSError):
+            pass  # the server may close while we still send
+        answer = s.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:80]
+
+
+def test_only_time_clears_an_address_failure_count(site):
+    """A good login of one's own portal account between guesses used to
+    reset the address's count: 45 of 45 staff guesses were evaluated. And
+    X-Forwarded-For from a client is not believed."""
+    from mdms.auth import MAX_FAILURES_PER_CLIENT
+    from mdms.config import MdmsHome
+    from mdms.store import MdmsStore
+
+    store = MdmsStore(MdmsHome(site["system"].mdms.home).db_url())
+    store.clear_failures("ip:127.0.0.1")  # what earlier tests of this module left
+    guesser, portal = Client(site["url"], site["ca"]), Client(site["url"], site["ca"])
+    statuses = []
+    for i in range(MAX_FAILURES_PER_CLIENT + 5):
+        statuses.append(guesser.staff_login(f"staff{i % 7}", "a guess")[0])
+        assert portal.customer_login("c07", demo.DEMO_PASSWORD) in (200, 429)
+    assert statuses[:MAX_FAILURES_PER_CLIENT - 1] == [401] * (MAX_FAILURES_PER_CLIENT - 1)
+    assert set(statuses[MAX_FAILURES_PER_CLIENT:]) == {429}
+    status, _ = guesser.staff_login("auditor", site["passwords"]["auditor"])
+    assert status == 429  # even the right password waits
+    status, _ = Client(site["url"], site["ca"]).request(
+        "POST", "/login", {"username": "auditor", "password": site["passwords"]["auditor"]},
+        {"X-Forwarded-For": "203.0.113.9"})
+    assert status in (403, 429)  # (403: no login form cookie) never a session
+    store.clear_failures("ip:127.0.0.1")  # the operator's unlock, for the tests after this
+    store.close()
