@@ -26,6 +26,15 @@ class GatewayConfig:
     # before the rest are dropped unread; a meter sends a few per interval.
     source_rate: float = 50.0
     source_burst: float = 200.0
+    # Paillier randomness h_s^x with x of this many bits (gateway/fastenc.py;
+    # docs/privacy.md): 448 for a 2048-bit key; |n|/2 (1024) is DJN's own.
+    encryption_exponent_bits: int = 448
+    # Processes that make randomness ahead while the gateway idles; -1: one
+    # fewer than the machine's cores (at least one), 0: none.
+    encryption_workers: int = -1
+    # Room for a fleet's burst of datagrams (the kernel's default, ~208 KiB,
+    # overflowed at about a thousand meters reconnecting at once).
+    receive_buffer_bytes: int = 4 << 20
 
     def validate(self) -> None:
         for f in fields(self):
@@ -43,6 +52,11 @@ class GatewayConfig:
                 or self.push_every_s <= 0:
             raise ConfigError("grace periods must be >= 0, seal_every_s and push_every_s > 0")
         check_name(self.gateway_id, "gateway_id")
+        if self.encryption_exponent_bits < 448 or self.encryption_workers < -1:
+            raise ConfigError("encryption_exponent_bits must be >= 448 and encryption_workers"
+                              " >= -1")
+        if not 65536 <= self.receive_buffer_bytes <= 1 << 30:
+            raise ConfigError("receive_buffer_bytes must be 64 KiB .. 1 GiB")
         if self.source_rate <= 0 or self.source_burst < 1:
             raise ConfigError("source_rate must be > 0 and source_burst >= 1")
         if not 1 <= self.push_batch <= 5000:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import functools
 import logging
 import socket
+import sys
 import time
 from collections import Counter, OrderedDict
 
@@ -48,6 +49,8 @@ log = logging.getLogger("gridveil.guard")
 # the CoAP header, token and options.
 MAX_DATAGRAM = MAX_PAYLOAD + 128
 ALLOWED_UNPROTECTED = {oscore.COSE_KID, oscore.COSE_PIV}
+# Linux's SO_RCVBUFFORCE (Python's socket module does not name it)
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33 if sys.platform == "linux" else None)
 OPT_BLOCK1 = 27
 OPT_SIZE1 = 60
 
@@ -74,14 +77,20 @@ class BoundedDuplicates(dict):
 
     def __setitem__(self, key, value):
         if key not in self:
-            now = time.monotonic()
-            while self and (len(self) >= self.cap or
-                            self._expiry.get(next(iter(self)), now + 1) <= now):
-                old = next(iter(self))
-                if len(self) >= self.cap:
-                    self.evicted += 1
-                self.pop(old)
+            self.purge(room=1)
         super().__setitem__(key, value)
+
+    def purge(self, room: int = 0) -> None:
+        """Drop expired entries from the front (they are in expiry order),
+        and the oldest ones while fewer than `room` places are free."""
+        now = time.monotonic()
+        while self:
+            old = next(iter(self))
+            if len(self) + room > self.cap:
+                self.evicted += 1
+            elif self._expiry.get(old, now + 1) > now:
+                break
+            self.pop(old)
 
     def pop(self, key, default=None):
         self._expiry.pop(key, None)
@@ -156,6 +165,30 @@ class Guard:
             iface.datagram_msg_received = self._wrap(iface, iface.datagram_msg_received)
             n += 1
         return n
+
+    @staticmethod
+    def size_receive_buffer(context: aiocoap.Context, nbytes: int) -> int:
+        """A receive buffer for a fleet's burst (after an outage, every meter
+        at once): the kernel default (~208 KiB) overflows at about a
+        thousand datagrams. SO_RCVBUFFORCE passes net.core.rmem_max where
+        the process may (root, CAP_NET_ADMIN); else the kernel caps it.
+        Returns what the kernel granted (it reports twice the request)."""
+        granted = 0
+        for ri in context.request_interfaces:
+            iface = getattr(getattr(ri, "token_interface", None), "message_interface", None)
+            sock = iface.transport.get_extra_info("socket") if iface is not None else None
+            if sock is None:
+                continue
+            for opt in (SO_RCVBUFFORCE, socket.SO_RCVBUF):
+                if opt is None:
+                    continue
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, opt, nbytes)
+                    break
+                except OSError:
+                    continue
+            granted = max(granted, sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+        return granted
 
     def _wrap(self, iface, received):
         def guarded(data, ancdata, flags, address):
@@ -238,5 +271,9 @@ class Guard:
             return answer("unknown_kid", Code.UNAUTHORIZED, b"unknown key id")
         return None
 
-    def flush_log(self) -> None:
+    def tick(self) -> None:
+        """Every second or so: close log windows, expire old duplicates (also
+        when no new traffic comes to push them out)."""
         self.ratelog.flush()
+        for cache in self.duplicates:
+            cache.purge()

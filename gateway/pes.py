@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 from common import customer, paillier
 
+from .fastenc import DEFAULT_EXPONENT_BITS, FastEncryptor
 from .store import Store, StoreError
 
 log = logging.getLogger("gridveil.pes")
@@ -77,13 +78,17 @@ def day_of(interval_end: int) -> int:
 
 
 class PES:
-    def __init__(self, store: Store, interval_s: int):
+    def __init__(self, store: Store, interval_s: int,
+                 exponent_bits: int = DEFAULT_EXPONENT_BITS):
         self.store = store
         self.interval_s = interval_s
         self.epochs = store.key_epochs()
         if not self.epochs:
             raise StoreError("the gateway has no Paillier public key; run `gridveil gateway init`")
         self._pubs = {kid: pub for _, kid, pub, _ in self.epochs}
+        # phe-compatible ciphertexts, ~25x faster (gateway/fastenc.py)
+        self.encryptors = {kid: FastEncryptor(pub, exponent_bits) for kid, pub in
+                           self._pubs.items()}
         self._clip = {kid: clip for _, kid, _, clip in self.epochs}
         self._meters: dict[str, MeterInfo] = {}
         self._day_keys: dict[tuple[str, int], tuple[int, bytes]] = {}
@@ -111,7 +116,7 @@ class PES:
 
     def encrypt(self, day: int, energy_wh: int) -> tuple[str, bytes]:
         kid, pub = self.key_for(day)
-        return kid, paillier.to_bytes(pub, pub.encrypt(energy_wh))
+        return kid, paillier.to_bytes(pub, self.encryptors[kid].encrypt(energy_wh))
 
     def _add(self, kid: str, acc: bytes, c: bytes) -> bytes:
         pub = self._pubs[kid]

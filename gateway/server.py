@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,7 @@ from common import signing
 
 from . import payload, seal
 from .config import GatewayHome
+from .fastenc import RandomnessPool
 from .guard import Guard
 from .keystore import Keyring, KeyStore, MeterContext
 from .pes import PES
@@ -123,7 +125,8 @@ class Gateway:
         self.keyring = Keyring(self.keystore, self.seq_store, self.rejects)
         self.guard = Guard(self.keyring.knows, self.rejects, rate=self.config.source_rate,
                            burst=self.config.source_burst)
-        self.pes = PES(self.store, self.config.interval_s)
+        self.pes = PES(self.store, self.config.interval_s, self.config.encryption_exponent_bits)
+        self.pool = None
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pes")
         # Pushing waits on the network: its own thread and connection, so
         # that ingest never waits for the MDMS.
@@ -140,17 +143,30 @@ class Gateway:
         site = resource.Site()
         site.add_resource(READINGS_PATH, ReadingsResource(self))
         bind = (self.config.bind, self.config.port)
+        workers = self.config.encryption_workers
+        if workers == -1:
+            workers = max(1, (os.cpu_count() or 2) - 1)
+        if workers:
+            # Randomness made ahead on the other cores, for the current key.
+            enc = self.pes.encryptors[self.pes.key_id]
+            self.pool = enc.pool = RandomnessPool(enc, workers)
         self.context = await aiocoap.Context.create_server_context(
             MeterSiteWrapper(site, self.keyring), bind=bind, transports=["udp6"])
         if not self.guard.install(self.context):
             raise RuntimeError("aiocoap has no UDP interface to guard")
+        granted = Guard.size_receive_buffer(self.context, self.config.receive_buffer_bytes)
+        if granted < self.config.receive_buffer_bytes:
+            log.warning("UDP receive buffer is %d bytes, not the %d asked for: raise"
+                        " net.core.rmem_max (sysctl) or a fleet's burst may overflow it",
+                        granted, self.config.receive_buffer_bytes)
         self._tasks = [asyncio.create_task(self._seal_loop()),
                        asyncio.create_task(self._rejects_loop())]
         if self.pusher is not None:
             self._tasks.append(asyncio.create_task(self._push_loop()))
-        log.info("gateway %s listening on %s:%d for %d meters (Paillier key %s, clock %s,"
-                 " pushing to %s)", self.config.gateway_id, bind[0], bind[1], len(self.keyring),
-                 self.pes.key_id, self.config.clock, self.config.mdms_url or "no MDMS")
+        log.info("gateway %s listening on %s:%d for %d meters (Paillier key %s, %d randomness"
+                 " workers, clock %s, pushing to %s)", self.config.gateway_id, bind[0], bind[1],
+                 len(self.keyring), self.pes.key_id, len(self.pool.procs) if self.pool else 0,
+                 self.config.clock, self.config.mdms_url or "no MDMS")
 
     async def _seal_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -187,8 +203,9 @@ class Gateway:
         while True:
             await asyncio.sleep(1.0)
             await self.flush_rejects()
-            for r in (self.ratelog, self.keyring.ratelog, self.guard.ratelog):
+            for r in (self.ratelog, self.keyring.ratelog):
                 r.flush()
+            self.guard.tick()
 
     async def flush_rejects(self) -> None:
         """Write the rejected-message counters. The counter is only touched
@@ -212,6 +229,8 @@ class Gateway:
         await self.flush_rejects()
         self.executor.shutdown(wait=True)
         self.push_executor.shutdown(wait=True)
+        if self.pool is not None:
+            self.pool.close()
         if self.pusher is not None:
             self.pusher.store.close()
         self.store.close()
