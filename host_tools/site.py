@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import secrets
 import shutil
 import socket
@@ -43,10 +44,37 @@ class SiteError(Exception):
     pass
 
 
+_given: set[int] = set()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        lo, hi = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port(kind=socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port for a service that starts later. Not one from bind(0):
+    that is an ephemeral port, which the kernel may hand to any outgoing
+    connection before the service binds it ("Address already in use"). A
+    port below the ephemeral range is only ever taken on purpose."""
+    lo, hi = _ephemeral_range()
+    span = range(20000, lo) if lo > 21000 else range(hi + 1, 65536)
+    for _ in range(500):
+        port = random.choice(span) if len(span) > 1000 else 0
+        if port in _given:
+            continue
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            port = s.getsockname()[1]
+        _given.add(port)
+        return port
+    raise SiteError("no free port found for a service")
 
 
 @dataclass
