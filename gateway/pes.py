@@ -86,9 +86,8 @@ class PES:
         if not self.epochs:
             raise StoreError("the gateway has no Paillier public key; run `gridveil gateway init`")
         self._pubs = {kid: pub for _, kid, pub, _ in self.epochs}
-        # phe-compatible ciphertexts, ~25x faster (gateway/fastenc.py)
-        self.encryptors = {kid: FastEncryptor(pub, exponent_bits) for kid, pub in
-                           self._pubs.items()}
+        self.exponent_bits = exponent_bits
+        self._encryptors: dict[str, FastEncryptor] = {}
         self._clip = {kid: clip for _, kid, _, clip in self.epochs}
         self._meters: dict[str, MeterInfo] = {}
         self._day_keys: dict[tuple[str, int], tuple[int, bytes]] = {}
@@ -114,9 +113,16 @@ class PES:
                 row[0], tariffs[row[1]], customer.public_key(row[2]) if row[2] else None)
         return self._meters[meter_id]
 
+    def encryptor(self, kid: str) -> FastEncryptor:
+        """phe-compatible ciphertexts, ~25x faster (gateway/fastenc.py); its
+        table (7 MiB at 2048 bits) is made when an epoch is first used."""
+        if kid not in self._encryptors:
+            self._encryptors[kid] = FastEncryptor(self._pubs[kid], self.exponent_bits)
+        return self._encryptors[kid]
+
     def encrypt(self, day: int, energy_wh: int) -> tuple[str, bytes]:
         kid, pub = self.key_for(day)
-        return kid, paillier.to_bytes(pub, self.encryptors[kid].encrypt(energy_wh))
+        return kid, paillier.to_bytes(pub, self.encryptor(kid).encrypt(energy_wh))
 
     def _add(self, kid: str, acc: bytes, c: bytes) -> bytes:
         pub = self._pubs[kid]

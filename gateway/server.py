@@ -148,7 +148,7 @@ class Gateway:
             workers = max(1, (os.cpu_count() or 2) - 1)
         if workers:
             # Randomness made ahead on the other cores, for the current key.
-            enc = self.pes.encryptors[self.pes.key_id]
+            enc = self.pes.encryptor(self.pes.key_id)
             self.pool = enc.pool = RandomnessPool(enc, workers)
         self.context = await aiocoap.Context.create_server_context(
             MeterSiteWrapper(site, self.keyring), bind=bind, transports=["udp6"])

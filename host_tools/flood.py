@@ -18,7 +18,7 @@ from . import hostile
 from .oscore_peer import RawPeer, context_for, readings_payload
 from .site import Site
 
-END = 1767225600 + 900
+END = hostile.END
 BEGIN, STOP = "<!-- flood:begin -->", "<!-- flood:end -->"
 
 
@@ -42,16 +42,9 @@ def run(home: Path, files: list[Path], seconds: float = 300, rate: int = 1000,
         secrets = {m: json.loads((site.meters_dir / m / "secrets.json").read_text())
                    for m in ("m01", "m02", "m03")}
         meter = RawPeer(context_for(secrets["m01"]), port)
-        real, seq = [], 0
-        for m in ("m02", "m03"):
-            peer = RawPeer(context_for(secrets[m]), port)
-            for i in range(10):
-                real.append(peer.post(readings_payload(m, [[i, END + 900 * i, 5, 5]]))[1])
-            peer.close()
-        kid = bytes.fromhex(secrets["m02"]["sender_id"])
-        swapped = RawPeer(context_for({**secrets["m03"], "sender_id": kid.hex()}), port)
-        forged = [swapped.protect(readings_payload("m02", [[900 + i, END, 5, 5]]))[0]
-                  for i in range(20)]
+        seq = 0
+        real = hostile.capture({m: secrets[m] for m in ("m02", "m03")}, port, per_meter=10)
+        forged, kid = hostile.forgeries("m02", secrets["m02"], secrets["m03"], port)
         time.sleep(2)
         idle = rss_mib(pid)
         out(f"gateway idle: {idle:.0f} MiB; flooding {rate} datagrams/s for {seconds:.0f} s")

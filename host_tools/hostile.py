@@ -13,6 +13,43 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 
+import aiocoap
+
+from .oscore_peer import RawPeer, context_for, readings_payload
+
+END = 1767225600 + 900  # the first interval of 2026-01-01
+
+
+def capture(secrets: dict[str, dict], port: int, per_meter: int = 20) -> list[bytes]:
+    """Real meters' traffic, as anyone on the network sees it: requests these
+    meters sent and the gateway accepted (their copies are replays, their
+    mutants forgeries; a request never sent would be news, not a replay)."""
+    out = []
+    for m, s in secrets.items():
+        peer = RawPeer(context_for(s), port)
+        try:
+            for i in range(per_meter):
+                inner, datagram = peer.post(readings_payload(m, [[i, END + 900 * i, 5, 5]]))
+                if inner.code != aiocoap.CHANGED:
+                    raise RuntimeError(f"meter {m}'s reading was not accepted: {inner.code}")
+                out.append(datagram)
+        finally:
+            peer.close()
+    return out
+
+
+def forgeries(victim: str, victim_secrets: dict, other_secrets: dict, port: int,
+              n: int = 20) -> tuple[list[bytes], bytes]:
+    """Well-formed OSCORE requests under the victim's real key id but another
+    meter's key; returns them and the key id."""
+    kid = bytes.fromhex(victim_secrets["sender_id"])
+    peer = RawPeer(context_for({**other_secrets, "sender_id": kid.hex()}), port)
+    try:
+        return [peer.protect(readings_payload(victim, [[950 + i, END, 5, 5]]))[0]
+                for i in range(n)], kid
+    finally:
+        peer.close()
+
 
 def datagrams(rng: random.Random, real: list[bytes], forged: list[bytes], kid: bytes,
               n: int) -> Iterator[bytes]:

@@ -68,11 +68,11 @@ def run(home: Path, files: list[Path], seconds: float = 180, seed: int | None = 
         gw = site.gateways["gw1"]
         build = fleet.unix_build()
         logs = site.logs
-        meters = {}
+        meters, log_files = {}, []
 
         def start(d: Path):
-            meters[d] = fleet.start_meter(d, build=build, wrap=site.wrap,
-                                          log=open(logs / f"meter-{d.name}.log", "ab"))
+            log_files.append(open(logs / f"meter-{d.name}.log", "ab"))
+            meters[d] = fleet.start_meter(d, build=build, wrap=site.wrap, log=log_files[-1])
 
         for d in site.meter_dirs():
             start(d)
@@ -113,6 +113,8 @@ def run(home: Path, files: list[Path], seconds: float = 180, seed: int | None = 
             if p.returncode != 0:
                 res.problems.append(f"meter {d.name} exited with {p.returncode}; see"
                                     f" {logs / f'meter-{d.name}.log'}")
+        for f in log_files:
+            f.close()
         res.seconds = time.monotonic() - t0
         site.seal_and_push()
         released = site.release()

@@ -25,7 +25,7 @@ from host_tools import hostile
 from host_tools.oscore_peer import RawPeer, context_for, readings_payload
 
 N = int(os.environ.get("GRIDVEIL_FUZZ_N", "100000"))
-END = 1767225600 + 900
+END = hostile.END
 SOURCES = 256  # source ports: each stays under the per-source rate
 
 
@@ -57,36 +57,13 @@ def snapshot(system) -> dict:
         st.close()
 
 
-def capture(system) -> list[bytes]:
-    """Real meters' traffic, as anyone on the network sees it: requests that
-    were sent and accepted. Their mutants and copies are what the fuzz
-    sends (a request never sent would be news to the gateway, not a replay)."""
-    out = []
-    for m in ("m02", "m03", "m04"):
-        peer = RawPeer(context_for(system.meter_secrets(m)), system.port)
-        for i in range(20):
-            inner, datagram = peer.post(readings_payload(m, [[i, END + 900 * i, 5, 5]]))
-            assert inner.code == aiocoap.CHANGED
-            out.append(datagram)
-        peer.close()
-    return out
-
-
-def forgeries(system) -> tuple[list[bytes], bytes]:
-    """m03's key under m02's key id: well-formed requests with a real kid."""
-    kid = bytes.fromhex(system.meter_secrets("m02")["sender_id"])
-    swapped = RawPeer(context_for({**system.meter_secrets("m03"), "sender_id": kid.hex()}),
-                      system.port)
-    return [swapped.protect(readings_payload("m02", [[950 + i, END, 5, 5]]))[0]
-            for i in range(20)], kid
-
-
 def test_a_hundred_thousand_hostile_datagrams(system):
     pid = system.gw.proc.pid
     meter = RawPeer(context_for(system.meter_secrets("m01")), system.port)
     inner, captured = meter.post(readings_payload("m01", [[0, END, 7, 7]]))
     assert inner.code == aiocoap.CHANGED
-    real = capture(system) + [captured]
+    real = hostile.capture({m: system.meter_secrets(m) for m in ("m02", "m03", "m04")},
+                           system.port) + [captured]
     time.sleep(1.5)
     before = snapshot(system)
     rss0 = rss_kib(pid)
@@ -108,7 +85,8 @@ def test_a_hundred_thousand_hostile_datagrams(system):
                     break
 
     try:
-        for i, d in enumerate(hostile.datagrams(rng, real, *forgeries(system), N)):
+        for i, d in enumerate(hostile.datagrams(rng, real, *hostile.forgeries(
+                "m02", system.meter_secrets("m02"), system.meter_secrets("m03"), system.port), N)):
             socks[i % SOURCES].sendto(d, ("127.0.0.1", system.port))
             if i % 500 == 499:
                 drain()
