@@ -92,13 +92,15 @@ def check_strength(password: str, customer_id: str) -> None:
                           f" {verdict['guesses']:.0e} guesses). {tips}".strip())
 
 
-def create(customer_id: str, password: str, iterations: int = PBKDF2_ITERATIONS) -> dict:
+def create(customer_id: str, password: str,
+           iterations: int = PBKDF2_ITERATIONS) -> tuple[dict, bytes]:
     """A new key pair; returns the customer's key file (safe to store on a
-    server: the private key inside is wrapped under the password)."""
+    server: the private key inside is wrapped under the password) and the
+    login verifier, from the same single derivation."""
     check_strength(password, customer_id)
     priv = rsa.generate_private_key(public_exponent=65537, key_size=3072)
     salt, nonce = secrets.token_bytes(16), secrets.token_bytes(12)
-    _, wrap_key = derive_keys(password, customer_id, salt, iterations)
+    verifier, wrap_key = derive_keys(password, customer_id, salt, iterations)
     pkcs8 = priv.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
                                serialization.NoEncryption())
     return {
@@ -109,7 +111,7 @@ def create(customer_id: str, password: str, iterations: int = PBKDF2_ITERATIONS)
         "wrapped_private_key": {"alg": "AES-GCM", "nonce": _b64(nonce),
                                 "ciphertext": _b64(AESGCM(wrap_key).encrypt(
                                     nonce, pkcs8, customer_id.encode()))},
-    }
+    }, verifier
 
 
 def kdf_params(kdf: dict) -> tuple[bytes, int]:
@@ -124,16 +126,19 @@ def kdf_params(kdf: dict) -> tuple[bytes, int]:
     return salt, check_params(kdf.get("iterations"), salt)
 
 
-def auth_verifier(keyfile: dict, password: str) -> bytes:
-    salt, iterations = kdf_params(keyfile["kdf"])
-    return derive_keys(password, keyfile["customer_id"], salt, iterations)[0]
-
-
 def unlock(keyfile: dict, password: str) -> rsa.RSAPrivateKey:
     salt, iterations = kdf_params(keyfile.get("kdf") or {})
     try:
+        cid = keyfile["customer_id"]
+    except (KeyError, TypeError):
+        raise ConfigError("customer key file is malformed: no customer_id") from None
+    return unwrap(keyfile, derive_keys(password, cid, salt, iterations)[1])
+
+
+def unwrap(keyfile: dict, wrap_key: bytes) -> rsa.RSAPrivateKey:
+    """The private key, with a wrapping key already derived."""
+    try:
         w = keyfile["wrapped_private_key"]
-        wrap_key = derive_keys(password, keyfile["customer_id"], salt, iterations)[1]
         der = AESGCM(wrap_key).decrypt(_ub64(w["nonce"]), _ub64(w["ciphertext"]),
                                        keyfile["customer_id"].encode())
     except InvalidTag:

@@ -46,6 +46,12 @@ def _call(opener, url: str, body: dict | None = None) -> dict:
 
 
 def fetch(mdms_url: str, ca_file, customer_id: str, password: str) -> dict:
+    return _fetch(mdms_url, ca_file, customer_id, password)[0]
+
+
+def _fetch(mdms_url: str, ca_file, customer_id: str, password: str) -> tuple[dict, bytes]:
+    """The portal data and the wrapping key, from one key derivation (600,000
+    PBKDF2 iterations are the slow part; the browser does them once too)."""
     base = mdms_url.rstrip("/")
     opener = _opener(ca_file)
     p = _call(opener, f"{base}/api/portal/params?" +
@@ -53,18 +59,18 @@ def fetch(mdms_url: str, ca_file, customer_id: str, password: str) -> dict:
     # The floor and the labels are this client's, whatever the server sent:
     # customer.kdf_params refuses weak parameters before any verifier exists.
     salt, iterations = customer.kdf_params(p)
-    verifier, _ = customer.derive_keys(password, customer_id, salt, iterations)
+    verifier, wrap_key = customer.derive_keys(password, customer_id, salt, iterations)
     _call(opener, f"{base}/api/portal/login",
           {"customer": customer_id, "verifier": base64.b64encode(verifier).decode()})
-    return _call(opener, f"{base}/api/portal/data")
+    return _call(opener, f"{base}/api/portal/data"), wrap_key
 
 
 def readings(mdms_url: str, ca_file, customer_id: str, password: str) -> list[list]:
     """[meter, seq, interval end (UTC, ISO), energy Wh, register Wh] for
     every reading of the customer's meters."""
-    d = fetch(mdms_url, ca_file, customer_id, password)
-    priv = customer.unlock({"customer_id": customer_id, "kdf": d["kdf"],
-                            "wrapped_private_key": d["wrapped_private_key"]}, password)
+    d, wrap_key = _fetch(mdms_url, ca_file, customer_id, password)
+    priv = customer.unwrap({"customer_id": customer_id,
+                            "wrapped_private_key": d.get("wrapped_private_key")}, wrap_key)
     keys = {(k["meter"], k["day"], k["key_no"]): customer.open_day_key(
         priv, base64.b64decode(k["wrapped"])) for k in d["day_keys"]}
     rows = []

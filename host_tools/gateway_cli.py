@@ -116,7 +116,8 @@ def cmd_status(args):
     rej = store.rejects()
     print("rejected messages: " + (", ".join(f"{m or '?'}/{r}={n}" for (m, r), n in
                                              sorted(rej.items())) or "none"))
-    clip = store.key_epochs()[-1][3] if store.key_epochs() else 0
+    epochs = store.key_epochs()
+    clip = epochs[-1][3] if epochs else 0
     print(f"readings clipped to the guardian's bound ({clip or 'none'} Wh) in aggregates:"
           f" {store.counters().get('clipped', 0)} (bills count them whole)")
     print(f"waiting to be pushed to the MDMS: {store.outbox_count()} items")

@@ -83,8 +83,8 @@ def create_customer(customer_id: str, password: str, out: Path,
     out = Path(out)
     if out.exists():
         raise ConfigError(f"{out} already exists")
-    keyfile = customer.create(customer_id, password, iterations)
-    keyfile["login_verifier_hash"] = hash_secret(customer.auth_verifier(keyfile, password))
+    keyfile, verifier = customer.create(customer_id, password, iterations)
+    keyfile["login_verifier_hash"] = hash_secret(verifier)
     write_json(out, keyfile)
     return out
 

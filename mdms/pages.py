@@ -129,12 +129,11 @@ def routes(web: Web):
 
     async def operator(request: Request):
         meters = web.store.meters()
-        per_meter = defaultdict(dict)
+        per_meter, clipped = defaultdict(dict), {}
         for g in web.store.gateways():
             for m, reason, n in json.loads(g["rejects"] or "[]"):
                 per_meter[m][reason] = per_meter[m].get(reason, 0) + n
-        clipped = {g["gateway_id"]: json.loads(g["counters"] or "{}").get("clipped", 0)
-                   for g in web.store.gateways()}
+            clipped[g["gateway_id"]] = json.loads(g["counters"] or "{}").get("clipped", 0)
         return web.render(request, "operator.html", meters=meters, rejects=per_meter, utc=utc,
                           now=time.time(), clipped=clipped)
 

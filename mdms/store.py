@@ -153,8 +153,7 @@ class MdmsStore:
         """Columns added after a database was made."""
         if self.db.dialect == "postgresql":
             self.db.execute("ALTER TABLE gateways ADD COLUMN IF NOT EXISTS counters TEXT")
-        elif "counters" not in {r[1] for r in self.db.conn.execute(
-                "PRAGMA table_info(gateways)")}:
+        elif "counters" not in {r["name"] for r in self.db.rows("PRAGMA table_info(gateways)")}:
             self.db.execute("ALTER TABLE gateways ADD COLUMN counters TEXT")
 
     def close(self) -> None:
