@@ -2,9 +2,9 @@
 # protect requests and verify the gateway's responses. AES-CCM-16-64-128 and
 # HKDF-SHA-256 only, which is the algorithm pair every OSCORE peer must have.
 #
-# The sender sequence number comes from a persistent store (seqno.py) that
-# reserves numbers on flash ahead of use, so a nonce is never reused across
-# reboots.
+# The meter never keeps one context across boots: rekey.py derives a fresh
+# one per boot with the gateway (RFC 8613 Appendix B.2), so its sequence
+# numbers may start at 0 each time without ever repeating a nonce.
 import cbor
 import coap
 from ccm import AESCCM
@@ -23,8 +23,8 @@ class OscoreError(ValueError):
 
 
 class Counter:
-    """In-memory sequence numbers: for tests and vectors only. Firmware
-    uses seqno.SequenceStore, which survives a reboot."""
+    """In-memory sequence numbers. Safe only for a context that is new in
+    this boot (rekey.py) or, in tests, for published vectors."""
 
     def __init__(self, start=0):
         self.value = start
@@ -90,25 +90,18 @@ class Context:
         nonce = self.nonce(piv, self.sender_id)
         ct = self._seal.encrypt(nonce, self._plaintext(code, inner_options, payload),
                                 self._aad(self.sender_id, piv))
-        return value, ct, (piv, nonce)
+        # The binding is the request's Partial IV: a response without its
+        # own reuses the request's nonce, recomputed in whichever context
+        # verifies it (B.2's Response #1 comes in a new one).
+        return value, ct, piv
 
     def unprotect_response(self, option_value, ciphertext, binding):
         """Verify and decrypt a response; returns (code, inner options, payload)."""
-        req_piv, req_nonce = binding
+        req_piv = binding
         if option_value is None:
             raise OscoreError("response is not OSCORE-protected")
-        if option_value:
-            flags = option_value[0]
-            n = flags & 0x07
-            if flags & 0xE0 or n > 5 or flags & 0x18:
-                # Responses from our gateway never carry kid or kid context.
-                raise OscoreError("unexpected OSCORE option flags in response")
-            if len(option_value) != 1 + n:
-                raise OscoreError("malformed OSCORE option in response")
-            piv = bytes(option_value[1:1 + n])
-        else:
-            piv = b""
-        nonce = self.nonce(piv, self.recipient_id) if piv else req_nonce
+        piv, _ = response_option(option_value)
+        nonce = self.nonce(piv, self.recipient_id) if piv else self.nonce(req_piv, self.sender_id)
         try:
             pt = self._open.decrypt(nonce, ciphertext, self._aad(self.sender_id, req_piv))
         except ValueError:
@@ -120,3 +113,28 @@ class Context:
         except ValueError:
             raise OscoreError("malformed inner options in response")
         return pt[0], options, payload
+
+
+def response_option(value):
+    """(Partial IV, kid context or None) of a response's OSCORE option.
+    Our gateway never sends a kid; a kid context only in B.2's Response #1."""
+    if not value:
+        return b"", None
+    flags = value[0]
+    n = flags & 0x07
+    if flags & 0xE8 or n > 5:
+        raise OscoreError("unexpected OSCORE option flags in response")
+    piv = bytes(value[1:1 + n])
+    kid_context = None
+    rest = 1 + n
+    if flags & 0x10:
+        if len(value) < rest + 1:
+            raise OscoreError("malformed OSCORE option in response")
+        s = value[rest]
+        kid_context = bytes(value[rest + 1:rest + 1 + s])
+        rest += 1 + s
+        if len(kid_context) != s:
+            raise OscoreError("malformed OSCORE option in response")
+    if len(value) != rest or len(piv) != n:
+        raise OscoreError("malformed OSCORE option in response")
+    return piv, kid_context

@@ -94,12 +94,13 @@ class ReadingQueue:
             elif rec[1] > self.acked:
                 self.acked = rec[1]
 
-    def _compact(self, merge=False):
+    def _compact(self, merge=False, shift_from=None, shift=0):
         # Rewrite with pending readings only. With nothing pending, keep the
         # newest reading and its ack: they carry the register and sequence
         # number that the meter continues from. With merge="day", the first
         # two consecutive pending readings of one UTC day become one; with
-        # merge="any", the first two pending readings.
+        # merge="any", the first two pending readings. Pending readings from
+        # seq `shift_from` on get `shift` added to their numbers.
         tmp = self.path + ".tmp"
         pending = 0
         size = 0
@@ -109,6 +110,8 @@ class ReadingQueue:
                 if rec[0] != "R" or rec[1] <= self.acked:
                     continue
                 r = rec[1:]
+                if shift_from is not None and r[0] >= shift_from:
+                    r = (r[0] + shift,) + r[1:]
                 if merge and prev is not None and (merge == "any" or
                                                    (prev[1] - 1) // DAY == (r[1] - 1) // DAY):
                     r = (r[0], r[1], prev[2] + r[2], r[3], prev[4] + r[4])
@@ -138,6 +141,23 @@ class ReadingQueue:
         os.rename(tmp, self.path)
         self.pending = pending
         self._size = size
+
+    def renumber(self, gw_seq, gw_end):
+        """Shift pending readings newer than the gateway's newest stored one
+        (seq gw_seq, interval end gw_end) past gw_seq, if their numbers are
+        not already above it. Returns the shift (0: nothing to do)."""
+        first = None
+        for rec in self._records():
+            if rec[0] == "R" and rec[1] > self.acked and rec[2] > gw_end:
+                first = rec[1]
+                break
+        if first is None or first > gw_seq:
+            return 0
+        shift = gw_seq + 1 - first
+        if self.last is not None and self.last[0] >= first:
+            self.last = (self.last[0] + shift,) + self.last[1:]
+        self._compact(shift_from=first, shift=shift)
+        return shift
 
     def _append(self, text):
         with open(self.path, "a") as f:

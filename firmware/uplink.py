@@ -13,9 +13,12 @@ except ImportError:  # pragma: no cover
 import coap
 import oscore
 
-# Our gateway's responses are well under this; a bigger datagram is cut
-# short, fails to decode and is ignored. Small buffers matter in a 64K heap.
-RECV_MAX = 512
+# Our gateway's largest response, the 2.04 for a batch of 24 readings with
+# 5-byte sequence numbers, is about 170 bytes; a bigger datagram is cut
+# short, fails to decode and is ignored. In a 64K heap a 512-byte buffer
+# per wait was the allocation that failed first.
+RECV_MAX = 256
+_TIMEOUTS = (11, 110)  # EAGAIN, ETIMEDOUT: what a socket timeout raises
 
 
 class UplinkError(Exception):
@@ -23,32 +26,59 @@ class UplinkError(Exception):
 
 
 class Uplink:
-    def __init__(self, sock, addr, ctx, ack_timeout_ms=2000, max_retransmit=4,
-                 response_timeout_ms=30000, log=print, idle=None):
+    """`keys` holds the current context (rekey.Rekeying on a meter). The
+    gateway's address is resolved when first needed and again after a
+    failure, so a meter that booted before Wi-Fi or DNS was up, or whose
+    gateway moved, finds it without a restart."""
+
+    def __init__(self, sock, host, port, keys, ack_timeout_ms=2000, max_retransmit=4,
+                 response_timeout_ms=30000, log=print, idle=None, resolver=None, on_rekey=None):
         self.sock = sock
-        self.addr = addr
-        self.ctx = ctx
+        self.host = host
+        self.port = port
+        self.addr = None
+        self.resolver = resolver or resolve
+        self.keys = keys
         self.ack_timeout_ms = ack_timeout_ms
         self.max_retransmit = max_retransmit
         self.response_timeout_ms = response_timeout_ms
         self.log = log
         self.idle = idle  # called at least once a second while waiting (watchdog)
+        self.on_rekey = on_rekey  # gets Response #1's payload: the gateway's position
         self._mid = int.from_bytes(os.urandom(2), "big")
 
     def _next_mid(self):
         self._mid = (self._mid + 1) & 0xFFFF
         return self._mid
 
+    def _address(self):
+        if self.addr is None:
+            try:
+                self.addr = self.resolver(self.host, self.port)
+            except (OSError, IndexError) as e:
+                raise UplinkError("cannot resolve %s: %s" % (self.host, _oserr(e)))
+        return self.addr
+
     def post(self, path, payload):
-        """POST payload (CBOR) to path; returns (code, payload) of the
-        verified inner response. An Echo challenge is answered once."""
+        """POST a CBOR payload to path; returns (code, payload) of the
+        verified inner response. `payload` may be a function that builds the
+        bytes: it is called again after a new context was agreed, because
+        the gateway's answer can renumber what is queued."""
         echo = None
-        for _ in range(2):
+        for _ in range(3):
+            body_out = payload() if callable(payload) else payload
+            ctx = self.keys.ctx
             inner = [(coap.OPT_URI_PATH, seg.encode()) for seg in path.split("/") if seg]
             inner.append((coap.OPT_CONTENT_FORMAT, bytes((coap.CF_CBOR,))))
             if echo is not None:
                 inner.append((coap.OPT_ECHO, echo))
-            value, ct, binding = self.ctx.protect_request(coap.POST, inner, payload)
+            try:
+                value, ct, binding = ctx.protect_request(coap.POST, inner, body_out)
+            except oscore.OscoreError as e:  # sequence numbers used up
+                if not hasattr(self.keys, "restart"):
+                    raise UplinkError(str(e))
+                self.keys.restart()
+                continue
             req = coap.Message(coap.CON, coap.POST, self._next_mid(), os.urandom(4),
                                [(coap.OPT_OSCORE, value)], ct)
             resp = self._exchange(req)
@@ -58,19 +88,40 @@ class Uplink:
                 # proves nothing, so it is only reported.
                 raise UplinkError("unprotected %s response from gateway" % coap.code_str(resp.code))
             try:
-                code, options, body = self.ctx.unprotect_response(oscore_opt, resp.payload, binding)
+                _, r2 = oscore.response_option(oscore_opt)
+                if r2 is not None and not hasattr(self.keys, "advance"):
+                    raise oscore.OscoreError("kid context from a peer that cannot rekey")
+                vctx = ctx if r2 is None else self.keys.response_context(r2)
+                code, options, body = vctx.unprotect_response(oscore_opt, resp.payload, binding)
             except oscore.OscoreError as e:
                 raise UplinkError("bad response: %s" % e)
+            if r2 is not None:
+                # B.2 Response #1: the request was verified, not processed.
+                if code != coap.UNAUTHORIZED:
+                    raise UplinkError("gateway sent a kid context with %s" % coap.code_str(code))
+                ctx = vctx = resp = None  # let advance() free both old contexts first
+                self.keys.advance(r2)
+                self.log("new security context agreed with the gateway")
+                if self.on_rekey is not None:
+                    self.on_rekey(body)
+                continue
             echo_opts = [v for n, v in options if n == coap.OPT_ECHO]
             if code == coap.UNAUTHORIZED and echo_opts and echo is None:
                 echo = echo_opts[0]
                 self.log("gateway asked for Echo; resending with it")
                 continue
             return code, body
-        raise UplinkError("gateway repeated its Echo challenge")
+        raise UplinkError("gateway did not settle on a security context")
 
     def _send(self, msg):
-        self.sock.sendto(coap.encode(msg), self.addr)
+        self._sendto(coap.encode(msg))
+
+    def _sendto(self, data):
+        try:
+            self.sock.sendto(data, self._address())
+        except OSError as e:  # Wi-Fi down, no route: the readings stay queued
+            self.addr = None
+            raise UplinkError("cannot send: %s" % _oserr(e))
 
     def _recv(self, deadline):
         """The next datagram as a Message; False for garbage; None once the
@@ -84,8 +135,10 @@ class Uplink:
             self.sock.settimeout(min(left, 1000) / 1000)
             try:
                 data, _ = self.sock.recvfrom(RECV_MAX)
-            except OSError:
-                continue  # timeout: check the deadline, feed the watchdog
+            except OSError as e:
+                if e.args and e.args[0] not in _TIMEOUTS:
+                    time.sleep_ms(100)  # a network error, not a timeout: do not spin
+                continue  # check the deadline, feed the watchdog
             try:
                 return coap.decode(data)
             except ValueError:
@@ -97,7 +150,7 @@ class Uplink:
         timeout = self.ack_timeout_ms + (os.urandom(1)[0] * self.ack_timeout_ms) // 510
         acked = False
         for _ in range(self.max_retransmit + 1):
-            self.sock.sendto(data, self.addr)
+            self._sendto(data)
             deadline = time.ticks_add(time.ticks_ms(), timeout)
             while True:
                 msg = self._recv(deadline)
@@ -120,6 +173,7 @@ class Uplink:
             if acked:
                 return self._await_separate(req)
             timeout *= 2
+        self.addr = None  # resolve again next time: the gateway may have moved
         raise UplinkError("no answer from gateway after %d transmissions" % (self.max_retransmit + 1))
 
     def _await_separate(self, req):
@@ -142,3 +196,8 @@ def udp_socket():
 
 def resolve(host, port):
     return socket.getaddrinfo(host, port, 0, socket.SOCK_DGRAM)[0][-1]
+
+
+def _oserr(e):
+    # MicroPython's OSError carries only an errno; say which one.
+    return "errno %s" % e.args[0] if e.args and isinstance(e.args[0], int) else str(e)

@@ -15,7 +15,7 @@ EXCHANGE_LIFETIME (247 s). So before aiocoap sees a datagram, the guard:
   4.02 if an option does not decode (RFC 7252 5.4.1: a malformed
   recognised option is treated as an unrecognised one; these are
   critical) or its OSCORE option does not parse or asks for a mode the
-  gateway does not speak (ID context, group), 4.01 if it is not
+  gateway does not speak (group), 4.01 if it is not
   OSCORE-protected or names a key id the gateway does not know;
 - passes everything else, i.e. OSCORE requests for a known meter, to
   aiocoap, whose duplicate cache is bounded here too.
@@ -48,7 +48,8 @@ log = logging.getLogger("gridveil.guard")
 # The largest request a meter sends: its payload, OSCORE's tag and flags,
 # the CoAP header, token and options.
 MAX_DATAGRAM = MAX_PAYLOAD + 128
-ALLOWED_UNPROTECTED = {oscore.COSE_KID, oscore.COSE_PIV}
+# A kid context is how a meter agrees a fresh context per boot (RFC 8613 B.2).
+ALLOWED_UNPROTECTED = {oscore.COSE_KID, oscore.COSE_PIV, oscore.COSE_KID_CONTEXT}
 # Linux's SO_RCVBUFFORCE (Python's socket module does not name it)
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33 if sys.platform == "linux" else None)
 OPT_BLOCK1 = 27
@@ -266,7 +267,7 @@ class Guard:
             return answer("bad_oscore_option", Code.BAD_OPTION, b"malformed OSCORE option")
         if set(unprotected) - ALLOWED_UNPROTECTED:
             return answer("unsupported_oscore", Code.BAD_OPTION,
-                          b"OSCORE ID context and group mode are not used here")
+                          b"OSCORE group mode is not used here")
         if not self.known_kid(unprotected.get(oscore.COSE_KID)):
             return answer("unknown_kid", Code.UNAUTHORIZED, b"unknown key id")
         return None

@@ -88,5 +88,13 @@ def parse(data: bytes, interval_s: int) -> Batch:
     return Batch(meter_id, readings, backlog, fw)
 
 
-def ack(seqs: list[int]) -> bytes:
-    return cbor2.dumps({0: VERSION, 1: seqs})
+def ack(seqs: list[int], now: int) -> bytes:
+    """2.04: the seqs stored (or already held), and the gateway's clock, which
+    a meter may compare with its own."""
+    return cbor2.dumps({0: VERSION, 1: seqs, 3: now})
+
+
+def position(last_seq: int, last_end: int | None, now: int) -> bytes:
+    """B.2 Response #1 (4.01): where this meter's readings stand here, so
+    that a meter whose flash was wiped continues numbering after them."""
+    return cbor2.dumps({0: VERSION, 1: last_seq, 2: last_end or 0, 3: now})

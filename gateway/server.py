@@ -8,6 +8,7 @@ import asyncio
 import logging
 import os
 import signal
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,7 +23,7 @@ from . import payload, seal
 from .config import GatewayHome
 from .fastenc import RandomnessPool
 from .guard import Guard
-from .keystore import Keyring, KeyStore, MeterContext
+from .keystore import Keyring, KeyStore, MeterContext, Request1Context
 from .pes import PES
 from .push import Pusher, PushError
 from .ratelog import RateLog
@@ -51,6 +52,14 @@ class ReadingsResource(resource.Resource):
         if not isinstance(ctx, MeterContext):
             self.gw.rejects[("", "unprotected")] += 1
             return aiocoap.Message(code=aiocoap.UNAUTHORIZED, payload=b"OSCORE required")
+        if isinstance(ctx, Request1Context):
+            # RFC 8613 B.2: verified under a context new to us, so possibly a
+            # replay; not processed. The protected 4.01 carries R2 (see
+            # keystore.py) and this meter's position.
+            log.info("meter %s: agreeing a new security context", ctx.meter_id)
+            seq, end = self.gw.seq_store.position(ctx.meter_id)
+            return aiocoap.Message(code=aiocoap.UNAUTHORIZED, content_format=60,
+                                   payload=payload.position(seq, end, int(time.time())))
         try:
             batch = payload.parse(request.payload, self.gw.config.interval_s)
         except payload.PayloadError as e:
@@ -82,7 +91,8 @@ class ReadingsResource(resource.Resource):
         log.info("meter %s: %d stored, %d duplicate, %d late (seq %d-%d)", ctx.meter_id,
                  result.accepted, result.duplicates, result.late,
                  batch.readings[0].seq, batch.readings[-1].seq)
-        return aiocoap.Message(code=aiocoap.CHANGED, payload=payload.ack(result.acked),
+        return aiocoap.Message(code=aiocoap.CHANGED,
+                               payload=payload.ack(result.acked, int(time.time())),
                                content_format=60)
 
 

@@ -265,6 +265,12 @@ class Store:
         return self.db.execute("SELECT last_seq FROM meters WHERE meter_id=?",
                                (meter_id,)).fetchone()[0]
 
+    def position(self, meter_id: str) -> tuple[int, int | None]:
+        """(last_seq, last_end) in one read; (-1, None) for a meter never heard."""
+        row = self.db.execute("SELECT last_seq, last_end FROM meters WHERE meter_id=?",
+                              (meter_id,)).fetchone()
+        return (row[0], row[1]) if row else (-1, None)
+
     def last_end(self, meter_id: str) -> int | None:
         """Interval end of the newest reading stored for this meter."""
         return self.db.execute("SELECT last_end FROM meters WHERE meter_id=?",

@@ -18,7 +18,7 @@ import threading
 import tty
 from pathlib import Path
 
-from .fleet import micropython
+from .fleet import HEAP, micropython
 
 MP_DIR = Path(__file__).resolve().parent / "mp"
 BANNER = b"MicroPython v1.29 on gridveil-emu; GridVeil board emulator\r\n"
@@ -30,7 +30,7 @@ WINDOW = 128  # raw-paste flow-control window
 
 
 class BoardEmulator:
-    def __init__(self, fs_dir: Path, heap: str = "64K", link: Path | None = None):
+    def __init__(self, fs_dir: Path, heap: str = HEAP, link: Path | None = None):
         self.fs = Path(fs_dir).resolve()
         self.fs.mkdir(parents=True, exist_ok=True)
         self.heap = heap

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from common.files import ConfigError
 
-from . import customer_cli, gateway_cli, holder_cli, mdms_cli, meter_cli
+from . import customer_cli, fleet, gateway_cli, holder_cli, mdms_cli, meter_cli
 from .cli_common import DEFAULT_HOME, sub
 
 
@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="scratch directory for every party's home, wiped at the start"
                         " (default var/demo)")
     x.add_argument("--bits", type=int, default=2048, help="Paillier key size (default 2048)")
-    x.add_argument("--heap", default="64K", help="MicroPython heap per meter")
+    x.add_argument("--heap", default=fleet.HEAP, help="MicroPython heap per meter")
     x.add_argument("--serve", action="store_true",
                    help="keep serving the dashboard and portal afterwards (Ctrl-C to stop)")
     x.add_argument("--web-port", type=int, default=8080)

@@ -28,7 +28,7 @@ from pathlib import Path
 from common.tariff import FLAT
 from mdms import report
 
-from . import customer_export, groundtruth
+from . import customer_export, fleet, groundtruth
 from .site import DEMO_PASSWORD, INTERVAL_S, Site, SiteError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -115,7 +115,7 @@ def describe(site: Site) -> list[str]:
     return rows
 
 
-def run(home: Path, bits: int = 2048, files: list[Path] | None = None, heap: str = "64K",
+def run(home: Path, bits: int = 2048, files: list[Path] | None = None, heap: str = fleet.HEAP,
         out=print, serve: bool = False, web_port: int = 8080) -> bool:
     files = files or sorted(SAMPLE_DIR.glob("household*.csv"))
     if not files:

@@ -15,6 +15,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 FIRMWARE = REPO / "firmware"
 UNIX_BOARD = REPO / "boards" / "unix"
+# The MicroPython heap an emulated meter gets. An ESP32-WROOM without PSRAM
+# has about 100 KiB once Wi-Fi runs; 64K no longer leaves the firmware room
+# for a context agreement after a gateway restart (docs/hardware.md).
+HEAP = "80K"
 
 
 class FleetError(Exception):
@@ -62,7 +66,7 @@ def unix_build() -> Path:
     return out
 
 
-def start_meter(meter_dir: Path, heap: str = "64K", log=None,
+def start_meter(meter_dir: Path, heap: str = HEAP, log=None,
                 build: Path | None = None, wrap=None) -> subprocess.Popen:
     """One emulated meter running the .mpy build from its own folder.
     `wrap` may turn the command into a confined one (host_tools/confine.py)."""
@@ -81,7 +85,7 @@ class MeterRun:
     output: str
 
 
-def run_fleet(meter_dirs: list[Path], heap: str = "64K", timeout: float = 600,
+def run_fleet(meter_dirs: list[Path], heap: str = HEAP, timeout: float = 600,
               progress=None, wrap=None) -> list[MeterRun]:
     """Run every meter until its replay ends and its queue is delivered."""
     b = unix_build()

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from common.files import ConfigError, read_json
 
+from . import fleet
 from .cli_common import home, read_secret_file, sub
 
 
@@ -152,7 +153,7 @@ def register(subparsers) -> None:
     x = sub(subparsers, "fleet", "run every provisioned meter on the MicroPython Unix port")
     x.add_argument("--meters", help="directory of meter directories"
                                     " (default <home>/provisioned)")
-    x.add_argument("--heap", default="64K", help="MicroPython heap per meter (default 64K)")
+    x.add_argument("--heap", default=fleet.HEAP, help=f"MicroPython heap per meter (default {fleet.HEAP})")
     x.add_argument("--timeout", type=float, default=600, help="seconds before giving up")
     x.set_defaults(func=cmd_fleet)
 
@@ -180,7 +181,7 @@ def register(subparsers) -> None:
                                           " mpremote-compatible) running the Unix port")
     x.add_argument("--fs", required=True, help="folder that is the board's flash")
     x.add_argument("--link", help="also make this path a symlink to the pty")
-    x.add_argument("--heap", default="64K")
+    x.add_argument("--heap", default=fleet.HEAP)
     x.set_defaults(func=cmd_board_emulator)
 
     x = sub(subparsers, "sample-data", "generate synthetic household consumption files")

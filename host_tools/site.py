@@ -306,7 +306,7 @@ class Site:
     def meter_dirs(self) -> list[Path]:
         return sorted(self.meters_dir.iterdir())
 
-    def run_meters(self, heap: str = "64K", timeout: float = 600, progress=None):
+    def run_meters(self, heap: str = fleet.HEAP, timeout: float = 600, progress=None):
         runs = fleet.run_fleet(self.meter_dirs(), heap=heap, timeout=timeout, progress=progress,
                                wrap=self.wrap)
         for r in runs:

@@ -39,16 +39,31 @@ def make_sensor(cfg, chip):
     raise SystemExit("board: sensor type must be pulse, ct or p1, not %r" % kind)
 
 
+class Rtc:
+    """The ESP32's real-time clock in Unix seconds. It keeps counting across
+    the tick counter's wrap (and across a soft reset)."""
+
+    def __init__(self, rtc=None):
+        self._rtc = rtc or machine.RTC()
+
+    def now(self):
+        return time.time() + EPOCH_TO_UNIX
+
+    def set(self, utc):
+        tm = time.gmtime(utc - EPOCH_TO_UNIX)
+        self._rtc.datetime((tm[0], tm[1], tm[2], tm[6] + 1, tm[3], tm[4], tm[5], 0))
+
+
 class Board:
     name = "esp32"
 
-    def __init__(self, wlan=None, ntp=None):
+    def __init__(self, wlan=None, ntp=None, rtc=None):
         self.settings = fsutil.load_json("settings.json", HINT)
         self.secrets = fsutil.load_json("secrets.json", HINT)
         b = self.settings.get("board", {})
         self.chip = b.get("chip") or pins.detect(os.uname().machine)
         self.wdt = machine.WDT(timeout=b.get("watchdog_ms", 120000))
-        self.clock = clock.Clock()
+        self.clock = clock.Clock(rtc or Rtc())
         self.presync = clock.PreSyncBuffer()
         self.sensor = make_sensor(self.settings["sensor"], self.chip)
         self.wlan = wlan or network.WLAN(network.STA_IF)
@@ -93,17 +108,30 @@ class Board:
         if ntp is None:
             import ntptime as ntp
         try:
-            ntp.settime()
-        except (OSError, OverflowError) as e:
+            # time(), not settime(): the answer is checked before it is used.
+            t = ntp.time() + EPOCH_TO_UNIX
+        except (OSError, OverflowError, IndexError) as e:
             self.log("NTP failed (%s); retrying" % e)
             self._next_ntp = time.ticks_add(now, self.ntp_retry_ms)
             return
         first = not self.clock.synced
-        self.clock.sync(time.time() + EPOCH_TO_UNIX)
+        if not self.clock.ntp(t):
+            self.log("NTP answered a time %d s away from this clock's; refused"
+                     % (t - (self.clock.utc() or 0)) if self.clock.synced else
+                     "NTP answered a time before 2026; refused")
+            self._next_ntp = time.ticks_add(now, self.ntp_retry_ms)
+            return
         if first:
             self.log("clock set from NTP; %d mJ measured before are stamped now"
                      % self.presync.total())
         self._next_ntp = time.ticks_add(now, 6 * 3600 * 1000)
+
+    def gateway_time(self, t):
+        """The gateway's clock, from a verified (OSCORE) response."""
+        before = self.clock.utc()
+        if self.clock.gateway(t):
+            self.log("clock set from the gateway's authenticated time (%s s off)"
+                     % ("unknown" if before is None else t - before))
 
     def samples(self, after):
         """(UTC seconds, mJ) every sample_s; energy from before the first
@@ -125,6 +153,11 @@ class Board:
             while time.ticks_diff(deadline, time.ticks_ms()) > 0:
                 self.wdt.feed()
                 time.sleep_ms(min(1000, max(0, time.ticks_diff(deadline, time.ticks_ms()))))
+
+
+def crashed(e):
+    print("[crash] %s: %s; restarting" % (type(e).__name__, e))
+    machine.reset()
 
 
 def finish(ok):

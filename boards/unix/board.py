@@ -7,6 +7,7 @@ import time
 
 import fsutil
 import replay
+import uplink
 
 HINT = "run `gridveil provision` first"
 
@@ -26,6 +27,22 @@ class Board:
         # Never called with secrets; readings' values are not logged either.
         print("[%s] %s" % (self.settings.get("meter_id", "?"), msg))
 
+    # Network faults in the data's own time (settings "outage"; flaky.py,
+    # loaded only when asked for, so that a normal run's heap holds none of it).
+    def resolve(self, host, port):
+        if self.settings.get("outage"):
+            import flaky
+
+            return flaky.resolve(self, host, port)
+        return uplink.resolve(host, port)
+
+    def udp_socket(self):
+        if self.settings.get("outage"):
+            import flaky
+
+            return flaky.FlakySocket(uplink.udp_socket(), self)
+        return uplink.udp_socket()
+
     def samples(self, after):
         r = self.settings["replay"]
         speed = r.get("speed", 0)
@@ -44,6 +61,12 @@ class Board:
                     time.sleep_ms(wait)
             self.now = end
             yield end, mj
+
+
+def crashed(e):
+    # The emulator's "reset" is its exit: `gridveil fleet` and the tests see it.
+    print("[crash] %s: %s" % (type(e).__name__, e))
+    sys.exit(4)
 
 
 def finish(ok):

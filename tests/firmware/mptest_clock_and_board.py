@@ -14,32 +14,105 @@ def eq(a, b):
         raise AssertionError("%r != %r" % (a, b))
 
 
+PERIOD = 1 << 30  # where ESP32 (and Unix-port) ticks_ms wraps
+
+
 class Ticks:
+    """A tick counter that wraps like the real one."""
+
     def __init__(self, t=1000):
         self.t = t
 
     def __call__(self):
+        return self.t % PERIOD
+
+
+class FakeRtc:
+    """The real-time clock: keeps counting, whatever the ticks do."""
+
+    def __init__(self, t=0):
+        self.t = t
+
+    def now(self):
         return self.t
+
+    def set(self, utc):
+        self.t = utc
+
+
+T0 = 1767225600
 
 
 def test_nothing_is_stamped_before_sync():
-    ticks = Ticks()
-    c = clock.Clock(ticks)
+    rtc = FakeRtc(5)  # an RTC that never heard from NTP
+    c = clock.Clock(rtc, Ticks())
     eq(c.utc(), None)
-    c.sync(1767225600)
-    ticks.t += 90500
-    eq(c.utc(), 1767225690)
+    eq(c.ntp(T0), True)
+    rtc.t += 90
+    eq(c.utc(), T0 + 90)
+
+
+def test_time_survives_the_tick_wrap_without_ntp():
+    # 6.2 days (2^29 ms) after the last NTP answer, a clock built on a tick
+    # base jumped back 12.4 days. The RTC does not wrap.
+    ticks, rtc = Ticks(0), FakeRtc()
+    c = clock.Clock(rtc, ticks)
+    c.ntp(T0)
+    for day in range(1, 15):
+        ticks.t += 86400 * 1000
+        rtc.t += 86400
+        eq(c.utc(), T0 + day * 86400)
+    # A moment measured a minute ago, across the wrap, is still a minute ago.
+    then = ticks()
+    ticks.t += 60000
+    rtc.t += 60
+    eq(c.utc(then), rtc.t - 60)
+
+
+def test_a_lying_ntp_server_cannot_move_the_clock_but_the_gateway_can():
+    rtc = FakeRtc()
+    c = clock.Clock(rtc, Ticks())
+    eq(c.ntp(T0 - 86400 * 365), False)  # before 2026: not now
+    eq(c.synced, False)
+    eq(c.ntp(T0), True)
+    eq(c.ntp(T0 + 3 * 86400), False)  # three days ahead: the utility's NTP lies
+    eq(c.ntp(T0 - 3600), False)
+    eq((c.utc(), c.refused), (T0, 3))
+    eq(c.ntp(T0 + 30), True)  # ordinary drift is corrected
+    eq(c.gateway(T0 + 60), False)  # the gateway agrees within the bound: nothing to do
+    # The first NTP answer was a lie that the bound cannot catch; the
+    # gateway's authenticated time corrects it.
+    c2 = clock.Clock(FakeRtc(), Ticks())
+    c2.ntp(T0 + 5 * 86400)
+    eq(c2.gateway(T0), True)
+    eq(c2.utc(), T0)
+    eq(clock.Clock(FakeRtc(), Ticks()).gateway(T0), True)  # and sets a clock that has none
+
+
+def test_presync_buckets_never_age_past_the_wrap():
+    # NTP unreachable for 10 days: energy moves forward in time rather than
+    # being stamped from a tick difference that wrapped.
+    ticks = Ticks(0)
+    buf = clock.PreSyncBuffer(max_buckets=5)
+    for i in range(10 * 24):  # one sample an hour for 10 days
+        ticks.t = i * 3600 * 1000
+        buf.add(ticks(), 7)
+    eq(buf.total(), 10 * 24 * 7)
+    for _, end, _ in buf.buckets:
+        if time.ticks_diff(ticks(), end) > clock.MAX_AGE_MS:
+            raise AssertionError("a bucket is older than the bound")
 
 
 def test_presync_energy_is_stamped_by_when_it_was_measured():
     ticks = Ticks(0)
-    c = clock.Clock(ticks)
+    rtc = FakeRtc()
+    c = clock.Clock(rtc, ticks)
     buf = clock.PreSyncBuffer()
     for i in range(30):  # 5 minutes of 10-second samples before NTP
         ticks.t = i * 10000
         buf.add(ticks.t, 100)
     ticks.t = 400000  # NTP answers 100 s after the last sample
-    c.sync(1767225600 + 400)  # so tick 0 was 1767225600
+    c.ntp(T0 + 400)  # so tick 0 was T0
     out = buf.drain(c)
     eq(sum(e for _, e in out), 3000)
     eq([t for t, _ in out], [1767225650, 1767225710, 1767225770, 1767225830, 1767225890])
@@ -74,10 +147,11 @@ class FakeNTP:
     def __init__(self, failures):
         self.failures = failures
 
-    def settime(self):
+    def time(self):
         if self.failures:
             self.failures -= 1
             raise OSError(110)
+        return int(time.time())  # the Unix port's epoch is 1970
 
 
 def test_esp32_board_buffers_until_ntp_then_yields_stamped_energy():

@@ -1,9 +1,8 @@
-# The meter's persistent state: reading queue and OSCORE sequence numbers.
+# The meter's persistent state: the reading queue on flash.
 import os
 
 import fsutil
 from readingqueue import ReadingQueue
-from seqno import SequenceStore, SequenceStoreError
 
 TMP = os.getenv("GVTEST_TMP")
 _n = [0]
@@ -81,31 +80,33 @@ def test_corrupt_line_is_not_trusted():
     eq([r[0] for r in ReadingQueue(p).oldest(10)], [0])
 
 
-def test_sequence_numbers_never_repeat_across_reboots():
-    p = fresh("seq")
-    seen = set()
-    for boot in range(5):
-        s = SequenceStore(p, chunk=4)
-        for _ in range(boot + 3):  # some boots use part of a chunk, some more
-            n = s.next()
-            if n in seen:
-                raise AssertionError("sequence number %d reused after reboot %d" % (n, boot))
-            seen.add(n)
-    with open(p) as f:
-        reserved = int(f.read())
-    if reserved <= max(seen):
-        raise AssertionError("reserved bound not above the last number used")
+def test_renumber_after_a_wiped_flash_follows_the_gateway():
+    # The flash was wiped: numbering restarted at 0, but the gateway holds
+    # readings up to 41 (interval end 900). New readings move past 41, on
+    # flash too, and the register continues after them.
+    p = fresh("renum")
+    q = ReadingQueue(p)
+    for i in range(3):
+        q.append(i, 1800 + 900 * i, 5, 5 * (i + 1))
+    eq(q.renumber(41, 900), 42)
+    eq([r[0] for r in q.oldest(10)], [42, 43, 44])
+    eq(q.last[0], 44)
+    q.append(45, 4500, 1, 16)
+    q2 = ReadingQueue(p)
+    eq([r[:2] for r in q2.oldest(10)], [(42, 1800), (43, 2700), (44, 3600), (45, 4500)])
+    eq(q2.renumber(41, 900), 0)  # a second answer from the gateway changes nothing
 
 
-def test_unreadable_sequence_file_refuses_to_guess():
-    p = fresh("seq")
-    with open(p, "w") as f:
-        f.write("garbage")
-    try:
-        SequenceStore(p)
-    except SequenceStoreError:
-        return
-    raise AssertionError("a corrupt sequence file was accepted")
+def test_renumber_leaves_readings_whose_ack_was_lost():
+    # The gateway stored 5 and 6 but its acknowledgement never arrived: they
+    # stay as they are (the gateway acknowledges them as duplicates), and so
+    # does 7, which is new and already numbered after the gateway's.
+    p = fresh("renum2")
+    q = ReadingQueue(p)
+    for i in range(5, 8):
+        q.append(i, 900 * i, 5, 5 * i)
+    eq(q.renumber(6, 900 * 6), 0)
+    eq([r[0] for r in q.oldest(10)], [5, 6, 7])
 
 
 # --- power loss at every byte ------------------------------------------------

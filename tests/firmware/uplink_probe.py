@@ -6,12 +6,14 @@ from binascii import unhexlify
 
 import cbor
 import oscore
-from uplink import Uplink, resolve, udp_socket
+from rekey import FixedContext
+from uplink import Uplink, udp_socket
 
 port, secret, salt, sender, recipient, count, first = sys.argv[1:8]
 ctx = oscore.Context(unhexlify(secret), unhexlify(salt), unhexlify(sender),
                      unhexlify(recipient), seqno=oscore.Counter(int(first)))
-link = Uplink(udp_socket(), resolve("127.0.0.1", int(port)), ctx, ack_timeout_ms=1000,
+# A stock aiocoap server holds one fixed context: no B.2 here.
+link = Uplink(udp_socket(), "127.0.0.1", int(port), FixedContext(ctx), ack_timeout_ms=1000,
               max_retransmit=3)
 for i in range(int(count)):
     code, body = link.post("readings", cbor.dumps({"n": i}))

@@ -81,11 +81,11 @@ class System(Site):
     def meter_secrets(self, meter_id: str) -> dict:
         return json.loads((self.meters_dir / meter_id / "secrets.json").read_text())
 
-    def start_meters(self, heap: str = "64K") -> list[subprocess.Popen]:
+    def start_meters(self, heap: str = fleet.HEAP) -> list[subprocess.Popen]:
         b = fleet.unix_build()
         return [fleet.start_meter(d, heap, build=b, wrap=self.wrap) for d in self.meter_dirs()]
 
-    def run_meters(self, heap: str = "64K", timeout: float = 300) -> list[fleet.MeterRun]:
+    def run_meters(self, heap: str = fleet.HEAP, timeout: float = 300) -> list[fleet.MeterRun]:
         return fleet.run_fleet(self.meter_dirs(), heap=heap, timeout=timeout, wrap=self.wrap)
 
     # --- sealing and release ---
@@ -106,6 +106,14 @@ class System(Site):
                    "refusals": released.refusals}
         return demo.cross_check(self.files, self.assignment, as_json,
                                 {m: self.tariff for m in self.assignment}, period_days)
+
+    def meter_rows(self, gateway: str = "gw1") -> list[dict]:
+        """The gateway's per-meter dedup state (accepted, last_seq, ...)."""
+        s = self.store(readonly=True, gateway=gateway)
+        try:
+            return s.meters()
+        finally:
+            s.close()
 
     def accepted(self, meter_id: str) -> int:
         """Readings the gateway has stored for this meter."""

@@ -34,6 +34,14 @@ class UART:
         return None
 
 
+class RTC:
+    set_to = []
+
+    def datetime(self, tm=None):
+        if tm is not None:
+            RTC.set_to.append(tm)
+
+
 class WDT:
     fed = 0
 
