@@ -57,17 +57,12 @@ class Register:
         self.wh += whole
         self.residual_mj -= whole * MJ_PER_WH
 
-    def resync(self, body):
+    def resync(self, gw_seq, gw_end):
         """The gateway's position, from its Response #1: the newest reading it
         stored (seq, interval end). A meter whose flash was wiped starts
         counting at 0 again; its new readings would be dropped as duplicates,
         so they are renumbered to follow the gateway's. Readings the gateway
         already has (an acknowledgement lost) keep their numbers."""
-        try:
-            state = cbor.loads(body)
-            gw_seq, gw_end = int(state[1]), int(state[2])
-        except (ValueError, TypeError, KeyError, AttributeError):
-            return 0
         shift = self.queue.renumber(gw_seq, gw_end)
         if self.queue.last is not None:
             self.seq = max(self.seq, self.queue.last[0] + 1)
@@ -181,13 +176,15 @@ class Sender:
 
 
 def _resync(board, register, body):
+    # Response #1's payload, decoded once: {1: last_seq, 2: last_end, 3: time}.
     try:
-        gw_time = cbor.loads(body).get(3)
-    except (ValueError, AttributeError):
-        gw_time = None
+        state = cbor.loads(body)
+        gw_seq, gw_end, gw_time = int(state[1]), int(state[2]), state.get(3)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return
     if isinstance(gw_time, int) and hasattr(board, "gateway_time"):
         board.gateway_time(gw_time)
-    shift = register.resync(body)
+    shift = register.resync(gw_seq, gw_end)
     if shift:
         board.log("the gateway has readings up to a higher number (was this flash wiped?);"
                   " queued readings renumbered by %d" % shift)
