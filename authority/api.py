@@ -8,7 +8,10 @@
                           "days": [{"record": b64, "signature": b64}, ...]}
                          (prices come from the holder's approved tariffs, never
                          from the request)
-    POST /v1/refusal     {"kind", "subject", "reason"}: log a decline made elsewhere
+    POST /v1/decision    {"subject", "approved": bool, "reason"}: log the privacy
+                         guardian's decision on a request made in the MDMS
+    GET  /v1/policy      this holder's release policy (k, billing, noise), so
+                         the guardian sees what it would refuse before deciding
     GET  /v1/log         the decision log (?after=N&limit=M)
     GET  /v1/verify      {"ok": true, "message": "..."}
     GET  /v1/head        the log's head {role, n, hash, signature}, signed with
@@ -132,10 +135,15 @@ def create_app(holder: KeyHolder, tokens: dict[str, str]) -> Starlette:
                           str(body["tariff"]), days)
         return _answer_json(await run(holder.release_bill, req, who))
 
-    async def refusal(request, who, body):
-        r = await run(holder.note_refusal, who, str(body["kind"]), str(body["subject"]),
+    async def decision(request, who, body):
+        if not isinstance(body.get("approved"), bool):
+            raise ValueError("approved must be true or false")
+        r = await run(holder.note_decision, who, str(body["subject"]), body["approved"],
                       str(body["reason"]))
         return {"receipt": {"n": r.n, "hash": r.hash}}
+
+    async def policy(request, who, body):
+        return {"role": holder.role, "policy": holder.policy.to_json()}
 
     async def log_entries(request, who, body):
         after = int(request.query_params.get("after", 0))
@@ -155,7 +163,8 @@ def create_app(holder: KeyHolder, tokens: dict[str, str]) -> Starlette:
     routes = [Route("/v1/keys", endpoint(keys, False)),
               Route("/v1/aggregate", endpoint(aggregate, True), methods=["POST"]),
               Route("/v1/bill", endpoint(bill, True), methods=["POST"]),
-              Route("/v1/refusal", endpoint(refusal, True), methods=["POST"]),
+              Route("/v1/decision", endpoint(decision, True), methods=["POST"]),
+              Route("/v1/policy", endpoint(policy, False)),
               Route("/v1/log", endpoint(log_entries, False)),
               Route("/v1/verify", endpoint(verify, False)),
               Route("/v1/head", endpoint(head, False))]

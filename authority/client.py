@@ -62,9 +62,12 @@ class HolderClient:
             "meter_id": meter_id, "start": start, "end": end, "tariff": tariff,
             "days": [_item(r, s) for r, s in days]})
 
-    def note_refusal(self, kind: str, subject: str, reason: str) -> dict:
-        return self._call("POST", "/v1/refusal", {"kind": kind, "subject": subject,
-                                                  "reason": reason})
+    def note_decision(self, subject: str, approved: bool, reason: str) -> dict:
+        return self._call("POST", "/v1/decision", {"subject": subject, "approved": approved,
+                                                   "reason": reason})
+
+    def policy(self) -> dict:
+        return self._call("GET", "/v1/policy")["policy"]
 
     def log(self, after: int = 0, limit: int = 5000) -> list[dict]:
         return self._call("GET", f"/v1/log?after={int(after)}&limit={int(limit)}")["entries"]
@@ -138,6 +141,11 @@ class Authority:
         that the gateway signed into every day record."""
         return self._ask_all(lambda h: h.bill(meter_id, start, end, tariff, days))[0]
 
-    def note_refusal(self, kind: str, subject: str, reason: str) -> None:
+    def note_decision(self, subject: str, approved: bool, reason: str) -> None:
+        """Every holder logs the guardian's decision; an approval that a
+        holder cannot log is not acted on (the caller stops at the error)."""
         for h in self.holders.values():
-            h.note_refusal(kind, subject, reason)
+            h.note_decision(subject, approved, reason)
+
+    def policies(self) -> dict[str, dict]:
+        return {role: h.policy() for role, h in self.holders.items()}

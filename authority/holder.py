@@ -415,10 +415,13 @@ class KeyHolder:
         return Answer(answer.kind, answer.number, answer.receipt, answer.key_id,
                       total["contributors"], answer.noisy)
 
-    def note_refusal(self, requester: str, kind: str, subject: str, reason: str) -> Receipt:
-        """Log a refusal decided elsewhere (the guardian declining a request in
-        the MDMS), so auditors find every decision in the holders' logs."""
-        return self.ledger.record(requester, kind[:32], subject[:128], False, reason[:500])
+    def note_decision(self, requester: str, subject: str, approved: bool,
+                      reason: str) -> Receipt:
+        """Log the privacy guardian's decision on a request made in the MDMS
+        (approved or declined, with the reason), so auditors find every
+        decision in the holders' logs. An approval releases nothing by
+        itself: every value it leads to is checked and logged on its own."""
+        return self.ledger.record(requester, "decision", subject[:128], approved, reason[:500])
 
     def bill_ciphertext(self, req: BillRequest) -> tuple[str, bytes]:
         """Check a bill request against the policy and compute its one

@@ -20,7 +20,7 @@ from starlette.responses import RedirectResponse, Response
 
 from common.files import ConfigError
 
-from . import auth, releases
+from . import auth, releases, scope
 from .store import IntegrityError
 from .web import HOME_PAGE, ROLES, Web, client_key
 
@@ -140,11 +140,11 @@ def routes(web: Web):
     async def analyst(request: Request):
         rows = web.store.released_aggregates()
         hourly, profile, peaks = releases.demand_views(rows)
-        pending = web.store.requests("pending", "aggregates")
-        return web.render(request, "analyst.html", hourly=hourly, peaks=peaks,
+        asked = web.store.requests(kind="aggregates", limit=10)
+        return web.render(request, "analyst.html", hourly=hourly, peaks=peaks, asked=asked,
                           chart=Markup(json.dumps({"hourly": hourly, "profile": profile})
                                        .replace("</", "<\\/")),
-                          pending=pending, count=len(rows), utc=utc)
+                          count=len(rows), utc=utc)
 
     async def demand_csv(request: Request):
         rows = web.store.released_aggregates()
@@ -191,9 +191,10 @@ def routes(web: Web):
 
     async def billing(request: Request, error: str = "", status: int = 200):
         bills, start, end = _bills(request)
-        pending = web.store.requests("pending", "bills")
+        asked = web.store.requests(kind="bills", limit=10)
         return web.render(request, "billing.html", status, bills=bills, start=start, end=end,
-                          pending=pending, total=sum(b["eur"] for b in bills), error=error)
+                          asked=asked, total=sum(b["eur"] for b in bills), error=error,
+                          utc=utc)
 
     async def bills_csv(request: Request):
         bills, _, _ = _bills(request)
@@ -226,10 +227,24 @@ def routes(web: Web):
         return web.render(request, "auditor.html", logs=logs, requests=web.store.requests(),
                           utc=utc)
 
-    async def guardian(request: Request):
-        return web.render(request, "guardian.html", pending=list(reversed(
-            web.store.requests("pending"))), done=web.store.requests("decided", limit=50),
-            utc=utc)
+    def pending_with_scope() -> list[dict]:
+        pending = list(reversed(web.store.requests("pending")))
+        if not pending:
+            return []
+        try:
+            policies = web.authority().policies()
+        except ConfigError as e:
+            e = scope.Scope(error=f"The key holders' policies could not be read ({e}), so what"
+                                  " approving releases cannot be shown; each holder still"
+                                  " checks every value.")
+            return [{**r, "scope": e} for r in pending]
+        return [{**r, "scope": scope.describe(web.store, policies, r)} for r in pending]
+
+    async def guardian(request: Request, error: str = "", status: int = 200):
+        # The scope asks every holder for its policy: off the event loop.
+        pending = await run_in_threadpool(pending_with_scope)
+        return web.render(request, "guardian.html", status, pending=pending, error=error,
+                          done=web.store.requests("decided", limit=50), utc=utc)
 
     async def guardian_decide(request: Request):
         form = await request.form()
@@ -238,12 +253,21 @@ def routes(web: Web):
         except ValueError:
             return RedirectResponse("/guardian", status_code=303)
         who = request.state.session["username"]
-        # Decryptions take seconds: off the event loop, so other pages stay live.
-        decide = releases.approve if form.get("decision") == "approve" else releases.decline
+        reason = " ".join(str(form.get("reason", "")).split())[:500]
         try:
-            await run_in_threadpool(decide, web.store, web.authority(), rid, who)
+            # Decryptions take seconds: off the event loop, so other pages stay live.
+            if form.get("decision") == "approve":
+                await run_in_threadpool(releases.approve, web.store, web.authority(), rid, who)
+            elif not reason:
+                return await guardian(request, f"Request #{rid} was not declined: say why, so"
+                                               " the requester knows what to change.", 400)
+            else:
+                await run_in_threadpool(releases.decline, web.store, web.authority(), rid, who,
+                                        reason)
         except ConfigError as e:
             log.error("request %s: the key holders could not be asked: %s", rid, e)
+            return await guardian(request, f"Request #{rid}: the key holders could not be"
+                                           f" reached ({e}); try again later.", 503)
         return RedirectResponse("/guardian", status_code=303)
 
     return [("/", index, ["GET"]), ("/login", login_page, ["GET"]), ("/login", login, ["POST"]),

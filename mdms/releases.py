@@ -51,11 +51,9 @@ def release_aggregates(store: MdmsStore, authority: Authority, out: Released) ->
         out.aggregates[(nbh, end)] = wh
 
 
-def release_bills(store: MdmsStore, authority: Authority, out: Released,
-                  period_days: int = 1) -> None:
-    """One bill per meter per run of `period_days` consecutive signed days;
-    a leftover shorter run is not billed yet. The tariff is the one the
-    gateway signed into the day records; its prices are the holders'."""
+def bill_chunks(store: MdmsStore, period_days: int):
+    """(meter, [day rows]) for every run of `period_days` consecutive signed
+    days not billed yet; a leftover shorter run is not billed yet."""
     billed = {(b["meter_id"], b["first_day"]) for b in store.bills()}
     by_meter = defaultdict(list)
     for row in store.signed_bill_days():
@@ -63,19 +61,26 @@ def release_bills(store: MdmsStore, authority: Authority, out: Released,
     for meter_id, days in by_meter.items():
         for i in range(0, len(days) - period_days + 1, period_days):
             chunk = days[i:i + period_days]
-            first = chunk[0]["day"]
-            if (meter_id, first) in billed:
-                continue
-            signed = [(records.parse(d["record"]), d["signature"]) for d in chunk]
-            try:
-                amount = authority.release_bill(meter_id, first * DAY,
-                                                (first + period_days) * DAY, signed[0][0].tariff,
-                                                signed)
-            except Refusal as r:
-                out.refusals.append(f"bill {meter_id} from day {first}: {r}")
-                continue
-            store.save_bill(meter_id, first, period_days, amount)
-            out.bills[(meter_id, first)] = amount
+            if (meter_id, chunk[0]["day"]) not in billed:
+                yield meter_id, chunk
+
+
+def release_bills(store: MdmsStore, authority: Authority, out: Released,
+                  period_days: int = 1) -> None:
+    """One bill per meter per run of `period_days` consecutive signed days.
+    The tariff is the one the gateway signed into the day records; its
+    prices are the holders'."""
+    for meter_id, chunk in bill_chunks(store, period_days):
+        first = chunk[0]["day"]
+        signed = [(records.parse(d["record"]), d["signature"]) for d in chunk]
+        try:
+            amount = authority.release_bill(meter_id, first * DAY, (first + period_days) * DAY,
+                                            signed[0][0].tariff, signed)
+        except Refusal as r:
+            out.refusals.append(f"bill {meter_id} from day {first}: {r}")
+            continue
+        store.save_bill(meter_id, first, period_days, amount)
+        out.bills[(meter_id, first)] = amount
 
 
 def release_all(store: MdmsStore, authority: Authority, period_days: int = 1) -> Released:
@@ -108,27 +113,39 @@ def demand_views(rows: list[dict]):
 
 
 def approve(store: MdmsStore, authority: Authority, rid: int, who: str) -> str:
+    """The holders log the approval first: a release whose approval could
+    not be logged does not happen (the ConfigError stops it here)."""
     req = store.request(rid)
     if req is None:
         return "no such pending request"
     params = json.loads(req["params"])
+    authority.note_decision(f"request:{rid} {req['kind']}", True,
+                            f"approved by privacy guardian {who}")
     out = Released()
     if req["kind"] == "aggregates":
         release_aggregates(store, authority, out)
     else:
         release_bills(store, authority, out, int(params.get("period_days", 1)))
-    outcome = (f"released {len(out.aggregates)} aggregates and {len(out.bills)} bills;"
-               f" {len(out.refusals)} refused by policy")
+    released = len(out.aggregates) + len(out.bills)
+    what = "aggregates" if req["kind"] == "aggregates" else "bills"
+    outcome = f"released {released} {what}"
+    if out.refusals:
+        outcome += f"; the key holders' policy refused {len(out.refusals)}"
+    if not released and not out.refusals:
+        outcome = "nothing new to release"
     store.decide(rid, "approved", who, outcome)
     log.info("request %d approved by %s: %s", rid, who, outcome)
     return outcome
 
 
-def decline(store: MdmsStore, authority: Authority, rid: int, who: str) -> None:
+def decline(store: MdmsStore, authority: Authority, rid: int, who: str, reason: str) -> None:
+    """Like an approval, the holders log a decline first, so every decision
+    the requester sees is in their logs too (a holder that cannot be told
+    leaves the request pending, to decide again)."""
     req = store.request(rid)
     if req is None:
         return
-    if store.decide(rid, "declined", who, "declined by the privacy guardian"):
-        # The holders log the refusal too, so auditors find it in their logs.
-        authority.note_refusal(req["kind"], f"request:{rid}",
-                               f"declined: by privacy guardian {who}")
+    authority.note_decision(f"request:{rid} {req['kind']}", False,
+                            f"declined by privacy guardian {who}: {reason}")
+    if store.decide(rid, "declined", who, "nothing released", reason):
+        log.info("request %d declined by %s", rid, who)

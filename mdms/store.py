@@ -135,7 +135,8 @@ CREATE TABLE IF NOT EXISTS requests (
     status TEXT NOT NULL,           -- pending | approved | declined
     decided_by TEXT,
     decided_at {real},
-    outcome TEXT
+    outcome TEXT,
+    reason TEXT                     -- the guardian's words, shown to the requester
 )
 """
 
@@ -151,10 +152,11 @@ class MdmsStore:
 
     def _migrate(self) -> None:
         """Columns added after a database was made."""
-        if self.db.dialect == "postgresql":
-            self.db.execute("ALTER TABLE gateways ADD COLUMN IF NOT EXISTS counters TEXT")
-        elif "counters" not in {r["name"] for r in self.db.rows("PRAGMA table_info(gateways)")}:
-            self.db.execute("ALTER TABLE gateways ADD COLUMN counters TEXT")
+        for table, column in (("gateways", "counters"), ("requests", "reason")):
+            if self.db.dialect == "postgresql":
+                self.db.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} TEXT")
+            elif column not in {r["name"] for r in self.db.rows(f"PRAGMA table_info({table})")}:
+                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
 
     def close(self) -> None:
         self.db.close()
@@ -393,8 +395,9 @@ class MdmsStore:
         sql = "SELECT * FROM requests" + (" WHERE " + " AND ".join(where) if where else "")
         return self.db.rows(sql + " ORDER BY id DESC LIMIT ?", (*args, limit))
 
-    def decide(self, rid: int, status: str, who: str, outcome: str) -> bool:
+    def decide(self, rid: int, status: str, who: str, outcome: str, reason: str = "") -> bool:
+        """Only a pending request can be decided, once."""
         cur = self.db.execute("UPDATE requests SET status=?, decided_by=?, decided_at=?,"
-                              " outcome=? WHERE id=? AND status='pending'",
-                              (status, who, time.time(), outcome, rid))
+                              " outcome=?, reason=? WHERE id=? AND status='pending'",
+                              (status, who, time.time(), outcome, reason, rid))
         return cur.rowcount == 1

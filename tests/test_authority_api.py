@@ -49,6 +49,10 @@ def test_api_rejects_missing_tokens_and_garbage(holder):
               .encode(), token, 400),
              ("/v1/aggregate", json.dumps({"parts": "x"}).encode(), token, 400),
              ("/v1/bill", json.dumps({"meter_id": "m1"}).encode(), token, 400),
+             ("/v1/decision", json.dumps({"subject": "request:1 bills", "approved": "yes",
+                                          "reason": ""}).encode(), token, 400),
+             ("/v1/decision", json.dumps({"subject": "request:1 bills", "approved": True,
+                                          "reason": "ok"}).encode(), None, 401),
              ("/v1/nothing", b"{}", token, 404)]
     for path, body, tok, status in cases:
         with pytest.raises(urllib.error.HTTPError) as e:

@@ -14,8 +14,9 @@ import time
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from authority.policy import Policy
 from common import records, signing
-from mdms import intake
+from mdms import intake, scope
 from mdms.store import MdmsStore
 
 END = 1767225600 + 900
@@ -47,8 +48,8 @@ class FakeGateway:
         return intake.intake(store, body, self.id, signing.sign_b64(key or self.key, body))
 
 
-def meter(mid: str, nbh: str = "north") -> dict:
-    return {"kind": "meter", "meter_id": mid, "neighbourhood": nbh, "customer": None,
+def meter(mid: str, nbh: str = "north", customer: str | None = None) -> dict:
+    return {"kind": "meter", "meter_id": mid, "neighbourhood": nbh, "customer": customer,
             "tariff": "flat"}
 
 
@@ -138,6 +139,52 @@ def test_web_state_on_both_databases(store):
     assert store.failures("ip:x") == (4, 1.0, 5.0)
     rid = store.add_request("bills", {"period_days": 1}, "bob")
     assert store.request(rid)["status"] == "pending"
-    assert store.decide(rid, "approved", "g", "ok") and not store.decide(rid, "declined", "g", "")
-    assert store.requests("decided")[0]["id"] == rid
+    assert store.decide(rid, "declined", "g", "nothing released", "too soon")
+    assert not store.decide(rid, "approved", "g", "released 3 bills")  # decided once only
+    (done,) = store.requests("decided")
+    assert (done["id"], done["status"], done["reason"]) == (rid, "declined", "too soon")
     assert store.secret("s") == store.secret("s") and len(store.secret("s")) == 32
+
+
+def test_guardian_sees_what_a_request_would_release(store):
+    """The scope the guardian decides on counts households (a household's two
+    meters once), and forecasts what the strictest holder's k refuses."""
+    a = FakeGateway(store, "gwA")
+    # north: six meters of five households; south: two households.
+    north = [f"n{i}" for i in range(6)]
+    a.push(store, [*(meter(m, "north", f"h{min(i, 4)}") for i, m in enumerate(north)),
+                   meter("s0", "south", "h10"), meter("s1", "south", "h11")])
+    items = []
+    for end in (END, END + 900, END + 1800):
+        for nbh, ms in (("north", north), ("south", ["s0", "s1"])):
+            items.append(a.signed("aggregate", records.AggregateRecord(
+                "gwA", nbh, end - 900, end, len(ms), b"c" * 16, "k1", tuple(ms))))
+    a.push(store, items + [{"kind": "sealed_through", "neighbourhood": n, "through": END + 1800}
+                           for n in ("north", "south")])
+    lenient, strict = Policy(k=5).to_json(), Policy(k=6, dp="off").to_json()
+    req = {"kind": "aggregates", "params": "{}"}
+    s = scope.describe(store, {"utility": lenient, "guardian": lenient}, req)
+    assert s.lines == ["Neighbourhood north: 3 quarter-hour totals from 2026-01-01 00:00 UTC"
+                       " to 2026-01-01 00:45 UTC, each the sum of 5 to 5 households."]
+    assert s.refused == ["Neighbourhood south: 3 quarter-hour(s) with fewer than 5 households"
+                         " would be refused."]
+    assert "utility key holder adds random noise" in s.noise
+    s = scope.describe(store, {"utility": lenient, "guardian": strict}, req)  # k=6 decides
+    assert s.lines == [] and len(s.refused) == 2
+    # Bills: 45 signed days from the 1st of a month; the calendar-month rule
+    # refuses every 7-day bill, and min_bill_days refuses 1-day bills.
+    day0 = 20454  # 2026-01-01
+    a.push(store, [a.billday("n0", d, 0) for d in range(day0, day0 + 45)])
+    weekly = {"kind": "bills", "params": json.dumps({"period_days": 7})}
+    s = scope.describe(store, {"utility": Policy(billing="days").to_json(),
+                               "guardian": Policy(billing="calendar-month").to_json()}, weekly)
+    assert s.lines == ["6 bill total(s) for 1 meter(s), one per 7 day(s), covering 2026-01-01"
+                       " to 2026-02-11. Each is one sum of money; no reading is revealed."]
+    assert s.refused == ["6 bill(s) not covering whole calendar months: the policy bills by"
+                         " calendar month only."]
+    monthly = {"kind": "bills", "params": json.dumps({"period_days": 31})}  # all of January
+    s = scope.describe(store, {"guardian": Policy().to_json()}, monthly)
+    assert s.lines[0].startswith("1 bill total(s) for 1 meter(s)") and s.refused == []
+    s = scope.describe(store, {"g": Policy(billing="days", min_bill_days=2).to_json()},
+                       {"kind": "bills", "params": "{}"})
+    assert s.refused == ["All of them: the policy asks for at least 2 day(s) per bill."]

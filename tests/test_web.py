@@ -121,7 +121,7 @@ def logged_in(site, role):
 def test_role_matrix_every_route(site, role):
     c = logged_in(site, role)
     for (method, path), allowed in ROLE_MATRIX.items():
-        data = {"csrf": c.csrf, "period_days": "1", "id": "999999", "decision": "decline",
+        data = {"csrf": c.csrf, "period_days": "1", "id": "999999", "decision": "decline", "reason": "r",
                 "username": f"u-{role}", "role": "auditor", "password": "x" * 14} \
             if method == "POST" else None
         status, _ = c.request(method, path, data)
@@ -244,24 +244,63 @@ def test_a_typo_at_login_does_not_break_the_form(site, browser):
     page.close()
 
 
-def test_guardian_approves_what_the_analyst_asked(site, browser):
+def _login(page, site, role):
+    page.goto(site["url"] + "/login")
+    page.fill("input[name=username]", role)
+    page.fill("input[name=password]", site["passwords"][role])
+    page.click("button[type=submit]")
+    page.wait_for_url("**" + HOME_PAGE[role])
+
+
+def test_guardian_decides_with_the_scope_in_front_of_them(site, browser):
+    """Billing and the analyst ask; the guardian sees what each request would
+    release, must say why to decline, and the requesters see the answer;
+    the key holders' logs record both decisions."""
     page = browser.new_page(ignore_https_errors=True)
-    for role, action in (("billing", "/billing"), ("guardian", "/guardian")):
-        page.goto(site["url"] + "/login")
-        page.fill("input[name=username]", role)
-        page.fill("input[name=password]", site["passwords"][role])
-        page.click("button[type=submit]")
-        page.wait_for_url("**" + action)
-        if role == "billing":
-            page.click("text=Request release of signed bill days")
-            page.wait_for_url("**/billing")
-            assert "wait for the privacy guardian" in page.content()
-        else:
-            page.click("#pending button[value=approve]")
-            page.wait_for_url("**/guardian")
-            assert "approved" in page.content()
+    asked = {}
+    for role, button in (("billing", "Request release of signed bill days"),
+                         ("analyst", "Request release of newly sealed intervals")):
+        _login(page, site, role)
+        page.click(f"text={button}")
+        page.wait_for_url("**" + HOME_PAGE[role])
+        row = page.locator("table.requests tbody tr").first
+        assert "waiting for the privacy guardian" in row.inner_text()
+        asked[role] = row.get_attribute("data-request")
         page.click("header button")  # log out
+
+    _login(page, site, "guardian")
+    bills, demand = (page.locator(f"#request-{asked[r]}") for r in ("billing", "analyst"))
+    # Everything was released when the site was set up: the scope says so.
+    assert "No meter has 1 signed day(s) not billed yet" in bills.inner_text()
+    assert "No sealed quarter-hours wait" in demand.inner_text()
+    assert "Noise:" in demand.inner_text()
+    page.screenshot(path=str(ARTIFACTS / "web-guardian.png"), full_page=True)
+    # Declining needs a reason: the browser asks for one, and so does the server.
+    g = logged_in(site, "guardian")
+    status, body = g.request("POST", "/guardian/decide", {
+        "csrf": g.csrf, "id": asked["analyst"], "decision": "decline", "reason": "  "})
+    assert status == 400 and b"say why" in body
+    assert f'id="request-{asked["analyst"]}"'.encode() in g.request("GET", "/guardian")[1]
+    demand.locator("input[name=reason]").fill("Wait for the quarterly review")
+    demand.locator("button[value=decline]").click()
+    page.wait_for_url("**/guardian")
+    bills.locator("button[value=approve]").click()
+    page.wait_for_url("**/guardian")
+    decided = page.inner_text("#decided")
+    assert "Wait for the quarterly review" in decided and "nothing new to release" in decided
+    page.click("header button")
+
+    _login(page, site, "analyst")
+    row = page.locator(f"table.requests tr[data-request='{asked['analyst']}']").inner_text()
+    assert "declined" in row and "guardian" in row and "Wait for the quarterly review" in row
     page.close()
+    # Each holder logged both decisions, with the reason, in its hash chain.
+    _, audit = logged_in(site, "auditor").request("GET", "/auditor")
+    for rid, verdict in ((asked["analyst"], "declined"), (asked["billing"], "approved")):
+        entry = re.findall(rf"<code>request:{rid} \w+</code></td><td>(\w+)</td><td>([^<]*)</td>",
+                           audit.decode())
+        assert [v for v, _ in entry] == [verdict, verdict], entry  # one per holder
+    assert audit.decode().count("Wait for the quarterly review") >= 3  # 2 holders + request
 
 
 def test_customer_portal_decrypts_in_the_browser(site, browser):
@@ -439,12 +478,15 @@ def test_check_portal_spots_altered_portal_code(site):
 
 def test_bad_form_values_get_a_400_with_a_message(site):
     billing = logged_in(site, "billing")
-    before = billing.request("GET", "/billing")[1].count(b"wait for the privacy guardian")
+    def newest_request():
+        return re.findall(rb'data-request="(\d+)"', billing.request("GET", "/billing")[1])[:1]
+
+    before = newest_request()
     for bad in ("abc", "-3", "0", "401", "1e3", "9" * 40):
         status, body = billing.request("POST", "/billing/request",
                                        {"csrf": billing.csrf, "period_days": bad})
         assert status == 400 and b"whole number of days from 1 to 400" in body, (bad, status)
-    assert billing.request("GET", "/billing")[1].count(b"wait for the privacy guardian") == before
+    assert newest_request() == before  # no request was added
     assert "Traceback" not in site["log"].read_text()
 
 
