@@ -87,15 +87,16 @@ def readings(mdms_url: str, ca_file, customer_id: str, password: str) -> list[li
     return rows
 
 
-PORTAL_SCRIPTS = ("/static/portal.js", "/static/vendor/plotly.min.js")
+PORTAL_SCRIPTS = ("chart.js", "portal.js")
 
 
 def check_portal(mdms_url: str, ca_file) -> list[tuple[str, str, bool]]:
     """Compare the portal code a server serves with this release's own:
-    [(path, SHA-256 served, same as ours)]. The page must load exactly our
-    scripts and allow no others (its Content-Security-Policy). This is what
-    a household, or the guardian on its behalf, can check from outside:
-    the utility serves the portal, and the portal holds the password."""
+    [(path served, its SHA-256, same as ours)]. The page must load exactly
+    our scripts (under their content-hashed names) and allow no others (its
+    Content-Security-Policy). This is what a household, or the guardian on
+    its behalf, can check from outside: the utility serves the portal, and
+    the portal holds the password."""
     import hashlib
     import re
     from importlib.resources import files
@@ -120,16 +121,16 @@ def check_portal(mdms_url: str, ca_file) -> list[tuple[str, str, bool]]:
         raise ConfigError("the portal page runs inline or foreign scripts (or its"
                           " Content-Security-Policy allows them): do not enter a password there")
     served = [m.group(1).decode() for m in srcs]
-    if sorted(served) != sorted(PORTAL_SCRIPTS):
+    # /static/<name>.<12 hex digits>.js: the name says which of ours it must be.
+    names = [re.fullmatch(r"/static/([a-z]+)\.[0-9a-f]{12}(\.js)", p) for p in served]
+    if any(n is None for n in names) or sorted(n[1] + n[2] for n in names) != \
+            sorted(PORTAL_SCRIPTS):
         raise ConfigError(f"the portal page loads {served}, not this release's {list(PORTAL_SCRIPTS)}")
-    from mdms.app import PLOTLY  # served from the installed plotly, as the MDMS does
-
     static = files("mdms") / "static"
     out = []
-    for path in PORTAL_SCRIPTS:
+    for path, name in zip(served, names, strict=True):
         body, _ = get(path)
-        ours = (PLOTLY if path.endswith("plotly.min.js")
-                else static / path.removeprefix("/static/")).read_bytes()
+        ours = (static / (name[1] + name[2])).read_bytes()
         digest = hashlib.sha256(body).hexdigest()
         out.append((path, digest, digest == hashlib.sha256(ours).hexdigest()))
     return out

@@ -141,7 +141,10 @@ def routes(web: Web):
         rows = web.store.released_aggregates()
         hourly, profile, peaks = releases.demand_views(rows)
         asked = web.store.requests(kind="aggregates", limit=10)
+        fewest = min((r["contributors"] for r in rows), default=0)
+        noisy = sum(1 for r in rows if r["noisy"])
         return web.render(request, "analyst.html", hourly=hourly, peaks=peaks, asked=asked,
+                          fewest=fewest, noisy=noisy,
                           chart=Markup(json.dumps({"hourly": hourly, "profile": profile})
                                        .replace("</", "<\\/")),
                           count=len(rows), utc=utc)

@@ -18,6 +18,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from common.asgi import BodyTooLarge, read_body
 
 from . import auth
+from .assets import Assets
 from .config import MdmsHome, authority
 from .store import MdmsStore
 
@@ -80,6 +81,8 @@ class Web:
         self.throttle = auth.Throttle(self.store)
         self.templates = Environment(loader=FileSystemLoader(HERE / "templates"),
                                      autoescape=select_autoescape(["html"]))
+        self.assets = Assets(HERE / "static")
+        self.templates.globals["static"] = self.assets.url
 
     def render(self, request: Request, name: str, status: int = 200, **ctx) -> HTMLResponse:
         session = request.state.session
@@ -139,7 +142,9 @@ class Guard:
         async def send_with_headers(message):
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
-                headers += [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+                have = {k.lower() for k, _ in headers}  # static files set their own caching
+                headers += [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()
+                            if k.lower().encode() not in have]
                 message["headers"] = headers
             await send(message)
 

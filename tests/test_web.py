@@ -8,6 +8,7 @@ checked for the password, the decryption key and plaintext readings."""
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import http.cookiejar
 import json
 import os
@@ -66,6 +67,7 @@ class Client:
             urllib.request.HTTPCookieProcessor(self.jar), NoRedirect,
             urllib.request.HTTPSHandler(context=tls.client_context(ca)))
         self.csrf = None
+        self.headers = None  # of the last response
 
     def request(self, method, path, data=None, headers=None):
         body = None
@@ -78,8 +80,10 @@ class Client:
         req = urllib.request.Request(self.url + path, data=body, method=method, headers=h)
         try:
             with self.opener.open(req, timeout=30) as r:
+                self.headers = r.headers
                 return r.status, r.read()
         except urllib.error.HTTPError as e:
+            self.headers = e.headers
             return e.code, e.read()
 
     def cookie(self, name):
@@ -225,6 +229,33 @@ def test_each_role_in_the_browser(site, browser, role):
         page.goto(site["url"] + "/auditor")
         assert page.locator("[data-verified=yes]").count() == 2  # both key holders
     assert errors == []
+    page.close()
+
+
+def test_charts_name_their_axes_and_hover_in_units(site, browser):
+    """The analyst's hourly chart: axis titles drawn, and the hover shows
+    each neighbourhood's value with its unit, equal to the released
+    quarter-hours of that hour summed from the CSV export."""
+    import csv
+    import io
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900}, ignore_https_errors=True)
+    _login(page, site, "analyst")
+    titles = page.locator("#hourly svg text.title").all_text_contents()
+    assert titles == ["time (UTC)", "energy per hour (kWh)"]
+    _, body = logged_in(site, "analyst").request("GET", "/analyst/demand.csv")
+    truth: dict = {}
+    for r in csv.DictReader(io.StringIO(body.decode())):
+        end = r["interval_end_utc"]  # YYYY-MM-DD HH:MM, the end of a quarter hour
+        hour = (dt.datetime.fromisoformat(end) - dt.timedelta(seconds=1)).strftime("%m-%d %H:00")
+        truth.setdefault(hour, {}).setdefault(r["neighbourhood"], 0)
+        truth[hour][r["neighbourhood"]] += int(r["energy_wh"])
+    box = page.locator("#hourly svg").bounding_box()
+    for fraction in (0.3, 0.6, 0.9):
+        page.mouse.move(box["x"] + box["width"] * fraction, box["y"] + box["height"] / 2)
+        tip = page.locator("#hourly .tip").inner_text().splitlines()
+        shown = dict(line.split(": ") for line in tip[1:])
+        assert shown == {n: f"{wh / 1000:.3f} kWh" for n, wh in truth[tip[0]].items()}, tip
     page.close()
 
 
@@ -412,7 +443,7 @@ def test_portal_form_cannot_send_the_password_before_its_script(site, browser):
     """A slow or blocked portal.js must not turn the form into a plain GET
     that puts the password in the URL (and in every log on the way)."""
     page = browser.new_page(ignore_https_errors=True)
-    page.route("**/static/portal.js", lambda route: route.abort())
+    page.route("**/static/portal.*.js", lambda route: route.abort())
     requests = []
     page.on("request", lambda r: requests.append((r.method, r.url, r.post_data or "")))
     page.goto(site["url"] + "/portal")
@@ -443,10 +474,12 @@ def test_check_portal_spots_altered_portal_code(site):
     from host_tools import customer_export
 
     results = customer_export.check_portal(site["url"], site["ca"])
-    assert [p for p, _, same in results if same] == list(customer_export.PORTAL_SCRIPTS)
+    served = [p for p, _, _ in results]
+    assert [p.split(".")[0] for p in served] == ["/static/chart", "/static/portal"]
+    assert all(same for _, _, same in results)
     real = Client(site["url"], site["ca"])
-    copies = {p: real.request("GET", p)[1] for p in ("/portal", *customer_export.PORTAL_SCRIPTS)}
-    copies["/static/portal.js"] += b"\nfetch('/collect', {method: 'POST', body: 'the password'});\n"
+    copies = {p: real.request("GET", p)[1] for p in ("/portal", *served)}
+    copies[served[1]] += b"\nfetch('/collect', {method: 'POST', body: 'the password'});\n"
     csp = "default-src 'self'; script-src 'self';"
 
     class Hostile(http.server.BaseHTTPRequestHandler):
@@ -465,13 +498,41 @@ def test_check_portal_spots_altered_portal_code(site):
     url = f"http://127.0.0.1:{srv.server_address[1]}"
     try:
         got = {p: same for p, _, same in customer_export.check_portal(url, None)}
-        assert got == {"/static/portal.js": False, "/static/vendor/plotly.min.js": True}
+        assert got == {served[0]: True, served[1]: False}  # portal.js was changed
         # An inline script, or a policy that allows one, is refused outright.
         copies["/portal"] = copies["/portal"].replace(b"</main>", b"<script>1</script></main>")
         with pytest.raises(customer_export.ConfigError, match="inline or foreign"):
             customer_export.check_portal(url, None)
     finally:
         srv.shutdown()
+
+
+def test_static_files_are_hashed_cached_and_compressed(site):
+    """Pages link content-hashed names kept a year; text goes out gzipped;
+    pages themselves are never cached nor compressed (they carry the CSRF
+    token)."""
+    import gzip
+    import hashlib
+
+    a = logged_in(site, "analyst")
+    _, page = a.request("GET", "/analyst", headers={"Accept-Encoding": "gzip"})
+    assert a.headers["Cache-Control"] == "no-store" and "Content-Encoding" not in a.headers
+    links = re.findall(rb'(?:src|href)="(/static/([a-z]+)\.([0-9a-f]{12})\.(js|css|svg))"', page)
+    assert {name.decode() for _, name, _, _ in links} >= {"chart", "dashboard", "app", "favicon"}
+    for url, name, digest, ext in links:
+        ours = (REPO / "mdms" / "static" / f"{name.decode()}.{ext.decode()}").read_bytes()
+        assert hashlib.sha256(ours).hexdigest()[:12] == digest.decode()
+        status, body = a.request("GET", url.decode(), headers={"Accept-Encoding": "gzip"})
+        assert status == 200 and "immutable" in a.headers["Cache-Control"]
+        if a.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        assert body == ours
+        etag = a.headers["ETag"]
+        assert a.request("GET", url.decode(), headers={"If-None-Match": etag})[0] == 304
+    assert a.request("GET", "/static/chart.js", headers={"Accept-Encoding": "gzip"})[0] == 200
+    assert a.headers["Content-Encoding"] == "gzip" and a.headers["Cache-Control"] == "no-cache"
+    assert a.request("GET", "/static/chart.000000000000.js")[0] == 404
+    assert a.request("GET", "/static/../web.py")[0] == 404
 
 
 # --- the web front under hostile input (issue: under hostile traffic) ------------------

@@ -127,13 +127,21 @@
     const csv = ["meter_id,seq,interval_end_utc,energy_wh,register_wh"]
       .concat(rows.map((r) => [r.meter, r.seq, iso(r.end), r.wh, r.register].join(","))).join("\n");
     document.getElementById("csv").href = URL.createObjectURL(new Blob([csv], { type: "text/csv" }));
-    if (window.Plotly) {
-      const layout = { margin: { t: 10, r: 10, b: 40, l: 50 } };
-      Plotly.newPlot("intervals", [{ type: "bar", x: rows.map((r) => iso(r.end)), y: rows.map((r) => r.wh),
-                                     marker: { color: "#0f6e66" } }], layout, { displaylogo: false });
-      Plotly.newPlot("days", [{ type: "bar", x: [...days.keys()], y: [...days.values()].map((v) => v / 1000),
-                                marker: { color: "#10303f" } }],
-                     { ...layout, xaxis: { type: "category" } }, { displaylogo: false });
+    if (window.GVChart) {
+      GVChart.draw(document.getElementById("intervals"), {
+        kind: "line", label: "Your energy per quarter hour, Wh",
+        series: [{ name: customer, xs: rows.map((r) => r.end), ys: rows.map((r) => r.wh) }],
+        x: { title: "time (UTC)", format: (t) => iso(t).slice(5), time: true },
+        y: { title: "energy per quarter hour (Wh)", unit: "Wh", digits: 0 },
+        empty: "No readings yet: they appear here once your meter has reported.",
+      });
+      const dayTimes = [...days.keys()].map((d) => Date.parse(d + "T00:00:00Z") / 1000);
+      GVChart.draw(document.getElementById("days"), {
+        kind: "bar", label: "Your energy per day, kWh",
+        series: [{ name: customer, xs: dayTimes, ys: [...days.values()].map((v) => v / 1000) }],
+        x: { title: "day (UTC)", format: (t) => iso(t).slice(0, 10), time: true },
+        y: { title: "energy per day (kWh)", unit: "kWh", digits: 3 },
+      });
     }
     document.body.dataset.ready = "yes";
   }
