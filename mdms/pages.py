@@ -34,17 +34,43 @@ def utc(ts) -> str:
     return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
 
 
+STAFF_ROLES = [r for r in ROLES if r != "customer"]
+
+
+def _checked(role: str | None, password: str | None) -> tuple[str | None, str | None]:
+    """(role, password hash) from an admin form; None where not given."""
+    if role is not None and role not in STAFF_ROLES:
+        raise ConfigError(f"role must be one of {', '.join(STAFF_ROLES)}")
+    if password is not None and len(password) < 12:
+        raise ConfigError("passwords need at least 12 characters")
+    return role, auth.hash_secret(password.encode()) if password is not None else None
+
+
 def add_user(store, username: str, role: str, password: str) -> None:
-    if role not in ROLES or role == "customer":
-        raise ConfigError(f"role must be one of {[r for r in ROLES if r != 'customer']}")
     if not username or len(username) > 64 or not username.isprintable():
         raise ConfigError("user name must be 1..64 printable characters")
-    if len(password) < 12:
-        raise ConfigError("passwords need at least 12 characters")
+    role, pw_hash = _checked(role, password)
     try:
-        store.add_user(username, role, auth.hash_secret(password.encode()))
+        store.add_user(username, role, pw_hash)
     except IntegrityError:
         raise ConfigError(f"user {username} already exists") from None
+
+
+def update_user(store, who: str, username: str, role: str, password: str) -> str:
+    """A staff account's new role and/or password, set by an admin; returns
+    what was done, in words."""
+    if store.user(username) is None:
+        raise ConfigError(f"there is no user {username!r}")
+    role, pw_hash = _checked(role or None, password or None)
+    if role is None and pw_hash is None:
+        raise ConfigError("choose a new role, or type a new password, or both")
+    if role and username == who:
+        raise ConfigError("you cannot change your own role (ask another admin)")
+    store.update_user(username, role, pw_hash)
+    done = [f"role is now {role}"] if role else []
+    done += ["password was reset"] if pw_hash else []
+    log.info("admin %s changed user %s: %s", who, username, ", ".join(done))
+    return f"{username}: {' and '.join(done)}; their sessions ended."
 
 
 def routes(web: Web):
@@ -95,37 +121,58 @@ def routes(web: Web):
         return r
 
     async def logout(request: Request):
+        s = request.state.session
         web.sessions.end(request.cookies.get(auth.COOKIE))
-        r = RedirectResponse("/login", status_code=303)
+        r = RedirectResponse("/portal" if s and s["role"] == "customer" else "/login",
+                             status_code=303)
         r.delete_cookie(auth.COOKIE)
         return r
 
-    async def admin(request: Request, error: str = ""):
+    async def admin(request: Request, error: str = "", status: int = 200, form=None,
+                    done: str = ""):
         users = web.store.users()
         meters = web.store.meters()
         nbhs = defaultdict(int)
         for m in meters:
             nbhs[m["neighbourhood"]] += 1
-        return web.render(request, "admin.html", users=users, meters=meters,
-                          neighbourhoods=sorted(nbhs.items()), roles=ROLES[:-1], error=error,
-                          utc=utc)
+        return web.render(request, "admin.html", status, users=users, meters=meters,
+                          neighbourhoods=sorted(nbhs.items()), roles=STAFF_ROLES, error=error,
+                          form=form or {}, done=done, utc=utc)
 
     async def admin_users(request: Request):
         form = await request.form()
+        name = str(form.get("username", ""))
         try:
-            add_user(web.store, str(form.get("username", "")), str(form.get("role", "")),
-                     str(form.get("password", "")))
-        except ConfigError as e:
-            return await admin(request, str(e))
+            add_user(web.store, name, str(form.get("role", "")), str(form.get("password", "")))
+        except ConfigError as e:  # the form comes back as typed, but for the password
+            return await admin(request, str(e), 400,
+                               {"username": name[:64], "role": str(form.get("role", ""))})
+        log.info("admin %s added user %s", request.state.session["username"], name)
         return RedirectResponse("/admin", status_code=303)
+
+    async def admin_update_user(request: Request):
+        form = await request.form()
+        try:
+            done = update_user(web.store, request.state.session["username"],
+                               str(form.get("username", "")), str(form.get("role", "")),
+                               str(form.get("password", "")))
+        except ConfigError as e:
+            return await admin(request, str(e), 400)
+        return await admin(request, done=done)
 
     async def admin_delete_user(request: Request):
         form = await request.form()
         user = str(form.get("username", ""))
         if user == request.state.session["username"]:
-            return await admin(request, "you cannot delete your own account")
+            return await admin(request, "you cannot delete your own account", 400)
+        row = web.store.user(user)
+        if row is None:
+            return await admin(request, f"there is no user {user[:64]!r}", 400)
+        if form.get("confirm") != "yes":  # one more step: removal cannot be undone
+            return web.render(request, "admin_remove.html", user=row)
         web.store.delete_user(user)
-        return RedirectResponse("/admin", status_code=303)
+        log.info("admin %s removed user %s", request.state.session["username"], user)
+        return await admin(request, done=f"{user} was removed and logged out.")
 
     async def operator(request: Request):
         meters = web.store.meters()
@@ -276,7 +323,8 @@ def routes(web: Web):
     return [("/", index, ["GET"]), ("/login", login_page, ["GET"]), ("/login", login, ["POST"]),
             ("/logout", logout, ["POST"]), ("/admin", admin, ["GET"]),
             ("/admin/users", admin_users, ["POST"]),
-            ("/admin/users/delete", admin_delete_user, ["POST"]), ("/operator", operator, ["GET"]),
+            ("/admin/users/delete", admin_delete_user, ["POST"]),
+            ("/admin/users/update", admin_update_user, ["POST"]), ("/operator", operator, ["GET"]),
             ("/analyst", analyst, ["GET"]), ("/analyst/demand.csv", demand_csv, ["GET"]),
             ("/analyst/request", request_release, ["POST"]), ("/billing", billing, ["GET"]),
             ("/billing/bills.csv", bills_csv, ["GET"]),

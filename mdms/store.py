@@ -186,6 +186,18 @@ class MdmsStore:
             self.db.execute("DELETE FROM sessions WHERE username=? AND role!='customer'",
                             (username,))
 
+    def update_user(self, username: str, role: str | None = None,
+                    pw_hash: str | None = None) -> bool:
+        """A new role or password; the user's sessions end either way, so
+        the change holds from the next request on."""
+        with self.db.transaction():
+            cur = self.db.execute("UPDATE users SET role=COALESCE(?, role),"
+                                  " pw_hash=COALESCE(?, pw_hash) WHERE username=?",
+                                  (role, pw_hash, username))
+            self.db.execute("DELETE FROM sessions WHERE username=? AND role!='customer'",
+                            (username,))
+        return cur.rowcount == 1
+
     def add_session(self, token_hash: str, username: str, role: str, csrf: str,
                     expires: float) -> None:
         self.db.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, ?)",

@@ -36,6 +36,7 @@ ROLE_MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/admin"): frozenset({"admin"}),
     ("POST", "/admin/users"): frozenset({"admin"}),
     ("POST", "/admin/users/delete"): frozenset({"admin"}),
+    ("POST", "/admin/users/update"): frozenset({"admin"}),
     ("GET", "/operator"): frozenset({"operator"}),
     ("GET", "/analyst"): frozenset({"analyst"}),
     ("GET", "/analyst/demand.csv"): frozenset({"analyst"}),
@@ -85,7 +86,7 @@ class Web:
         self.templates.globals["static"] = self.assets.url
 
     def render(self, request: Request, name: str, status: int = 200, **ctx) -> HTMLResponse:
-        session = request.state.session
+        session = getattr(request.state, "session", None)
         ctx.update(session=session, csrf=session["csrf"] if session else "",
                    nav=HOME_PAGE.get(session["role"]) if session else None)
         return HTMLResponse(self.templates.get_template(name).render(**ctx), status_code=status)
@@ -110,14 +111,26 @@ def wants_json(request: Request) -> bool:
         request.headers.get("accept", "")
 
 
-def refuse(request: Request, status: int, message: str) -> Response:
+ERROR_TITLES = {403: "Not for your role", 404: "No such page", 413: "Too much at once"}
+
+
+def refuse(web: Web, request: Request, status: int, message: str) -> Response:
+    """JSON for the APIs, the login page for a missing session, otherwise a
+    page in the site's own frame with a way back."""
     if wants_json(request):
         return JSONResponse({"error": message}, status_code=status)
+    portal = request.url.path.startswith("/portal")
     if status == 401:
-        target = "/portal" if request.url.path.startswith("/portal") else "/login"
-        return RedirectResponse(target, status_code=303)
-    return HTMLResponse(f"<!doctype html><title>{status}</title><h1>{status}</h1><p>{message}</p>",
-                        status_code=status)
+        return RedirectResponse("/portal" if portal else "/login", status_code=303)
+    session = getattr(request.state, "session", None)
+    if session:  # the refusal shows in the site's frame, with the way back
+        back, back_text = HOME_PAGE[session["role"]], "Back to your start page"
+    else:
+        back, back_text = ("/portal", "To the customer portal") if portal else \
+            ("/login", "To the login page")
+    return web.render(request, "error.html", status, title=ERROR_TITLES.get(status, "Refused"),
+                      message=message[:1].upper() + message[1:] + ".", back=back,
+                      back_text=back_text)
 
 
 def check_csrf(request: Request, body: bytes, session: dict) -> bool:
@@ -157,8 +170,8 @@ class Guard:
             try:  # refused as soon as it is too large, not after reading it all
                 body = await read_body(request, MAX_BODY)
             except BodyTooLarge:
-                return await refuse(request, 413, "request too large")(scope, receive,
-                                                                        send_with_headers)
+                too_large = refuse(self.web, request, 413, "that request was too large")
+                return await too_large(scope, receive, send_with_headers)
 
         async def replay():  # the body was read here; hand it on unchanged
             return {"type": "http.request", "body": body, "more_body": False}
@@ -171,15 +184,16 @@ class Guard:
         if key not in PUBLIC:
             roles = ROLE_MATRIX.get(key)
             if roles is None:
-                response = refuse(request, 404, "no such page")
+                response = refuse(self.web, request, 404, "no such page")
             elif session is None:
-                response = refuse(request, 401, "please log in")
+                response = refuse(self.web, request, 401, "please log in")
             elif session["role"] not in roles:
                 log.warning("%s (%s) refused %s %s", session["username"], session["role"],
                             method, path)
-                response = refuse(request, 403, "your role may not see this")
+                response = refuse(self.web, request, 403, "your role may not open this page")
             elif method == "POST" and not check_csrf(request, body, session):
-                response = refuse(request, 403, "missing or wrong CSRF token")
+                response = refuse(self.web, request, 403, "this form expired or did not come from"
+                                                          " this site; go back, reload and try again")
             else:
                 response = None
             if response is not None:

@@ -132,6 +132,12 @@ def test_web_state_on_both_databases(store):
         store.add_user("alice", "admin", "scrypt$x")
     store.add_session("h1", "alice", "admin", "csrf", time.time() + 60)
     assert store.session("h1")["username"] == "alice"
+    assert store.update_user("alice", role="auditor") and not store.update_user("nobody", "x")
+    assert store.user("alice") == {"username": "alice", "role": "auditor", "pw_hash": "scrypt$x"}
+    assert store.session("h1") is None  # a role change ends the user's sessions
+    store.add_session("h1", "alice", "auditor", "csrf", time.time() + 60)
+    assert store.update_user("alice", pw_hash="scrypt$y") and store.session("h1") is None
+    assert store.user("alice")["pw_hash"] == "scrypt$y"
     store.delete_user("alice")
     assert store.session("h1") is None and store.user("alice") is None
     store.put_failures("ip:x", 3, 1.0, 2.0)

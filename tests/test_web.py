@@ -20,6 +20,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import axe_playwright_python
 import pytest
 from helpers.system import System
 
@@ -166,8 +167,8 @@ def test_login_throttling(site):
     assert p.customer_login("c09", demo.DEMO_PASSWORD) == 429
     assert p.customer_login("c08", demo.DEMO_PASSWORD) == 200  # others are not locked out
     # The admin removes the account: it cannot log in any more.
-    assert admin.request("POST", "/admin/users/delete", {"csrf": admin.csrf,
-                                                         "username": "lockme"})[0] == 303
+    assert admin.request("POST", "/admin/users/delete", {"csrf": admin.csrf, "confirm": "yes",
+                                                         "username": "lockme"})[0] == 200
     assert b"lockme" not in admin.request("GET", "/admin")[1]
 
 
@@ -281,6 +282,112 @@ def _login(page, site, role):
     page.fill("input[name=password]", site["passwords"][role])
     page.click("button[type=submit]")
     page.wait_for_url("**" + HOME_PAGE[role])
+
+
+def test_admin_confirms_removal_keeps_the_form_and_changes_accounts(site, browser):
+    """Remove asks first; a refused form keeps what was typed (never the
+    password); a role change or password reset ends that user's sessions."""
+    page = browser.new_page(ignore_https_errors=True)
+    _login(page, site, "admin")
+    page.fill("#add-user input[name=username]", "casey")
+    page.select_option("#add-user select[name=role]", "auditor")
+    page.fill("#add-user input[name=password]", "short")
+    page.evaluate("document.querySelector('#add-user input[name=password]').minLength = 0")
+    page.click("#add-user button")
+    assert "at least 12 characters" in page.inner_text("[role=alert]")
+    assert page.input_value("#add-user input[name=username]") == "casey"
+    assert page.input_value("#add-user select[name=role]") == "auditor"
+    assert page.input_value("#add-user input[name=password]") == ""
+    page.fill("#add-user input[name=password]", "a-long-enough-pass")
+    page.click("#add-user button")
+    page.wait_for_url("**/admin")
+    casey = Client(site["url"], site["ca"])
+    assert casey.staff_login("casey", "a-long-enough-pass")[0] == 303
+    assert casey.request("GET", "/auditor")[0] == 200
+    # The admin makes casey an analyst: casey's session ends, the new role holds.
+    page.select_option("#update-user select[name=username]", "casey")
+    page.select_option("#update-user select[name=role]", "analyst")
+    page.click("#update-user button")
+    assert "casey: role is now analyst" in page.inner_text("[role=status]")
+    assert casey.request("GET", "/auditor")[0] == 303  # to the login page
+    assert casey.staff_login("casey", "a-long-enough-pass")[0] == 303
+    assert casey.request("GET", "/analyst")[0] == 200
+    # Remove: a confirmation first; "keep" keeps.
+    page.click("text=Remove casey")
+    assert page.locator("h1").inner_text() == "Remove casey?"
+    page.click("text=No, keep the account")
+    page.wait_for_url("**/admin")
+    assert "casey" in page.inner_text("#users")
+    page.click("text=Remove casey")
+    page.click("text=Yes, remove casey")
+    assert "casey was removed" in page.inner_text("[role=status]")
+    assert "casey" not in page.inner_text("#users")
+    assert casey.request("GET", "/analyst")[0] == 303
+    page.close()
+
+
+def test_refusals_are_pages_with_a_way_back(site, browser):
+    page = browser.new_page(ignore_https_errors=True)
+    resp = page.goto(site["url"] + "/no/such/page")
+    assert resp.status == 404 and page.locator("h1").inner_text() == "No such page"
+    page.click("text=To the login page")
+    page.wait_for_url("**/login")
+    _login(page, site, "billing")
+    resp = page.goto(site["url"] + "/auditor")
+    assert resp.status == 403 and page.locator("h1").inner_text() == "Not for your role"
+    page.click("text=Back to your start page")
+    page.wait_for_url("**/billing")
+    page.close()
+    # A customer who logs out from the page header lands on the portal.
+    c = logged_in(site, "customer")
+    status, _ = c.request("POST", "/logout", {"csrf": c.csrf})
+    assert status == 303 and c.headers["Location"] == "/portal"
+
+
+AXE = (Path(axe_playwright_python.__file__).parent / "axe.min.js").read_text()
+SIZES = {"desktop": {"width": 1366, "height": 768}, "phone": {"width": 390, "height": 844}}
+
+
+def _accessible_and_fits(page, what):
+    """axe-core (npm's, as shipped in axe-playwright-python) finds nothing,
+    and the page needs no sideways scrolling."""
+    page.evaluate(AXE)  # each navigation needs it again; CSP does not apply to this
+    found = page.evaluate("axe.run(document).then(r => r.violations.map(v => ({id: v.id,"
+                          " impact: v.impact, nodes: v.nodes.slice(0, 3).map(n => n.html)})))")
+    assert found == [], (what, found)
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, (what, f"{overflow} px wider than the screen")
+    page.screenshot(path=str(ARTIFACTS / f"a11y-{'-'.join(map(str, what))}.png".replace("/", "_")),
+                    full_page=True)
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+def test_every_page_is_accessible_and_fits_the_screen(site, browser, size):
+    logged_in(site, "analyst").request("POST", "/analyst/request", {})  # no CSRF: refused
+    a = logged_in(site, "analyst")
+    a.request("POST", "/analyst/request", {"csrf": a.csrf})  # the guardian has one pending
+    page = browser.new_page(viewport=SIZES[size], ignore_https_errors=True)
+    for path in ("/login", "/portal", "/no/such/page"):
+        page.goto(site["url"] + path)
+        _accessible_and_fits(page, (size, path))
+    for role in STAFF_TEXT:
+        _login(page, site, role)
+        _accessible_and_fits(page, (size, role))
+        if role == "admin":
+            page.click("#users button.danger >> nth=0")
+            _accessible_and_fits(page, (size, "admin remove confirmation"))
+        if role == "billing":
+            page.goto(site["url"] + "/auditor")
+            _accessible_and_fits(page, (size, "403"))
+        page.goto(site["url"] + HOME_PAGE[role])
+        page.click("header button")
+    page.goto(site["url"] + "/portal")
+    page.fill("#customer", "c01")
+    page.fill("#password", demo.DEMO_PASSWORD)
+    page.click("#portal-login button")
+    page.wait_for_selector("body[data-ready=yes]", timeout=60000)
+    _accessible_and_fits(page, (size, "portal unlocked"))
+    page.close()
 
 
 def test_guardian_decides_with_the_scope_in_front_of_them(site, browser):
@@ -475,7 +582,8 @@ def test_check_portal_spots_altered_portal_code(site):
 
     results = customer_export.check_portal(site["url"], site["ca"])
     served = [p for p, _, _ in results]
-    assert [p.split(".")[0] for p in served] == ["/static/chart", "/static/portal"]
+    assert [p.split(".")[0] for p in served] == ["/static/chart", "/static/portal",
+                                                 "/static/tables"]
     assert all(same for _, _, same in results)
     real = Client(site["url"], site["ca"])
     copies = {p: real.request("GET", p)[1] for p in ("/portal", *served)}
@@ -498,7 +606,7 @@ def test_check_portal_spots_altered_portal_code(site):
     url = f"http://127.0.0.1:{srv.server_address[1]}"
     try:
         got = {p: same for p, _, same in customer_export.check_portal(url, None)}
-        assert got == {served[0]: True, served[1]: False}  # portal.js was changed
+        assert got == {served[0]: True, served[1]: False, served[2]: True}  # portal.js changed
         # An inline script, or a policy that allows one, is refused outright.
         copies["/portal"] = copies["/portal"].replace(b"</main>", b"<script>1</script></main>")
         with pytest.raises(customer_export.ConfigError, match="inline or foreign"):

@@ -124,6 +124,7 @@
       tr.children[1].textContent = (wh / 1000).toFixed(3);
       return tr;
     }));
+    if (window.GVTables) document.querySelectorAll("#app table").forEach(GVTables.label);
     const csv = ["meter_id,seq,interval_end_utc,energy_wh,register_wh"]
       .concat(rows.map((r) => [r.meter, r.seq, iso(r.end), r.wh, r.register].join(","))).join("\n");
     document.getElementById("csv").href = URL.createObjectURL(new Blob([csv], { type: "text/csv" }));
