@@ -26,6 +26,7 @@ demo-serve: $(STAMP)
 	$(BIN)/gridveil demo --serve
 
 test: $(STAMP)
+	@bash host_tools/system_deps.sh
 	$(BIN)/pytest
 
 bench: $(STAMP)

@@ -192,7 +192,8 @@ def test_customer_sees_only_their_own_meter(site):
 @pytest.fixture(scope="module")
 def browser():
     if not os.path.exists(CHROMIUM):
-        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+        pytest.skip("Debian's chromium is not installed: `make test` installs it as root on"
+                    " Debian; otherwise run `sudo apt-get install chromium`")
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
