@@ -30,7 +30,9 @@ test: $(STAMP)
 	$(BIN)/pytest
 
 bench: $(STAMP)
+	@bash host_tools/system_deps.sh
 	$(BIN)/gridveil bench --out docs/benchmarks.md
+	$(BIN)/gridveil pageweight --out docs/benchmarks.md
 
 soak: $(STAMP)
 	$(BIN)/gridveil soak

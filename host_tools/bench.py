@@ -291,7 +291,7 @@ mid-rail:
 | ---: | ---: | ---: | ---: |
 {ct}
 """
-    from . import flood
+    from . import mdsection
 
-    kept = flood.kept_section(path)  # `gridveil flood` measures that part, much longer
+    kept = mdsection.kept(path, "flood", "pageweight")  # measured by their own commands
     Path(path).write_text(text + ("\n" + kept if kept else ""))

@@ -32,6 +32,12 @@ def cmd_bench(args):
     bench.main(readings=args.readings, bits=args.bits, out=Path(args.out) if args.out else None)
 
 
+def cmd_pageweight(args):
+    from . import pageweight
+
+    return pageweight.run(Path(args.out) if args.out else None, bits=args.bits)
+
+
 def cmd_flood(args):
     from . import flood
     from .demo import SAMPLE_DIR
@@ -90,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--bits", type=int, default=2048)
     x.add_argument("--out", help="also write the results as markdown to this file")
     x.set_defaults(func=cmd_bench)
+
+    x = sub(s, "pageweight", "bytes the analyst page and the portal take on first and repeat"
+                             " load, in headless Chromium")
+    x.add_argument("--bits", type=int, default=2048, help="Paillier key size of the demo")
+    x.add_argument("--out", help="write the results into this markdown file (between markers)")
+    x.set_defaults(func=cmd_pageweight)
 
     x = sub(s, "flood", "the gateway's memory under a flood of invalid datagrams")
     x.add_argument("--dir", default="var/flood", help="scratch directory, wiped at the start")

@@ -116,7 +116,9 @@ def describe(site: Site) -> list[str]:
 
 
 def run(home: Path, bits: int = 2048, files: list[Path] | None = None, heap: str = fleet.HEAP,
-        out=print, serve: bool = False, web_port: int = 8080) -> bool:
+        out=print, serve: bool = False, web_port: int = 8080, then=None) -> bool:
+    """The whole demo; `then(site, accounts file)`, if given, runs while
+    every party is still up (`gridveil pageweight` measures the web then)."""
     files = files or sorted(SAMPLE_DIR.glob("household*.csv"))
     if not files:
         raise DemoError(f"no sample data in {SAMPLE_DIR}; run `gridveil sample-data`")
@@ -159,6 +161,8 @@ def run(home: Path, bits: int = 2048, files: list[Path] | None = None, heap: str
         out(f"(finished in {time.monotonic() - t0:.1f} s; every party's home and log kept in"
             f" {home})")
         out(line)
+        if then is not None and ok:
+            then(site, accounts)
         if serve and ok:
             out(f"serving on {site.mdms_url()}/ until Ctrl-C")
             try:

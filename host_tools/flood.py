@@ -7,19 +7,17 @@ from __future__ import annotations
 
 import json
 import random
-import re
 import socket
 import time
 from pathlib import Path
 
 import aiocoap
 
-from . import hostile
+from . import hostile, mdsection
 from .oscore_peer import RawPeer, context_for, readings_payload
 from .site import Site
 
 END = hostile.END
-BEGIN, STOP = "<!-- flood:begin -->", "<!-- flood:end -->"
 
 
 def rss_mib(pid: int) -> float:
@@ -93,8 +91,7 @@ def run(home: Path, files: list[Path], seconds: float = 300, rate: int = 1000,
 
 
 def markdown(r: dict) -> str:
-    return f"""{BEGIN}
-## Gateway memory under a flood
+    return f"""## Gateway memory under a flood
 
 Measured by `gridveil flood` ({r['rate']} invalid datagrams a second for
 {r['seconds']:.0f} s from 64 source ports: the mix of `host_tools/hostile.py`,
@@ -116,23 +113,8 @@ at 20,000 entries, each kept 247 s (CoAP's EXCHANGE_LIFETIME). So the RSS
 levels off within about four minutes whatever the flood's length; after it,
 Python keeps most of the freed memory for reuse rather than returning it to
 the system.
-{STOP}
 """
 
 
 def write(path: Path, r: dict) -> None:
-    text = Path(path).read_text() if Path(path).exists() else ""
-    section = markdown(r)
-    if BEGIN in text:
-        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(STOP) + "\n?", section, text,
-                      flags=re.S)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    Path(path).write_text(text)
-
-
-def kept_section(path: Path) -> str:
-    """The flood section of an existing file, for `make bench` to keep."""
-    text = Path(path).read_text() if Path(path).exists() else ""
-    m = re.search(re.escape(BEGIN) + ".*?" + re.escape(STOP) + "\n?", text, flags=re.S)
-    return m.group(0) if m else ""
+    mdsection.write(path, "flood", markdown(r))

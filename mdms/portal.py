@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse
 
 from common import customer
 from common.files import ConfigError
+from common.tariff import FLAT
 
 from . import auth
 from .web import Web, client_key
@@ -55,6 +56,30 @@ def _decoy(web: Web, customer_id: str) -> dict:
                    hashlib.sha256).digest()
     return {"name": customer.KDF_NAME, "iterations": customer.PBKDF2_ITERATIONS,
             "salt": b64(mac[:16])}
+
+
+def _context(web: Web, meters: list[str]) -> dict:
+    """What the browser needs beside the readings to explain them: each
+    meter's tariff (its bands and prices, as the gateway bands it), the
+    bills the key holders released for it, and the released demand of its
+    neighbourhood, to compare with. All of it was released already; none
+    of it is about another household alone (each aggregate sums at least k)."""
+    info, bills, demand = [], [], {}
+    for m in meters:
+        row = web.store.meter(m)
+        if row is None:
+            continue
+        # "flat" is built into every gateway, so none ever pushes it.
+        t = web.store.tariff(row["gateway_id"], row["tariff"]) or \
+            (FLAT.to_json() if row["tariff"] == FLAT.id else None)
+        info.append({"meter": m, "neighbourhood": row["neighbourhood"], "tariff": t})
+        bills += [{"meter": m, "first_day": b["first_day"], "days": b["days"],
+                   "amount_uct": b["amount_uct"]} for b in web.store.bills(m)]
+        nbh = row["neighbourhood"]
+        if nbh not in demand:
+            demand[nbh] = [[a["interval_end"], a["wh"], a["contributors"]]
+                           for a in web.store.released_aggregates(nbh)]
+    return {"meter_info": info, "bills": bills, "neighbourhood_demand": demand}
 
 
 def routes(web: Web):
@@ -107,7 +132,8 @@ def routes(web: Web):
                              m, MAX_READINGS - len(readings))]
         return JSONResponse({"customer": cid, "kdf": kf["kdf"],
                              "wrapped_private_key": kf["wrapped_private_key"],
-                             "meters": meters, "day_keys": day_keys, "readings": readings})
+                             "meters": meters, "day_keys": day_keys, "readings": readings,
+                             **_context(web, meters)})
 
     return [("/portal", portal, ["GET"]), ("/portal/app", portal, ["GET"]),
             ("/api/portal/params", params, ["GET"]), ("/api/portal/login", login, ["POST"]),

@@ -274,6 +274,16 @@ class MdmsStore:
                         " customer_id=excluded.customer_id, tariff=excluded.tariff",
                         (meter_id, gateway_id, nbh, customer_id, tariff))
 
+    def meter(self, meter_id: str) -> dict | None:
+        rows = self.db.rows("SELECT * FROM meters WHERE meter_id=?", (meter_id,))
+        return rows[0] if rows else None
+
+    def tariff(self, gateway_id: str, tariff_id: str) -> dict | None:
+        """The definition a gateway bands its meters' readings with."""
+        found = self.db.scalar("SELECT definition FROM tariffs WHERE gateway_id=? AND id=?",
+                               (gateway_id, tariff_id))
+        return json.loads(found) if found else None
+
     def put_tariff(self, gateway_id: str, tariff_id: str, definition: dict) -> None:
         self.db.execute("INSERT INTO tariffs VALUES (?, ?, ?) ON CONFLICT (gateway_id, id) DO"
                         " UPDATE SET definition=excluded.definition",
@@ -373,13 +383,16 @@ class MdmsStore:
                         " ON CONFLICT (meter_id, first_day) DO NOTHING",
                         (meter_id, first_day, days, amount_uct, time.time()))
 
-    def released_aggregates(self) -> list[dict]:
+    def released_aggregates(self, neighbourhood: str | None = None) -> list[dict]:
+        where, args = (" WHERE neighbourhood=?", (neighbourhood,)) if neighbourhood else ("", ())
         return self.db.rows("SELECT neighbourhood, interval_end, wh, contributors, noisy FROM"
-                            " released_aggregates ORDER BY neighbourhood, interval_end")
+                            " released_aggregates" + where + " ORDER BY neighbourhood,"
+                            " interval_end", args)
 
-    def bills(self) -> list[dict]:
-        return self.db.rows("SELECT meter_id, first_day, days, amount_uct FROM bills"
-                            " ORDER BY meter_id, first_day")
+    def bills(self, meter_id: str | None = None) -> list[dict]:
+        where, args = (" WHERE meter_id=?", (meter_id,)) if meter_id else ("", ())
+        return self.db.rows("SELECT meter_id, first_day, days, amount_uct FROM bills" + where +
+                            " ORDER BY meter_id, first_day", args)
 
     # --- release requests ---------------------------------------------------
     def add_request(self, kind: str, params: dict, who: str) -> int:

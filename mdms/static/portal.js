@@ -92,58 +92,11 @@
     return rows;
   }
 
-  function render(customer, rows) {
+  function render(customer, data, rows) {
     document.getElementById("login-card").hidden = true;
     document.getElementById("app").hidden = false;
     document.getElementById("who").textContent = customer;
-    const iso = (t) => new Date(t * 1000).toISOString().slice(0, 16).replace("T", " ");
-    const total = rows.reduce((s, r) => s + r.wh, 0);
-    document.getElementById("total").textContent = `total ${(total / 1000).toFixed(3)} kWh`;
-    document.getElementById("count").textContent = rows.length;
-    const days = new Map();
-    for (const r of rows) {
-      const d = new Date((r.end - 1) * 1000).toISOString().slice(0, 10);
-      days.set(d, (days.get(d) || 0) + r.wh);
-    }
-    const tbody = document.querySelector("#readings tbody");
-    tbody.replaceChildren(...rows.map((r) => {
-      const tr = document.createElement("tr");
-      for (const v of [r.meter, r.seq, iso(r.end), r.wh, r.register]) {
-        const td = document.createElement("td");
-        td.textContent = v;
-        tr.appendChild(td);
-      }
-      tr.dataset.end = r.end;
-      tr.dataset.wh = r.wh;
-      return tr;
-    }));
-    document.querySelector("#daily tbody").replaceChildren(...[...days].map(([d, wh]) => {
-      const tr = document.createElement("tr");
-      tr.innerHTML = "<td></td><td class='num'></td>";
-      tr.children[0].textContent = d;
-      tr.children[1].textContent = (wh / 1000).toFixed(3);
-      return tr;
-    }));
-    if (window.GVTables) document.querySelectorAll("#app table").forEach(GVTables.label);
-    const csv = ["meter_id,seq,interval_end_utc,energy_wh,register_wh"]
-      .concat(rows.map((r) => [r.meter, r.seq, iso(r.end), r.wh, r.register].join(","))).join("\n");
-    document.getElementById("csv").href = URL.createObjectURL(new Blob([csv], { type: "text/csv" }));
-    if (window.GVChart) {
-      GVChart.draw(document.getElementById("intervals"), {
-        kind: "line", label: "Your energy per quarter hour, Wh",
-        series: [{ name: customer, xs: rows.map((r) => r.end), ys: rows.map((r) => r.wh) }],
-        x: { title: "time (UTC)", format: (t) => iso(t).slice(5), time: true },
-        y: { title: "energy per quarter hour (Wh)", unit: "Wh", digits: 0 },
-        empty: "No readings yet: they appear here once your meter has reported.",
-      });
-      const dayTimes = [...days.keys()].map((d) => Date.parse(d + "T00:00:00Z") / 1000);
-      GVChart.draw(document.getElementById("days"), {
-        kind: "bar", label: "Your energy per day, kWh",
-        series: [{ name: customer, xs: dayTimes, ys: [...days.values()].map((v) => v / 1000) }],
-        x: { title: "day (UTC)", format: (t) => iso(t).slice(0, 10), time: true },
-        y: { title: "energy per day (kWh)", unit: "kWh", digits: 3 },
-      });
-    }
+    window.GVHousehold.show(data, rows);  // household.js: views, money, bills, CSV
     document.body.dataset.ready = "yes";
   }
 
@@ -169,7 +122,7 @@
       status("Fetching your sealed readings…");
       const data = await (await fetch("/api/portal/data")).json();
       status("Decrypting on this device…");
-      render(customer, await decryptAll(data, wrapKey));
+      render(customer, data, await decryptAll(data, wrapKey));
     } catch (e) {
       status("Could not unlock your readings: " + e.message);
     }
