@@ -14,7 +14,13 @@ customer's side:
 - each (meter, day) gets a fresh AES-256-GCM data key, wrapped to the
   customer's public key with RSA-OAEP; each reading is sealed under it with
   a random 96-bit nonce, and the meter id and reading seq as associated
-  data, so a sealed reading cannot be moved to another meter or slot.
+  data, so a sealed reading cannot be moved to another meter or slot;
+- a recovery code (128 random bits, shown once at enrollment) wraps the
+  same private key a second time: HKDF-SHA-256 with two more labels splits
+  the code into a recovery verifier and a wrapping key. With 128 bits
+  there is nothing to guess, so no stretching is needed and the wrapped
+  copy may be handed to anyone who asks. It is the only way back after a
+  forgotten password: the utility never had the key and cannot reset it.
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ MAX_ITERATIONS = 10_000_000  # more would only hang the customer's browser
 KDF_NAME = "PBKDF2-SHA256/HKDF-SHA256"
 LOGIN_LABEL = "gridveil-portal-login-v2|"
 WRAP_LABEL = "gridveil-portal-wrap-v2|"
+RECOVERY_LOGIN_LABEL = "gridveil-recovery-login-v1|"
+RECOVERY_WRAP_LABEL = "gridveil-recovery-wrap-v1|"
 MIN_PASSWORD = 10
 # zxcvbn's score 4: at least 10^10 guesses. At 600,000 iterations a GPU tries
 # on the order of 10^4 passwords a second, so that is weeks per customer.
@@ -78,6 +86,31 @@ def derive_keys(password: str, customer_id: str, salt: bytes,
     return expand(LOGIN_LABEL), expand(WRAP_LABEL)
 
 
+def new_recovery_code() -> str:
+    """128 random bits as 26 base32 letters, in groups of four for reading
+    aloud and typing (letters A-Z and digits 2-7; case and dashes ignored)."""
+    letters = base64.b32encode(secrets.token_bytes(16)).decode().rstrip("=")
+    return "-".join(letters[i:i + 4] for i in range(0, len(letters), 4))
+
+
+def recovery_keys(code: str, customer_id: str, salt: bytes) -> tuple[bytes, bytes]:
+    """(recovery verifier, recovery wrapping key) from a recovery code."""
+    ikm = code.upper().replace("-", "").replace(" ", "").encode()
+    if len(ikm) != 26:
+        raise ConfigError("a recovery code has 26 letters and digits (dashes do not count)")
+
+    def expand(label: str) -> bytes:
+        return HKDF(hashes.SHA256(), 32, salt=salt, info=(label + customer_id).encode()).derive(ikm)
+
+    return expand(RECOVERY_LOGIN_LABEL), expand(RECOVERY_WRAP_LABEL)
+
+
+def _wrap(key: bytes, pkcs8: bytes, customer_id: str) -> dict:
+    nonce = secrets.token_bytes(12)
+    return {"alg": "AES-GCM", "nonce": _b64(nonce),
+            "ciphertext": _b64(AESGCM(key).encrypt(nonce, pkcs8, customer_id.encode()))}
+
+
 def check_strength(password: str, customer_id: str) -> None:
     """Refuse a password that an offline guesser would find quickly."""
     from zxcvbn import zxcvbn
@@ -93,14 +126,17 @@ def check_strength(password: str, customer_id: str) -> None:
 
 
 def create(customer_id: str, password: str,
-           iterations: int = PBKDF2_ITERATIONS) -> tuple[dict, bytes]:
-    """A new key pair; returns the customer's key file (safe to store on a
-    server: the private key inside is wrapped under the password) and the
-    login verifier, from the same single derivation."""
+           iterations: int = PBKDF2_ITERATIONS) -> tuple[dict, bytes, str, bytes]:
+    """A new key pair. Returns the customer's key file (safe to store on a
+    server: the private key inside is wrapped under the password, and again
+    under the recovery code), the login verifier, the recovery code (to show
+    the customer once, never to store) and the recovery verifier."""
     check_strength(password, customer_id)
     priv = rsa.generate_private_key(public_exponent=65537, key_size=3072)
-    salt, nonce = secrets.token_bytes(16), secrets.token_bytes(12)
+    salt, recovery_salt = secrets.token_bytes(16), secrets.token_bytes(16)
     verifier, wrap_key = derive_keys(password, customer_id, salt, iterations)
+    code = new_recovery_code()
+    recovery_verifier, recovery_wrap = recovery_keys(code, customer_id, recovery_salt)
     pkcs8 = priv.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
                                serialization.NoEncryption())
     return {
@@ -108,10 +144,10 @@ def create(customer_id: str, password: str,
         "kdf": {"name": KDF_NAME, "iterations": iterations, "salt": _b64(salt)},
         "public_key": _b64(priv.public_key().public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)),
-        "wrapped_private_key": {"alg": "AES-GCM", "nonce": _b64(nonce),
-                                "ciphertext": _b64(AESGCM(wrap_key).encrypt(
-                                    nonce, pkcs8, customer_id.encode()))},
-    }, verifier
+        "wrapped_private_key": _wrap(wrap_key, pkcs8, customer_id),
+        "recovery": {"salt": _b64(recovery_salt),
+                     "wrapped_private_key": _wrap(recovery_wrap, pkcs8, customer_id)},
+    }, verifier, code, recovery_verifier
 
 
 def kdf_params(kdf: dict) -> tuple[bytes, int]:
@@ -135,10 +171,11 @@ def unlock(keyfile: dict, password: str) -> rsa.RSAPrivateKey:
     return unwrap(keyfile, derive_keys(password, cid, salt, iterations)[1])
 
 
-def unwrap(keyfile: dict, wrap_key: bytes) -> rsa.RSAPrivateKey:
-    """The private key, with a wrapping key already derived."""
+def unwrap(keyfile: dict, wrap_key: bytes, wrapped: dict | None = None) -> rsa.RSAPrivateKey:
+    """The private key, with a wrapping key already derived (`wrapped`: the
+    recovery copy, say; by default the password's)."""
     try:
-        w = keyfile["wrapped_private_key"]
+        w = wrapped or keyfile["wrapped_private_key"]
         der = AESGCM(wrap_key).decrypt(_ub64(w["nonce"]), _ub64(w["ciphertext"]),
                                        keyfile["customer_id"].encode())
     except InvalidTag:

@@ -32,11 +32,14 @@ def cmd_create(args):
 
     out_dir = Path(args.out_dir)
     for cid in args.customer_ids:
-        path = provision.create_customer(cid, _password(args, cid), out_dir / f"{cid}.json",
-                                         iterations=args.iterations or PBKDF2_ITERATIONS)
+        path, code = provision.create_customer(cid, _password(args, cid), out_dir / f"{cid}.json",
+                                               iterations=args.iterations or PBKDF2_ITERATIONS)
         print(f"customer {cid}: {path} holds the key pair (private key wrapped under the"
               " password); give it to the gateway (`gateway customer-add`) and the MDMS"
               " (`mdms customer-add`)")
+        # Shown once, stored nowhere: the only way back after a forgotten password.
+        print(f"recovery code for {cid}: {code}  (write it down and keep it apart from the"
+              " password; it is shown only now)")
 
 
 def cmd_export(args):

@@ -87,7 +87,7 @@ def readings(mdms_url: str, ca_file, customer_id: str, password: str) -> list[li
     return rows
 
 
-PORTAL_SCRIPTS = ("chart.js", "household.js", "portal.js", "tables.js")
+PORTAL_SCRIPTS = ("account.js", "chart.js", "household.js", "portal.js", "tables.js")
 
 
 def check_portal(mdms_url: str, ca_file) -> list[tuple[str, str, bool]]:

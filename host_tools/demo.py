@@ -102,6 +102,7 @@ def setup_web(site: Site) -> Path:
                       env={"GRIDVEIL_WEB_PASSWORD": pw})
         lines.append(f"{role:<9} user {role:<9} password {pw}")
     lines.append(f"customers c01..c10 password {DEMO_PASSWORD}")
+    lines += [f"recovery code of {cid}: {code}" for cid, code in sorted(site.recovery_codes.items())]
     accounts = site.base / "web-accounts.txt"
     write_atomic(accounts, ("\n".join(lines) + "\n").encode(), secret=True)
     return accounts

@@ -73,20 +73,22 @@ def add_tariff(gateway_home: Path, tariff_file: Path) -> str:
 
 
 def create_customer(customer_id: str, password: str, out: Path,
-                    iterations: int = customer.PBKDF2_ITERATIONS) -> Path:
+                    iterations: int = customer.PBKDF2_ITERATIONS) -> tuple[Path, str]:
     """The customer's own step: a key pair whose private half is wrapped
-    under the password, and a slow hash of the login verifier for the
-    portal. The file holds no secret in the clear; the gateway takes the
-    public key from it, the MDMS the rest."""
+    under the password (and again under a recovery code), and slow hashes
+    of the two verifiers for the portal. The file holds no secret in the
+    clear; the gateway takes the public key from it, the MDMS the rest.
+    Returns the file and the recovery code, which only the customer keeps."""
     from mdms.auth import hash_secret
 
     out = Path(out)
     if out.exists():
         raise ConfigError(f"{out} already exists")
-    keyfile, verifier = customer.create(customer_id, password, iterations)
+    keyfile, verifier, code, recovery_verifier = customer.create(customer_id, password, iterations)
     keyfile["login_verifier_hash"] = hash_secret(verifier)
+    keyfile["recovery"]["verifier_hash"] = hash_secret(recovery_verifier)
     write_json(out, keyfile)
-    return out
+    return out, code
 
 
 def add_customer(gateway_home: Path, registration: Path) -> str:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import secrets
 import shutil
 import socket
@@ -109,6 +110,7 @@ class Site:
         self.meters_dir = self.base / "meters"
         self.meter_gateway: dict[str, str] = {}
         self.assignment: dict[str, str] = {}  # meter -> neighbourhood
+        self.recovery_codes: dict[str, str] = {}  # customer -> code, as `customer create` showed it
         self.customers: dict[str, str] = {}  # meter -> customer
         self.key_id = ""
 
@@ -281,8 +283,12 @@ class Site:
             self.gridveil(h, "holder", "enroll", "--file", str(enrollment))
         if customers:  # each household makes its own key pair; one process for the demo's ten
             regs = self.exchange / "customers"
-            self.gridveil(None, "customer", "create", *self.customers.values(), "--out-dir",
-                          str(regs), env={"GRIDVEIL_CUSTOMER_PASSWORD": DEMO_PASSWORD}, home=regs)
+            made = self.gridveil(None, "customer", "create", *self.customers.values(),
+                                 "--out-dir", str(regs),
+                                 env={"GRIDVEIL_CUSTOMER_PASSWORD": DEMO_PASSWORD}, home=regs)
+            # What each household would have written down; setup_web puts them
+            # in the demo's owner-only accounts file.
+            self.recovery_codes = dict(re.findall(r"^recovery code for (\S+): (\S+)", made, re.M))
             self.gridveil(self.mdms, "mdms", "customer-add", *sorted(map(str, regs.iterdir())))
         for gid, specs in plan.items():
             g = self.gateways[gid]

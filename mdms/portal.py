@@ -11,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -21,6 +22,8 @@ from common.tariff import FLAT
 
 from . import auth
 from .web import Web, client_key
+
+log = logging.getLogger("gridveil.portal")
 
 MAX_READINGS = 200_000
 
@@ -38,6 +41,9 @@ def register_customer(store, keyfile: dict) -> str:
         verifier_hash = str(keyfile["login_verifier_hash"])
         entry = {k: keyfile[k] for k in ("kind", "customer_id", "kdf", "public_key",
                                          "wrapped_private_key")}
+        if "recovery" in keyfile:  # files from before recovery codes have none
+            r = keyfile["recovery"]
+            entry["recovery"] = {k: r[k] for k in ("salt", "wrapped_private_key", "verifier_hash")}
     except (KeyError, TypeError) as e:
         raise ConfigError(f"customer file is malformed: missing {e}") from None
     customer.kdf_params(entry["kdf"])  # an old or weakened file would fail in every browser
@@ -82,7 +88,61 @@ def _context(web: Web, meters: list[str]) -> dict:
     return {"meter_info": info, "bills": bills, "neighbourhood_demand": demand}
 
 
+class BadSecrets(ValueError):
+    pass
+
+
+def _b64d(value, size: int | None = None, limit: int = 8192) -> bytes:
+    try:
+        raw = base64.b64decode(str(value)[:limit], validate=True)
+    except ValueError:
+        raise BadSecrets("not base64") from None
+    if size is not None and len(raw) != size:
+        raise BadSecrets(f"expected {size} bytes, got {len(raw)}")
+    return raw
+
+
+def _wrapped(w) -> dict:
+    if not isinstance(w, dict) or w.get("alg") != "AES-GCM":
+        raise BadSecrets("wrapped_private_key must be {alg: AES-GCM, nonce, ciphertext}")
+    _b64d(w.get("nonce"), 12)
+    if len(_b64d(w.get("ciphertext"))) < 1000:
+        raise BadSecrets("the wrapped private key is too short to hold an RSA key")
+    return {"alg": "AES-GCM", "nonce": str(w["nonce"]), "ciphertext": str(w["ciphertext"])}
+
+
+def new_secrets(entry: dict, body: dict) -> tuple[dict, str]:
+    """A customer's key file entry with what the browser re-wrapped: the
+    private key under a new password (and, after a recovery, under a new
+    recovery code), and the new login verifier's hash. The server cannot
+    check the wrapping (it has no key); the browser unwrapped it once more
+    before sending. Raises BadSecrets."""
+    try:
+        kdf = {"name": body["kdf"]["name"], "iterations": body["kdf"]["iterations"],
+               "salt": str(body["kdf"]["salt"])}
+        customer.kdf_params(kdf)
+    except (KeyError, TypeError, ConfigError) as e:
+        raise BadSecrets(f"kdf: {e}") from None
+    new = {**entry, "kdf": kdf, "wrapped_private_key": _wrapped(body.get("wrapped_private_key"))}
+    if "recovery" in body:
+        r = body["recovery"]
+        if not isinstance(r, dict) or len(_b64d(r.get("salt"))) < 16:
+            raise BadSecrets("recovery must be {salt, wrapped_private_key, verifier}")
+        new["recovery"] = {"salt": str(r["salt"]),
+                           "wrapped_private_key": _wrapped(r.get("wrapped_private_key")),
+                           "verifier_hash": auth.hash_secret(_b64d(r.get("verifier"), 32))}
+    return new, auth.hash_secret(_b64d(body.get("verifier"), 32))
+
+
 def routes(web: Web):
+    def locked(keys: tuple, what: str) -> JSONResponse | None:
+        """A 429 while these keys' failures keep them locked, else None."""
+        wait = web.throttle.locked_for(*keys)
+        if wait <= 0:
+            return None
+        return JSONResponse({"error": f"too many failed {what}; wait {int(wait) + 1} s"},
+                            status_code=429)
+
     async def portal(request: Request):
         return web.render(request, "portal.html")
 
@@ -101,10 +161,8 @@ def routes(web: Web):
         except (ValueError, KeyError, TypeError):
             return JSONResponse({"error": "send {customer, verifier}"}, status_code=400)
         keys = ("customer:" + cid, client_key(request))
-        wait = web.throttle.locked_for(*keys)
-        if wait > 0:
-            return JSONResponse({"error": f"too many failed logins; wait {int(wait) + 1} s"},
-                                status_code=429)
+        if refused := locked(keys, "logins"):
+            return refused
         row = web.store.customer(cid)
         if row is None or not auth.check_secret(verifier, row[1]):
             web.throttle.failed(*keys)
@@ -115,6 +173,81 @@ def routes(web: Web):
         r.set_cookie(auth.COOKIE, token, max_age=auth.SESSION_S, httponly=True,
                      samesite="strict", secure=web.cfg.secure_cookies)
         return r
+
+    async def recovery(request: Request):
+        """The private key wrapped under the recovery code: useless without
+        the code's 128 bits, so anyone may fetch it; unknown ids get a
+        stable decoy, as for the login parameters."""
+        cid = request.query_params.get("customer", "")[:64]
+        kf = _keyfile(web, cid)
+        if kf is not None and "recovery" in kf:
+            r = kf["recovery"]
+            return JSONResponse({"salt": r["salt"], "wrapped_private_key": r["wrapped_private_key"]})
+        mac = hmac.new(web.store.secret("portal-decoy"), b"recovery|" + cid.encode(),
+                       hashlib.sha512).digest()
+        return JSONResponse({"salt": b64(mac[:16]), "wrapped_private_key": {
+            "alg": "AES-GCM", "nonce": b64(mac[16:28]), "ciphertext": b64(mac * 32)}})
+
+    async def _json(request: Request) -> dict:
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            raise BadSecrets("send JSON") from None
+        if not isinstance(body, dict):
+            raise BadSecrets("send a JSON object")
+        return body
+
+    async def change_password(request: Request):
+        cid = request.state.session["username"]
+        keys = ("customer:" + cid, client_key(request))
+        if refused := locked(keys, "attempts"):
+            return refused
+        row = web.store.customer(cid)
+        try:
+            body = await _json(request)
+            old = _b64d(body.get("old_verifier"), 32)
+            if row is None or not auth.check_secret(old, row[1]):
+                web.throttle.failed(*keys)
+                return JSONResponse({"error": "your current password is not right"},
+                                    status_code=403)
+            # A password change keeps the recovery code as it is.
+            entry, verifier_hash = new_secrets(row[0], {k: v for k, v in body.items()
+                                                        if k != "recovery"})
+        except BadSecrets as e:
+            return JSONResponse({"error": f"malformed request: {e}"}, status_code=400)
+        web.store.put_customer(cid, entry, verifier_hash)
+        log.info("customer %s changed their password", cid)
+        return JSONResponse({"ok": True})
+
+    async def recover(request: Request):
+        try:
+            body = await _json(request)
+            cid = str(body.get("customer", ""))[:64]
+            proof = _b64d(body.get("recovery_verifier"), 32)
+        except BadSecrets as e:
+            return JSONResponse({"error": f"malformed request: {e}"}, status_code=400)
+        keys = ("recover:" + cid, client_key(request))
+        if refused := locked(keys, "attempts"):
+            return refused
+        row = web.store.customer(cid)
+        stored = (row[0].get("recovery") or {}).get("verifier_hash") if row else None
+        if not stored or not auth.check_secret(proof, stored):
+            if not stored:
+                auth.check_secret(proof, auth.hash_secret(b"x"))  # same time either way
+            web.throttle.failed(*keys)
+            return JSONResponse({"error": "wrong customer id or recovery code"}, status_code=401)
+        if "recovery" not in body:
+            return JSONResponse({"error": "malformed request: a recovery sets a new recovery"
+                                          " code too"}, status_code=400)
+        try:
+            entry, verifier_hash = new_secrets(row[0], body)
+        except BadSecrets as e:
+            return JSONResponse({"error": f"malformed request: {e}"}, status_code=400)
+        web.throttle.succeeded(*keys)
+        web.store.put_customer(cid, entry, verifier_hash)
+        web.store.end_sessions_of(cid, "customer")
+        log.info("customer %s set a new password with their recovery code", cid)
+        return JSONResponse({"ok": True})
 
     async def data(request: Request):
         cid = request.state.session["username"]
@@ -137,4 +270,6 @@ def routes(web: Web):
 
     return [("/portal", portal, ["GET"]), ("/portal/app", portal, ["GET"]),
             ("/api/portal/params", params, ["GET"]), ("/api/portal/login", login, ["POST"]),
-            ("/api/portal/data", data, ["GET"])]
+            ("/api/portal/data", data, ["GET"]), ("/api/portal/recovery", recovery, ["GET"]),
+            ("/api/portal/recover", recover, ["POST"]),
+            ("/api/portal/password", change_password, ["POST"])]

@@ -208,6 +208,9 @@ class MdmsStore:
                             " WHERE token_hash=?", (token_hash,))
         return rows[0] if rows else None
 
+    def end_sessions_of(self, username: str, role: str) -> None:
+        self.db.execute("DELETE FROM sessions WHERE username=? AND role=?", (username, role))
+
     def end_session(self, token_hash: str) -> None:
         self.db.execute("DELETE FROM sessions WHERE token_hash=?", (token_hash,))
 

@@ -49,9 +49,11 @@ ROLE_MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/guardian/decide"): frozenset({"guardian"}),
     ("GET", "/portal/app"): frozenset({"customer"}),
     ("GET", "/api/portal/data"): frozenset({"customer"}),
+    ("POST", "/api/portal/password"): frozenset({"customer"}),
 }
 PUBLIC = {("GET", "/"), ("GET", "/login"), ("POST", "/login"), ("POST", "/logout"),
-          ("GET", "/portal"), ("GET", "/api/portal/params"), ("POST", "/api/portal/login")}
+          ("GET", "/portal"), ("GET", "/api/portal/params"), ("POST", "/api/portal/login"),
+          ("GET", "/api/portal/recovery"), ("POST", "/api/portal/recover")}
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; "

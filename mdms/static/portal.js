@@ -62,15 +62,67 @@
     const verifier = await crypto.subtle.deriveBits(label("gridveil-portal-login-v2|"), hkdf, 256);
     const wrapKey = await crypto.subtle.deriveKey(label("gridveil-portal-wrap-v2|"), hkdf,
                                                   { name: "AES-GCM", length: 256 }, false,
-                                                  ["decrypt"]);
+                                                  ["encrypt", "decrypt"]);
     return { verifier, wrapKey };
   }
 
-  async function decryptAll(data, wrapKey) {
-    const w = data.wrapped_private_key;
-    const pkcs8 = await crypto.subtle.decrypt(
-      { name: "AES-GCM", iv: b64d(w.nonce), additionalData: enc.encode(data.customer) },
+  // The private key (PKCS#8) in and out of its AES-GCM wrapping; the
+  // customer id is the associated data, as in common/customer.py.
+  async function unwrapKey(w, wrapKey, customer) {
+    return crypto.subtle.decrypt(
+      { name: "AES-GCM", iv: b64d(w.nonce), additionalData: enc.encode(customer) },
       wrapKey, b64d(w.ciphertext));
+  }
+  async function wrapKeyWith(pkcs8, wrapKey, customer) {
+    const nonce = crypto.getRandomValues(new Uint8Array(12));
+    const ct = await crypto.subtle.encrypt(
+      { name: "AES-GCM", iv: nonce, additionalData: enc.encode(customer) }, wrapKey, pkcs8);
+    return { alg: "AES-GCM", nonce: b64e(nonce), ciphertext: b64e(ct) };
+  }
+
+  // A new password: a fresh salt, the floor's iterations, the key wrapped
+  // anew and unwrapped once more before anything is sent.
+  async function passwordSecrets(password, customer, pkcs8) {
+    const kdf = { name: KDF_NAME, iterations: MIN_ITERATIONS,
+                  salt: b64e(crypto.getRandomValues(new Uint8Array(16))) };
+    const { verifier, wrapKey } = await deriveKeys(password, customer, kdf);
+    const wrapped = await wrapKeyWith(pkcs8, wrapKey, customer);
+    await unwrapKey(wrapped, wrapKey, customer);
+    return { kdf, wrapped_private_key: wrapped, verifier: b64e(verifier) };
+  }
+
+  // Recovery codes: 128 random bits as 26 base32 letters (common/customer.py).
+  const B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+  function newRecoveryCode() {
+    const bytes = crypto.getRandomValues(new Uint8Array(16));
+    let bits = "", out = "";
+    for (const b of bytes) bits += b.toString(2).padStart(8, "0");
+    for (let i = 0; i < bits.length; i += 5) out += B32[parseInt(bits.slice(i, i + 5).padEnd(5, "0"), 2)];
+    return out.match(/.{1,4}/g).join("-");
+  }
+  async function recoveryKeys(code, customer, salt) {
+    const ikm = code.toUpperCase().replace(/[-\s]/g, "");
+    if (ikm.length !== 26) throw new Error("a recovery code has 26 letters and digits");
+    const base = await crypto.subtle.importKey("raw", enc.encode(ikm), "HKDF", false,
+                                               ["deriveBits", "deriveKey"]);
+    const label = (l) => ({ name: "HKDF", hash: "SHA-256", salt, info: enc.encode(l + customer) });
+    const verifier = await crypto.subtle.deriveBits(label("gridveil-recovery-login-v1|"), base, 256);
+    const wrapKey = await crypto.subtle.deriveKey(label("gridveil-recovery-wrap-v1|"), base,
+                                                  { name: "AES-GCM", length: 256 }, false,
+                                                  ["encrypt", "decrypt"]);
+    return { verifier, wrapKey };
+  }
+  async function recoverySecrets(customer, pkcs8) {
+    const code = newRecoveryCode(), salt = crypto.getRandomValues(new Uint8Array(16));
+    const { verifier, wrapKey } = await recoveryKeys(code, customer, salt);
+    const wrapped = await wrapKeyWith(pkcs8, wrapKey, customer);
+    return { code, recovery: { salt: b64e(salt), wrapped_private_key: wrapped, verifier: b64e(verifier) } };
+  }
+  window.GVKeys = { b64d, b64e, deriveKeys, unwrapKey, passwordSecrets, recoveryKeys,
+                    recoverySecrets };
+
+  async function decryptAll(data, wrapKey) {
+    const pkcs8 = await unwrapKey(data.wrapped_private_key, wrapKey, data.customer);
     const priv = await crypto.subtle.importKey("pkcs8", pkcs8,
                                                { name: "RSA-OAEP", hash: "SHA-256" }, false, ["decrypt"]);
     const dayKeys = new Map();
@@ -121,6 +173,7 @@
       };
       status("Fetching your sealed readings…");
       const data = await (await fetch("/api/portal/data")).json();
+      window.GVAccount.loggedIn(customer, params, csrf, data.wrapped_private_key);  // account.js
       status("Decrypting on this device…");
       render(customer, data, await decryptAll(data, wrapKey));
     } catch (e) {
