@@ -11,6 +11,7 @@ import json
 import logging
 import secrets
 import time
+import urllib.parse
 from collections import defaultdict
 
 from markupsafe import Markup
@@ -20,7 +21,7 @@ from starlette.responses import RedirectResponse, Response
 
 from common.files import ConfigError
 
-from . import auth, releases, scope
+from . import audit, auth, releases, scope
 from .store import IntegrityError
 from .web import HOME_PAGE, ROLES, Web, client_key
 
@@ -256,26 +257,39 @@ def routes(web: Web):
         return Response(buf.getvalue(), media_type="text/csv",
                         headers={"Content-Disposition": "attachment; filename=bills.csv"})
 
-    def holder_logs() -> list[dict]:
-        logs = []
+    def audit_rows(request: Request):
+        q = request.query_params
+        f = {k: str(q.get(k, ""))[:100] for k in ("role", "kind", "decision", "q")}
         try:
-            holders = web.authority().holders
+            status, entries = audit.fetch(web.authority().holders)
         except ConfigError as e:
-            return [{"role": "-", "ok": False, "message": str(e), "entries": []}]
-        for role, h in holders.items():
-            try:
-                v = h.verify()
-                logs.append({"role": role, "ok": v["ok"], "message": v["message"],
-                             "entries": h.log()[-300:]})
-            except ConfigError as e:
-                logs.append({"role": role, "ok": False, "message": f"unreachable: {e}",
-                             "entries": []})
-        return logs
+            status, entries = [{"role": "-", "ok": False, "message": str(e)}], []
+        return status, audit.select(entries, **f), f
 
     async def auditor(request: Request):
-        logs = await run_in_threadpool(holder_logs)
-        return web.render(request, "auditor.html", logs=logs, requests=web.store.requests(),
-                          utc=utc)
+        status, rows, f = await run_in_threadpool(audit_rows, request)
+        pages = max(1, -(-len(rows) // audit.PAGE))
+        raw = request.query_params.get("page", "1")
+        page = min(pages, max(1, int(raw))) if raw.isdigit() else 1
+        shown = rows[(page - 1) * audit.PAGE:page * audit.PAGE]
+        query = {k: v for k, v in f.items() if v}
+        return web.render(request, "auditor.html", chains=status, rows=shown, total=len(rows),
+                          page=page, pages=pages, f=f, query=urllib.parse.urlencode(query),
+                          roles=[h["role"] for h in status if h["role"] != "-"],
+                          kinds=audit.KINDS, readable=audit.readable,
+                          verdict=audit.verdict, requests=web.store.requests(limit=200), utc=utc)
+
+    async def audit_csv(request: Request):
+        _, rows, _ = await run_in_threadpool(audit_rows, request)
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["holder", "n", "time_utc", "requester", "kind", "subject", "subject_in_words",
+                    "decision", "reason", "hash"])
+        for e in rows:
+            w.writerow([e["role"], e["n"], utc(e["at"]), e["requester"], e["kind"], e["subject"],
+                        audit.readable(e["subject"]), audit.verdict(e), e["reason"], e["hash"]])
+        return Response(buf.getvalue(), media_type="text/csv", headers={
+            "Content-Disposition": "attachment; filename=key-holder-decisions.csv"})
 
     def pending_with_scope() -> list[dict]:
         pending = list(reversed(web.store.requests("pending")))
@@ -329,4 +343,5 @@ def routes(web: Web):
             ("/analyst/request", request_release, ["POST"]), ("/billing", billing, ["GET"]),
             ("/billing/bills.csv", bills_csv, ["GET"]),
             ("/billing/request", request_release, ["POST"]), ("/auditor", auditor, ["GET"]),
+            ("/auditor/log.csv", audit_csv, ["GET"]),
             ("/guardian", guardian, ["GET"]), ("/guardian/decide", guardian_decide, ["POST"])]

@@ -45,6 +45,7 @@ ROLE_MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/billing/bills.csv"): frozenset({"billing"}),
     ("POST", "/billing/request"): frozenset({"billing"}),
     ("GET", "/auditor"): frozenset({"auditor"}),
+    ("GET", "/auditor/log.csv"): frozenset({"auditor"}),
     ("GET", "/guardian"): frozenset({"guardian"}),
     ("POST", "/guardian/decide"): frozenset({"guardian"}),
     ("GET", "/portal/app"): frozenset({"customer"}),
