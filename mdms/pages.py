@@ -21,7 +21,7 @@ from starlette.responses import RedirectResponse, Response
 
 from common.files import ConfigError
 
-from . import audit, auth, releases, scope
+from . import audit, auth, fleet, releases, scope
 from .store import IntegrityError
 from .web import HOME_PAGE, ROLES, Web, client_key
 
@@ -176,14 +176,8 @@ def routes(web: Web):
         return await admin(request, done=f"{user} was removed and logged out.")
 
     async def operator(request: Request):
-        meters = web.store.meters()
-        per_meter, clipped = defaultdict(dict), {}
-        for g in web.store.gateways():
-            for m, reason, n in json.loads(g["rejects"] or "[]"):
-                per_meter[m][reason] = per_meter[m].get(reason, 0) + n
-            clipped[g["gateway_id"]] = json.loads(g["counters"] or "{}").get("clipped", 0)
-        return web.render(request, "operator.html", meters=meters, rejects=per_meter, utc=utc,
-                          now=time.time(), clipped=clipped)
+        return web.render(request, "operator.html", **fleet.view(web.store, time.time()),
+                          utc=utc, thresholds=(fleet.LATE_S // 60, fleet.SILENT_S // 3600))
 
     async def analyst(request: Request):
         rows = web.store.released_aggregates()

@@ -62,6 +62,13 @@ CREATE TABLE IF NOT EXISTS meters (
     accepted {int} NOT NULL DEFAULT 0, duplicates {int} NOT NULL DEFAULT 0,
     late {int} NOT NULL DEFAULT 0
 );
+-- readings stored so far per meter, sampled once per quarter hour (a day kept)
+CREATE TABLE IF NOT EXISTS meter_history (
+    meter_id TEXT NOT NULL,
+    bucket {int} NOT NULL,
+    accepted {int} NOT NULL,
+    PRIMARY KEY (meter_id, bucket)
+);
 CREATE TABLE IF NOT EXISTS tariffs (
     gateway_id TEXT NOT NULL,
     id TEXT NOT NULL,
@@ -337,10 +344,23 @@ class MdmsStore:
         self.db.execute("UPDATE gateways SET health_at=?, rejects=?, counters=? WHERE gateway_id=?",
                         (at, json.dumps(health.get("rejects", [])), json.dumps(counters),
                          gateway_id))
+        bucket = int(at) // 900
         for m in health.get("meters", []):
-            self.db.execute("UPDATE meters SET " + ", ".join(f"{c}=?" for c in METER_HEALTH) +
-                            " WHERE meter_id=? AND gateway_id=?",
-                            [m.get(c) for c in METER_HEALTH] + [m["meter_id"], gateway_id])
+            cur = self.db.execute("UPDATE meters SET " + ", ".join(f"{c}=?" for c in METER_HEALTH)
+                                  + " WHERE meter_id=? AND gateway_id=?",
+                                  [m.get(c) for c in METER_HEALTH] + [m["meter_id"], gateway_id])
+            if cur.rowcount == 1 and type(m.get("accepted")) is int:
+                self.db.execute("INSERT INTO meter_history VALUES (?, ?, ?) ON CONFLICT"
+                                " (meter_id, bucket) DO UPDATE SET accepted=excluded.accepted",
+                                (m["meter_id"], bucket, m["accepted"]))
+        self.db.execute("DELETE FROM meter_history WHERE bucket < ?", (bucket - 96,))
+
+    def meter_history(self, since_bucket: int) -> dict[str, list[tuple[int, int]]]:
+        out: dict[str, list] = {}
+        for r in self.db.rows("SELECT meter_id, bucket, accepted FROM meter_history"
+                              " WHERE bucket >= ? ORDER BY meter_id, bucket", (since_bucket,)):
+            out.setdefault(r["meter_id"], []).append((r["bucket"], r["accepted"]))
+        return out
 
     def meters(self) -> list[dict]:
         return self.db.rows("SELECT * FROM meters ORDER BY meter_id")

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from authority.policy import Policy
 from common import records, signing
-from mdms import intake, scope
+from mdms import fleet, intake, scope
 from mdms.store import MdmsStore
 
 END = 1767225600 + 900
@@ -194,3 +194,33 @@ def test_guardian_sees_what_a_request_would_release(store):
     s = scope.describe(store, {"g": Policy(billing="days", min_bill_days=2).to_json()},
                        {"kind": "bills", "params": "{}"})
     assert s.refused == ["All of them: the policy asks for at least 2 day(s) per bill."]
+
+
+def test_fleet_view_flags_late_and_silent_meters(store):
+    """Thresholds from the last reading's age, a day's sparkline from the
+    quarter-hourly history, alerts in order of urgency."""
+    a = FakeGateway(store, "gwA")
+    a.push(store, [meter("m1"), meter("m2"), meter("m3")])
+    # Health reports newer than the push's: an hour or so from now, mid quarter hour.
+    now = (int(time.time()) // 900 + 5) * 900 + 450
+
+    def health(at, **seen):
+        store.put_health("gwA", {"at": at, "rejects": [["m2", "bad_mac", 3]], "meters": [
+            {"meter_id": m, "last_seen": t, "accepted": n, "backlog": 9 if m == "m2" else 0,
+             "duplicates": 0, "late": 0}
+            for m, (t, n) in seen.items()]})
+
+    health(now - 3 * 900, m1=(now - 3 * 900, 4), m2=(now - 3 * 900, 4))
+    health(now - 60, m1=(now - 600, 8), m2=(now - 3600, 5))
+    v = fleet.view(store, now)
+    state = {m["meter_id"]: m["fresh"] for m in v["meters"]}
+    assert state == {"m1": "ok", "m2": "late", "m3": "silent"}
+    assert v["counts"] == {"ok": 1, "late": 1, "silent": 1}
+    assert v["alerts"][0] == ("silent", "m3 (north): no reading for over two hours")
+    assert [t for _, t in v["alerts"][1:]] == [
+        "m2 (north): no reading for over 30 min", "m2: 9 readings queued on the meter, not"
+        " delivered", "m2: 3 datagrams rejected (bad_mac)"]
+    # m1: 4 readings three quarter hours ago (new meter: from 0), 4 more now.
+    spark = [float(p.split(",")[1]) for p in v["meters"][0]["spark"].split()]
+    assert len(spark) == fleet.HISTORY and spark[-4] == spark[-1] == 0.0  # full height
+    assert sum(1 for y in spark if y < 20) == 2

@@ -235,6 +235,15 @@ def test_each_role_in_the_browser(site, browser, role):
         if other not in (role, "customer"):
             resp = page.goto(site["url"] + path)
             assert resp.status == 403, (role, path)
+    if role == "operator":  # every meter just reported: fresh, with a day's sparkline
+        page.goto(site["url"] + "/operator")
+        rows = page.locator("#fleet tbody tr").all()
+        assert len(rows) == 10 and all(r.get_attribute("data-fresh") == "ok" for r in rows)
+        for r in rows:
+            ys = [float(p.split(",")[1]) for p in
+                  r.locator("polyline").get_attribute("points").split()]
+            assert min(ys) == 0.0 and len(ys) == 96  # the busiest quarter hour at full height
+        assert "every meter and gateway reports on time" in page.inner_text("#alerts")
     if role == "auditor":
         page.goto(site["url"] + "/auditor")
         assert page.locator("[data-verified=yes]").count() == 2  # both key holders
