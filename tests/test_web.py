@@ -231,6 +231,7 @@ def test_each_role_in_the_browser(site, browser, role):
     assert page.url.endswith(HOME_PAGE[role])
     assert page.locator("h1").first.inner_text() == STAFF_TEXT[role]
     page.screenshot(path=str(ARTIFACTS / f"web-{role}.png"), full_page=True)
+    page.screenshot(path=str(ARTIFACTS / f"docs-{role}.png"))  # the README's, one screen
     for other, path in HOME_PAGE.items():
         if other not in (role, "customer"):
             resp = page.goto(site["url"] + path)
@@ -388,6 +389,16 @@ def test_every_page_is_accessible_and_fits_the_screen(site, browser, size):
     for path in ("/login", "/portal", "/no/such/page"):
         page.goto(site["url"] + path)
         _accessible_and_fits(page, (size, path))
+    page.goto(site["url"] + "/portal")
+    page.click("#forgot")
+    _accessible_and_fits(page, (size, "portal recovery"))
+    page.goto(site["url"] + "/login")  # an error state that counts no failed login
+    page.evaluate("document.querySelector('input[name=csrf]').value = 'stale'")
+    page.fill("input[name=username]", "nobody")
+    page.fill("input[name=password]", "wrong password")
+    page.click("button[type=submit]")
+    assert "Your login form expired" in page.inner_text("[role=alert]")
+    _accessible_and_fits(page, (size, "login error"))
     for role in STAFF_TEXT:
         _login(page, site, role)
         _accessible_and_fits(page, (size, role))
@@ -676,6 +687,30 @@ def test_password_change_and_recovery_happen_in_the_browser(site, browser):
     for secret in (demo.DEMO_PASSWORD, second, third, old_code, new_code):
         assert not any(secret.encode() in b for b in bodies), secret
     assert "Traceback" not in site["log"].read_text()
+
+
+def test_a_new_household_sees_what_to_expect_not_empty_axes(site, browser, tmp_path):
+    """A customer enrolled before their meter has reported: words, not a
+    chart from -1 to 6."""
+    from host_tools import provision
+
+    s = site["system"]
+    path, _ = provision.create_customer("c99", demo.DEMO_PASSWORD, tmp_path / "c99.json")
+    assert s.cli(s.mdms, "mdms", "customer-add", str(path)).returncode == 0
+    page = browser.new_page(ignore_https_errors=True)
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(site["url"] + "/portal")
+    page.fill("#customer", "c99")
+    page.fill("#password", demo.DEMO_PASSWORD)
+    page.click("#portal-login button")
+    page.wait_for_selector("body[data-ready=yes]", timeout=60000)
+    assert page.is_visible("#empty") and not page.is_visible("#views")
+    assert "No readings yet" in page.inner_text("#empty")
+    assert "No bill has been released" in page.inner_text("#no-bills")
+    assert page.locator("svg").count() == 0 and errors == []
+    _accessible_and_fits(page, ("desktop", "portal with no readings"))
+    page.close()
 
 
 # --- the utility serving the portal: what the portal's own code refuses --------------
