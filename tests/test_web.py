@@ -450,11 +450,12 @@ def test_auditor_filters_searches_pages_and_exports(site, browser):
     page.close()
 
 
-def test_guardian_decides_with_the_scope_in_front_of_them(site, browser):
+@pytest.mark.parametrize("size", list(SIZES))
+def test_guardian_decides_with_the_scope_in_front_of_them(site, browser, size):
     """Billing and the analyst ask; the guardian sees what each request would
     release, must say why to decline, and the requesters see the answer;
-    the key holders' logs record both decisions."""
-    page = browser.new_page(ignore_https_errors=True)
+    the key holders' logs record both decisions. On a desk and on a phone."""
+    page = browser.new_page(viewport=SIZES[size], ignore_https_errors=True)
     asked = {}
     for role, button in (("billing", "Request release of signed bill days"),
                          ("analyst", "Request release of newly sealed intervals")):
@@ -472,7 +473,8 @@ def test_guardian_decides_with_the_scope_in_front_of_them(site, browser):
     assert "No meter has 1 signed day(s) not billed yet" in bills.inner_text()
     assert "No sealed quarter-hours wait" in demand.inner_text()
     assert "Noise:" in demand.inner_text()
-    page.screenshot(path=str(ARTIFACTS / "web-guardian.png"), full_page=True)
+    page.screenshot(path=str(ARTIFACTS / f"web-guardian-{size}.png"), full_page=True)
+    _accessible_and_fits(page, (size, "guardian with requests"))
     # Declining needs a reason: the browser asks for one, and so does the server.
     g = logged_in(site, "guardian")
     status, body = g.request("POST", "/guardian/decide", {
@@ -546,7 +548,8 @@ def test_customer_portal_decrypts_in_the_browser(site, browser):
                 assert x not in data, f
 
 
-def test_portal_days_money_and_bills_match_the_ground_truth(site, browser):
+@pytest.mark.parametrize("size", list(SIZES))
+def test_portal_days_money_and_bills_match_the_ground_truth(site, browser, size):
     """The household's own views, from readings its browser decrypted: days
     in the tariff's zone with the day before beside them; the cost of each
     band; the released bill recomputed band by band, to the micro-cent; all
@@ -557,7 +560,7 @@ def test_portal_days_money_and_bills_match_the_ground_truth(site, browser):
     local_day = {end: dt.datetime.fromtimestamp(end - 900, tz).date() for end in truth}
     days = sorted(set(local_day.values()))
     assert len(days) == 2  # one UTC day is two days an hour ahead of UTC
-    page = browser.new_page(viewport={"width": 1280, "height": 900}, ignore_https_errors=True,
+    page = browser.new_page(viewport=SIZES[size], ignore_https_errors=True,
                             timezone_id="UTC", accept_downloads=True)
     page.goto(site["url"] + "/portal")
     page.fill("#customer", "c03")
@@ -586,8 +589,8 @@ def test_portal_days_money_and_bills_match_the_ground_truth(site, browser):
         if local_day[end] == days[0]:
             name = TOU.bands[TOU.band(end - 900)]
             bands[name] = bands.get(name, 0) + wh
-    shown = {r[0]: r[1] for r in (tr.split("\t") for tr in
-                                   page.locator("#bands tbody tr").all_inner_texts())}
+    shown = {r[0]: r[1] for r in (tr.locator("td").all_inner_texts()
+                                   for tr in page.locator("#bands tbody tr").all())}
     assert shown == {n: f"{wh / 1000:.3f}" for n, wh in bands.items()}
     cost = sum(wh * TOU.prices[{v: k for k, v in TOU.bands.items()}[n]] for n, wh in bands.items())
     assert page.inner_text("#bands-total") == f"€{cost / 1e8:.2f}"
@@ -596,6 +599,7 @@ def test_portal_days_money_and_bills_match_the_ground_truth(site, browser):
         page.click(f"#view-buttons [data-view={view}]")
         assert page.get_attribute(f"#view-buttons [data-view={view}]", "aria-pressed") == "true"
         assert page.inner_text("#period") == title
+    _accessible_and_fits(page, (size, "portal month"))
     page.click("#view-buttons [data-view=week]")
     assert page.inner_text("#this-period").startswith(f"{sum(truth.values()) / 1000:.3f} kWh")
     # The released bill (a UTC day), recomputed here from the readings.
