@@ -33,9 +33,13 @@ class Register:
     """Cumulative energy in whole Wh plus the sub-Wh remainder, and the
     interval that is currently open."""
 
-    def __init__(self, queue, interval_s):
+    def __init__(self, queue, interval_s, checkpoint_s=120):
         self.queue = queue
         self.interval_s = interval_s
+        # The open interval's energy goes to flash every checkpoint_s (when
+        # it changed): a restart loses at most that long's energy, for at
+        # most 86400 / checkpoint_s short appends a day (docs/hardware.md).
+        self.checkpoint_s = checkpoint_s
         # The sub-Wh energy carried past the last reading survives a restart
         # with it (energy is never dropped; docs/protocol.md).
         self.residual_mj = queue.residual_mj
@@ -45,11 +49,32 @@ class Register:
         else:
             self.seq, self.wh, self.interval_end = last[0] + 1, last[3], last[1] + interval_s
         self.wh_at_last_close = self.wh
+        self.saved = None  # what the last checkpoint holds
+        self.saved_at = None
+        if queue.open is not None:  # the open interval, as last checkpointed
+            end, wh, self.residual_mj, self.saved_at = queue.open
+            self.interval_end, self.wh = end, self.wh + wh
+            self.saved = (end, wh, self.residual_mj)
 
     @property
     def resume_after(self):
-        """Interval end of the last queued reading: energy before it is in."""
+        """Time of the last sample already counted (in a queued reading or
+        the open interval's checkpoint): a replaying sensor resumes after it."""
+        if self.queue.open is not None:
+            return self.queue.open[3]
         return None if self.queue.last is None else self.queue.last[1]
+
+    def checkpoint(self, now):
+        """Save the open interval if checkpoint_s passed and it changed."""
+        if self.interval_end is None or (self.saved_at is not None and
+                                         now - self.saved_at < self.checkpoint_s):
+            return False
+        state = (self.interval_end, self.wh - self.wh_at_last_close, self.residual_mj)
+        if state == self.saved:
+            return False
+        self.queue.checkpoint(state[0], state[1], state[2], now)
+        self.saved, self.saved_at = state, now
+        return True
 
     def add(self, mj):
         self.residual_mj += mj
@@ -198,7 +223,7 @@ def build(board):
     keys = Rekeying(unhexlify(sec["master_secret"]), unhexlify(sec["master_salt"]),
                     unhexlify(sec["sender_id"]), unhexlify(sec["recipient_id"]))
     queue = ReadingQueue(board.path("queue.log"))
-    register = Register(queue, s.get("interval_s", 900))
+    register = Register(queue, s.get("interval_s", 900), s.get("checkpoint_s", 120))
     link = Uplink(board.udp_socket() if hasattr(board, "udp_socket") else udp_socket(),
                   s["gateway_host"], s.get("gateway_port", 5683), keys,
                   ack_timeout_ms=s.get("ack_timeout_ms", 2000),
@@ -217,10 +242,15 @@ def run(board):
     register, sender = build(board)
     board.log("meter %s fw %s: %d readings queued from before, next seq %d"
               % (board.settings["meter_id"], FW_VERSION, sender.queue.pending, register.seq))
+    if register.saved is not None:
+        board.log("open interval to %d resumed from its checkpoint: %d Wh so far"
+                  % (register.interval_end, register.saved[1]))
     for now, mj in board.samples(register.resume_after):
         register.add(mj)
         if register.close_due(now):
             sender.queued()
+        else:
+            register.checkpoint(now)
         if sender.due():
             gc.collect()  # a compact heap before the exchange's buffers
             sender.flush()

@@ -6,6 +6,9 @@
 #   R <seq> <interval end> <energy Wh> <register Wh> <span> <crc>   a reading
 #   A <seq> <crc>                                                  acked up to seq
 #   S <seq> <residual mJ> <crc>   sub-Wh energy carried past reading seq's register
+#   O <after seq> <end> <Wh> <residual mJ> <at> <crc>   the open interval (ending at
+#        <end>, after reading <after seq>, -1 before any) as of the sample at <at>:
+#        a checkpoint, so that a restart loses at most the energy since it
 # A torn or corrupt line ends the valid log; the next start rewrites the
 # file from the valid part (compaction), so later appends never land behind
 # garbage. Readings are sent oldest first, so "acked up to seq" is all that
@@ -47,6 +50,8 @@ def _parse(line):
             return ("A", int(parts[1]))
         if parts[0] == "S" and len(parts) == 3:
             return ("S", int(parts[1]), int(parts[2]))
+        if parts[0] == "O" and len(parts) == 6:
+            return ("O",) + tuple(int(x) for x in parts[1:])
     except ValueError:
         pass
     return None
@@ -64,6 +69,9 @@ class ReadingQueue:
         # Energy below one Wh that the register carried past `last`: kept with
         # it, so that a restart does not lose up to a Wh each time.
         self.residual_mj = 0
+        # The open interval's last checkpoint: (end, Wh in it, residual mJ,
+        # time of the last sample counted), or None.
+        self.open = None
         self.acked = -1
         self.merges = 0
         # A compaction cut short by a power loss left only its temporary
@@ -83,14 +91,21 @@ class ReadingQueue:
                     return
                 yield rec
 
+    def _after(self):
+        return -1 if self.last is None else self.last[0]
+
     def _load(self):
         for rec in self._records():
             if rec[0] == "R":
                 self.last = rec[1:]
                 self.residual_mj = 0
+                self.open = None
             elif rec[0] == "S":
                 if self.last is not None and rec[1] == self.last[0]:
                     self.residual_mj = rec[2]
+            elif rec[0] == "O":
+                if rec[1] == self._after():
+                    self.open = rec[2:]
             elif rec[1] > self.acked:
                 self.acked = rec[1]
 
@@ -137,10 +152,15 @@ class ReadingQueue:
                 line = _line("S %d %d" % (self.last[0], self.residual_mj))
                 out.write(line)
                 size += len(line)
+            if self.open is not None:
+                line = _line("O %d %d %d %d %d" % ((self._after(),) + tuple(self.open)))
+                out.write(line)
+                size += len(line)
             out.flush()
         os.rename(tmp, self.path)
         self.pending = pending
         self._size = size
+        self._stale = 0
 
     def renumber(self, gw_seq, gw_end):
         """Shift pending readings newer than the gateway's newest stored one
@@ -165,6 +185,19 @@ class ReadingQueue:
             f.flush()
         self._size += len(text)
 
+    def checkpoint(self, end, wh, residual_mj, at):
+        """The open interval so far: Wh since the last reading closed, the
+        sub-Wh remainder, and the time of the last sample counted. One short
+        append; the next reading (or checkpoint) supersedes it."""
+        self.open = (end, wh, residual_mj, at)
+        line = _line("O %d %d %d %d %d" % ((self._after(),) + self.open))
+        self._append(line)
+        # Superseded checkpoints pile up between readings; rewrite the file
+        # once they alone pass the compaction size, not on every one.
+        self._stale += len(line)
+        if self._stale > self.compact_bytes:
+            self._compact()
+
     def append(self, seq, end, energy, register, residual_mj=0):
         if self.last is not None and seq <= self.last[0]:
             raise ValueError("reading sequence numbers must increase")
@@ -174,6 +207,7 @@ class ReadingQueue:
         self._append(text)
         self.last = (seq, end, energy, register, 1)
         self.residual_mj = residual_mj
+        self.open = None
         self.pending += 1
         if self.pending > self.max_pending:
             self._compact(merge="day")

@@ -84,3 +84,44 @@ def test_replay_parses_both_layouts_without_floats():
         except ValueError:
             continue
         raise AssertionError("accepted %r" % bad)
+
+
+def test_open_interval_survives_a_restart():
+    # 1 Wh a minute; the meter restarts 8 minutes into an interval. The
+    # checkpoints (every 2 min here: minutes 1, 3, 5, 7) keep 7 Wh.
+    t = 1767225600
+    q = queue("reg5")
+    r = Register(q, 900, checkpoint_s=120)
+    r.close_due(t)
+    for minute in range(1, 9):
+        r.add(MJ_PER_WH)
+        r.close_due(t + minute * 60)
+        r.checkpoint(t + minute * 60)
+    r2 = Register(ReadingQueue(TMP + "/reg5"), 900, checkpoint_s=120)
+    eq((r2.wh, r2.interval_end, r2.resume_after), (7, t + 900, t + 420))  # minute 8 lost
+    for _ in range(2):  # restarts and compactions keep it
+        r2 = Register(ReadingQueue(TMP + "/reg5"), 900, checkpoint_s=120)
+    # A replaying sensor resumes after minute 7: nothing is counted twice.
+    for minute in range(8, 16):
+        r2.add(MJ_PER_WH)
+        r2.close_due(t + minute * 60)
+    eq([x[2:4] for x in r2.queue.oldest(5)], [(0, 0), (15, 15)])  # (energy, register)
+    # Once the interval closed, an old checkpoint no longer counts.
+    eq(Register(ReadingQueue(TMP + "/reg5"), 900).wh, 15)
+
+
+def test_checkpoints_cost_bounded_flash():
+    # A day of checkpoints between readings: the file stays small.
+    t = 1767225600
+    q = queue("reg6")
+    r = Register(q, 900, checkpoint_s=60)
+    r.close_due(t)
+    writes = 0
+    for minute in range(1, 1441):
+        r.add(MJ_PER_WH)
+        if not r.close_due(t + minute * 60):
+            writes += 1 if r.checkpoint(t + minute * 60) else 0
+    eq(writes, 1440 - 96)  # one a minute, but the minutes a reading closes
+    if os.stat(TMP + "/reg6")[6] > 2 * 8192 + 96 * 48:
+        raise AssertionError("checkpoints were not compacted")
+    eq(Register(ReadingQueue(TMP + "/reg6"), 900).wh, 1440)
