@@ -263,6 +263,10 @@ def test_charts_name_their_axes_and_hover_in_units(site, browser):
     _login(page, site, "analyst")
     titles = page.locator("#hourly svg text.title").all_text_contents()
     assert titles == ["time (UTC)", "energy per hour (kWh)"]
+    # k and noise, stated from the released values (the site's policy: k=5, no noise).
+    stated = " ".join(page.locator("main p").first.inner_text().split())
+    assert "each the sum over at least 5 households (the key holders' k), exact (no noise)" \
+        in stated, stated
     _, body = logged_in(site, "analyst").request("GET", "/analyst/demand.csv")
     truth: dict = {}
     for r in csv.DictReader(io.StringIO(body.decode())):

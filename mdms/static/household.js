@@ -216,9 +216,10 @@
         billRows.push(cells(document.createElement("tr"), [when, e.name, kwh(e.wh),
                       (e.price / 1000).toFixed(2), euro(e.uct), ""], [2, 3, 4]));
       }
-      const tr = cells(document.createElement("tr"), [when, "bill", "", "", euro(b.amount_uct),
-        computed === b.amount_uct ? "matches your readings to the cent"
-          : `your readings give ${euro(computed)} (a late reading counts when it arrived)`], [4]);
+      const check = !tariffs.has(b.meter) ? "your tariff is not known here, so it cannot be checked"
+        : computed === b.amount_uct ? "matches your readings to the cent"
+          : `your readings give ${euro(computed)} (a late reading counts when it arrived)`;
+      const tr = cells(document.createElement("tr"), [when, "bill", "", "", euro(b.amount_uct), check], [4]);
       tr.className = "bill-total";
       tr.dataset.billed = b.amount_uct;
       tr.dataset.computed = computed;
