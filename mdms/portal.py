@@ -93,8 +93,11 @@ class BadSecrets(ValueError):
 
 
 def _b64d(value, size: int | None = None, limit: int = 8192) -> bytes:
+    text = str(value)
+    if len(text) > limit:
+        raise BadSecrets(f"longer than {limit} characters")
     try:
-        raw = base64.b64decode(str(value)[:limit], validate=True)
+        raw = base64.b64decode(text, validate=True)
     except ValueError:
         raise BadSecrets("not base64") from None
     if size is not None and len(raw) != size:

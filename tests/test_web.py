@@ -721,6 +721,35 @@ def test_a_new_household_sees_what_to_expect_not_empty_axes(site, browser, tmp_p
     page.close()
 
 
+def test_malformed_key_changes_get_a_400_and_change_nothing(site):
+    """Garbage, short or oversized secrets, a wrong proof: each gets a clear
+    answer, no traceback, and the customer can still log in as before."""
+    anyone = Client(site["url"], site["ca"])
+    ok_shape = {"customer": "c07", "recovery_verifier": base64.b64encode(b"x" * 32).decode(),
+                "verifier": base64.b64encode(b"v" * 32).decode(),
+                "kdf": {"name": customer.KDF_NAME, "iterations": 600_000,
+                        "salt": base64.b64encode(b"s" * 16).decode()},
+                "wrapped_private_key": {"alg": "AES-GCM",
+                                        "nonce": base64.b64encode(b"n" * 12).decode(),
+                                        "ciphertext": base64.b64encode(b"c" * 1800).decode()}}
+    json_h = {"Content-Type": "application/json"}
+    for body, want in ((b"not json", 400), (b"[1]", 400),
+                       (json.dumps({**ok_shape, "recovery_verifier": "%%%"}).encode(), 400),
+                       (json.dumps({**ok_shape, "recovery_verifier": "A" * 9000}).encode(), 400),
+                       (json.dumps(ok_shape).encode(), 401)):  # the proof is wrong
+        status, answer = anyone.request("POST", "/api/portal/recover", body, json_h)
+        assert status == want and b"error" in answer, (body[:40], status, answer)
+    c = logged_in(site, "customer")  # c01
+    bad_kdf = {**ok_shape, "old_verifier": ok_shape["verifier"],
+               "kdf": {**ok_shape["kdf"], "iterations": 1000}}
+    for body, want in ((b"{}", 400), (json.dumps(bad_kdf).encode(), 403)):
+        status, _ = c.request("POST", "/api/portal/password", body,
+                              {**json_h, "X-CSRF-Token": c.csrf})
+        assert status == want, (body[:40], status)
+    assert Client(site["url"], site["ca"]).customer_login("c07", demo.DEMO_PASSWORD) == 200
+    assert "Traceback" not in site["log"].read_text()
+
+
 # --- the utility serving the portal: what the portal's own code refuses --------------
 
 def _serving(body: str):
