@@ -236,7 +236,7 @@ def write_markdown(path: Path, bits: int, n: int, rows, fw: dict, summary: str) 
     cpu = platform.processor() or platform.machine()
     text = f"""# Benchmarks
 
-Produced by `make bench` (`gridveil bench`); re-run it after any change on
+Produced by `make bench` (`gridveil bench`, then `gridveil pageweight`); re-run it after any change on
 a hot path. Figures are from one run; the throughput varies by a few percent
 between runs.
 

@@ -161,7 +161,7 @@
       $("prev-period").textContent = before.length ? line(before) : "no readings";
       const change = before.length && now.length && sum(before, "wh")
         ? Math.round((sum(now, "wh") / sum(before, "wh") - 1) * 100) : null;
-      $("change").textContent = change === null ? "" :
+      $("change").textContent = change === null ? "nothing to compare with" :
         `${change > 0 ? "+" : ""}${change} % energy against the previous ${name}`;
 
       // Chart: quarter hours for a day, days for a week or a month; the
