@@ -3,8 +3,8 @@ import os
 
 import fsutil
 import replay
-from meter import MJ_PER_WH, Register
 from readingqueue import ReadingQueue
+from register import MJ_PER_WH, Register
 
 TMP = os.getenv("GVTEST_TMP")
 
