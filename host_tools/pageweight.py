@@ -30,13 +30,22 @@ def chromium() -> str:
 
 
 class Tally:
-    """Bytes the page received, request by request, until reset."""
+    """Bytes the page received, load by load. Each request belongs to the
+    load it started in, and a load is counted only once all of its requests
+    have finished: on a busy machine a response can finish after the page
+    went idle, and must not be counted in the next load."""
 
     def __init__(self, page):
-        self.rows: list[tuple[str, int, int]] = []  # url, on the wire, unpacked
+        self.page = page
+        self.load = 0
+        self.started: dict = {}  # request -> the load it started in
+        self.rows: list[tuple[int, str, int, int]] = []  # load, url, on the wire, unpacked
+        page.on("request", lambda r: self.started.__setitem__(r, self.load))
+        page.on("requestfailed", lambda r: self.started.pop(r, None))
         page.on("requestfinished", self._done)
 
     def _done(self, request):
+        load = self.started.pop(request, self.load)
         response = request.response()
         if response is None:
             return
@@ -45,14 +54,20 @@ class Tally:
             unpacked = len(response.body())
         except Exception:  # noqa: BLE001 - a redirect has no body to read
             unpacked = 0
-        self.rows.append((request.url, sizes["responseHeadersSize"] + sizes["responseBodySize"],
-                          unpacked))
+        self.rows.append((load, request.url,
+                          sizes["responseHeadersSize"] + sizes["responseBodySize"], unpacked))
 
     def take(self) -> tuple[int, int, int]:
-        """(requests, bytes on the wire, bytes unpacked) since the last take,
+        """(requests, bytes on the wire, bytes unpacked) of the current load,
         counting what came over the network (the cache's answers weigh 0)."""
-        rows, self.rows = [r for r in self.rows if r[1] > 0], []
-        return len(rows), sum(r[1] for r in rows), sum(r[2] for r in rows)
+        for _ in range(200):  # at most 10 s for the stragglers
+            if self.load not in self.started.values():
+                break
+            self.page.wait_for_timeout(50)
+        rows = [r for r in self.rows if r[0] == self.load and r[2] > 0]
+        self.rows = [r for r in self.rows if r[0] != self.load]
+        self.load += 1
+        return len(rows), sum(r[2] for r in rows), sum(r[3] for r in rows)
 
 
 def _staff_login(context, url: str, role: str, password: str) -> None:

@@ -750,6 +750,26 @@ def test_malformed_key_changes_get_a_400_and_change_nothing(site):
     assert "Traceback" not in site["log"].read_text()
 
 
+def test_recovery_copies_do_not_tell_who_has_an_account(site):
+    """Anyone may fetch a recovery copy (it is noise without the code), so
+    an unknown id must get one that looks the same and stays the same:
+    asking tells nobody which ids are customers."""
+    anyone = Client(site["url"], site["ca"])
+
+    def copy(cid):
+        status, body = anyone.request("GET", f"/api/portal/recovery?customer={cid}")
+        assert status == 200
+        d = json.loads(body)
+        w = d["wrapped_private_key"]
+        return (len(base64.b64decode(d["salt"])), w["alg"], len(base64.b64decode(w["nonce"])),
+                len(base64.b64decode(w["ciphertext"])) > 1000), body
+
+    real, _ = copy("c08")
+    fake, first = copy("nobody-here")
+    assert fake == real
+    assert copy("nobody-here")[1] == first  # stable: a second ask cannot tell either
+
+
 # --- the utility serving the portal: what the portal's own code refuses --------------
 
 def _serving(body: str):
