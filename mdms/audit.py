@@ -10,20 +10,18 @@ import re
 
 from common.files import ConfigError
 
+from .scope import utc_text
+
 PAGE = 50
 MAX_ENTRIES = 100_000  # per holder: a bound on what one page view fetches
 KINDS = ("aggregate", "bill", "decision")
-
-
-def _utc(ts) -> str:
-    return dt.datetime.fromtimestamp(int(ts), dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def readable(subject: str) -> str:
     """`agg:north:1767229200` -> `north, the quarter hour to 2026-01-01 01:00 UTC`;
     `bill:m03:<start>-<end>` -> `bill of m03, 2026-01-01 to 2026-01-02`."""
     if m := re.fullmatch(r"agg:(.+):(\d+)", subject):
-        return f"{m[1]}, the quarter hour to {_utc(m[2])}"
+        return f"{m[1]}, the quarter hour to {utc_text(m[2])}"
     if m := re.fullmatch(r"bill:(.+):(\d+)-(\d+)", subject):
         first, last = (dt.datetime.fromtimestamp(int(t), dt.timezone.utc).date()
                        for t in (m[2], int(m[3]) - 1))

@@ -28,8 +28,9 @@ class Scope:
     error: str = ""                                    # the holders could not be asked
 
 
-def _utc(ts: int) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+def utc_text(ts) -> str:
+    """A time for people to read; the auditor's subjects use it too."""
+    return dt.datetime.fromtimestamp(int(ts), dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _date(day: int) -> dt.date:
@@ -62,8 +63,8 @@ def _aggregates(store: MdmsStore, rule: dict, out: Scope) -> None:
         if ok:
             first, last = min(i[0] for i in items), max(i[1] for i in items)
             out.lines.append(
-                f"Neighbourhood {nbh}: {len(ok)} quarter-hour totals from {_utc(first)} to"
-                f" {_utc(last)}, each the sum of {min(ok)} to {max(ok)} households.")
+                f"Neighbourhood {nbh}: {len(ok)} quarter-hour totals from {utc_text(first)} to"
+                f" {utc_text(last)}, each the sum of {min(ok)} to {max(ok)} households.")
         if few:
             out.refused.append(f"Neighbourhood {nbh}: {few} quarter-hour(s) with fewer than"
                                f" {rule['k']} households would be refused.")
