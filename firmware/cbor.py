@@ -8,43 +8,53 @@ _MAX_ITEMS = 256  # a reading batch holds far fewer; bounds memory on bad input
 _MAX_DEPTH = 8
 
 
-def _head(major, n):
+def _head(out, major, n):
     mt = major << 5
     if n < 24:
-        return bytes((mt | n,))
-    if n < 0x100:
-        return bytes((mt | 24, n))
-    if n < 0x10000:
-        return bytes((mt | 25,)) + n.to_bytes(2, "big")
-    if n < 0x100000000:
-        return bytes((mt | 26,)) + n.to_bytes(4, "big")
-    if n < 0x10000000000000000:
-        return bytes((mt | 27,)) + n.to_bytes(8, "big")
-    raise ValueError("integer too large for CBOR")
+        out.append(mt | n)
+    elif n < 0x100:
+        out.append(mt | 24)
+        out.append(n)
+    elif n < 0x10000:
+        out.append(mt | 25)
+        out.extend(n.to_bytes(2, "big"))
+    elif n < 0x100000000:
+        out.append(mt | 26)
+        out.extend(n.to_bytes(4, "big"))
+    elif n < 0x10000000000000000:
+        out.append(mt | 27)
+        out.extend(n.to_bytes(8, "big"))
+    else:
+        raise ValueError("integer too large for CBOR")
 
 
 def _enc(obj, out):
+    # Into one bytearray: a list of small pieces cost a heap object per
+    # item, and its growth was the allocation that failed first at 80K.
     if obj is None:
-        out.append(b"\xf6")
+        out.append(0xF6)
     elif obj is True:
-        out.append(b"\xf5")
+        out.append(0xF5)
     elif obj is False:
-        out.append(b"\xf4")
+        out.append(0xF4)
     elif isinstance(obj, int):
-        out.append(_head(0, obj) if obj >= 0 else _head(1, -1 - obj))
+        if obj >= 0:
+            _head(out, 0, obj)
+        else:
+            _head(out, 1, -1 - obj)
     elif isinstance(obj, (bytes, bytearray, memoryview)):
-        out.append(_head(2, len(obj)))
-        out.append(bytes(obj))
+        _head(out, 2, len(obj))
+        out.extend(obj)
     elif isinstance(obj, str):
         b = obj.encode()
-        out.append(_head(3, len(b)))
-        out.append(b)
+        _head(out, 3, len(b))
+        out.extend(b)
     elif isinstance(obj, (list, tuple)):
-        out.append(_head(4, len(obj)))
+        _head(out, 4, len(obj))
         for item in obj:
             _enc(item, out)
     elif isinstance(obj, dict):
-        out.append(_head(5, len(obj)))
+        _head(out, 5, len(obj))
         for k, v in obj.items():
             _enc(k, out)
             _enc(v, out)
@@ -53,9 +63,9 @@ def _enc(obj, out):
 
 
 def dumps(obj):
-    out = []
+    out = bytearray()
     _enc(obj, out)
-    return b"".join(out)
+    return bytes(out)
 
 
 def _need(data, pos, n):

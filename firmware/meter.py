@@ -12,6 +12,7 @@ import coap
 from readingqueue import ReadingQueue
 from register import Register
 from rekey import Rekeying
+from telemetry import Telemetry
 from uplink import Uplink, UplinkError, udp_socket
 
 FW_VERSION = "0.1.0"
@@ -20,8 +21,9 @@ READINGS_PATH = "readings"
 # A request must stay under the gateway's 1024-byte limit with room for
 # OSCORE and CoAP headers: a reading encodes to at most 32 bytes in CBOR
 # (seq and register up to 9 bytes each, time and energy 5, span 3, array
-# header 1) and the rest of the map to about 115, so 24 readings fit
-# whatever their values. Above that a batch could be refused forever.
+# header 1) and the rest of the map to about 160 (telemetry at most 44), so
+# 24 readings fit whatever their values (mptest_metering checks the worst
+# case). Above that a batch could be refused forever.
 MAX_BATCH = 24
 
 
@@ -35,7 +37,7 @@ class Sender:
     so a fleet that lost power together does not post in lockstep."""
 
     def __init__(self, link, queue, meter_id, batch=8, backoff_ms=1000,
-                 max_backoff_ms=60000, log=print, spread_ms=0, on_time=None):
+                 max_backoff_ms=60000, log=print, spread_ms=0, on_time=None, health=None):
         if not isinstance(batch, int) or not 1 <= batch <= MAX_BATCH:
             raise SystemExit("settings.json: batch must be 1 to %d readings per request, not %r"
                              % (MAX_BATCH, batch))
@@ -51,6 +53,7 @@ class Sender:
         self._waiting = False  # readings queued, offset not yet elapsed
         self.failures_in_row = 0
         self.on_time = on_time  # gets the gateway's clock from each verified 2.04
+        self.health = health  # telemetry.Telemetry: this meter's health for each request
         self.log = log
         self.delivered = 0
         self.failures = 0
@@ -77,9 +80,12 @@ class Sender:
 
     def _payload(self):
         self._batch = batch = self.queue.oldest(self.batch)
-        return cbor.dumps({0: PAYLOAD_VERSION, 1: self.meter_id,
-                           2: [list(r) if r[4] > 1 else list(r[:4]) for r in batch],
-                           3: self.queue.pending - len(batch), 4: FW_VERSION})
+        body = {0: PAYLOAD_VERSION, 1: self.meter_id,
+                2: [list(r) if r[4] > 1 else list(r[:4]) for r in batch],
+                3: self.queue.pending - len(batch), 4: FW_VERSION}
+        if self.health is not None:
+            body[5] = self.health()
+        return cbor.dumps(body)
 
     def flush(self):
         """Send pending readings oldest first until the queue is empty or an
@@ -145,7 +151,8 @@ def build(board):
                   on_rekey=lambda body: _resync(board, register, body))
     sender = Sender(link, queue, s["meter_id"], s.get("batch", 8),
                     s.get("retry_ms", 1000), s.get("max_retry_ms", 60000), board.log,
-                    s.get("send_spread_ms", 0), getattr(board, "gateway_time", None))
+                    s.get("send_spread_ms", 0), getattr(board, "gateway_time", None),
+                    Telemetry(keys, queue, board))
     return register, sender
 
 

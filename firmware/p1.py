@@ -91,6 +91,10 @@ class P1Reader:
             except ValueError:
                 self.bad += 1
 
+    def rejects_permille(self):
+        """Telegrams dropped for a bad CRC, per mille of all received."""
+        return self.bad * 1000 // ((self.good + self.bad) or 1)
+
     def imported_wh(self):
         r = self.registers
         return None if r is None else r["1.8.1"] + r.get("1.8.2", 0)

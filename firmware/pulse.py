@@ -29,6 +29,11 @@ class PulseCounter:
         self._last = t
         self.pulses += 1
 
+    def rejects_permille(self):
+        """Edges ignored as bounce, per mille of all edges: a worn contact or
+        a noisy line shows here, and the share says nothing of the energy."""
+        return self.bounces * 1000 // ((self.pulses + self.bounces) or 1)
+
     def read(self):
         """Energy in mJ since the previous read. Computed from the running
         total, so a non-integer mJ per pulse never loses a remainder."""

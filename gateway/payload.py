@@ -1,7 +1,8 @@
 """The CBOR payload of POST /readings and its response (docs/protocol.md).
 
 Request:  {0: 1, 1: meter_id, 2: [[seq, interval_end, energy_wh, register_wh(, span)], ...],
-           3: backlog (optional), 4: firmware version (optional)}
+           3: backlog (optional), 4: firmware version (optional),
+           5: telemetry (optional): {key: integer}, keys in TELEMETRY}
 Response: {0: 1, 1: [acknowledged seq, ...]}
 
 Parsing is strict: anything unexpected is a PayloadError with a message the
@@ -22,6 +23,18 @@ MAX_BATCH = 64
 MAX_ENERGY_WH = 10_000_000  # 10 MWh in one interval: no household gets near
 MAX_SEQ = (1 << 40) - 1
 MAX_SPAN = 96 * 366  # a merged reading covers at most a year of 15-minute intervals
+# The meter's health (firmware/telemetry.py): CBOR key -> (name, lowest, highest).
+# None of these follows consumption; they reach the utility in the clear.
+TELEMETRY = {
+    0: ("reset_cause", 0, 255),         # machine.reset_cause() of the last boot
+    1: ("uptime_s", 0, MAX_SEQ),
+    2: ("free_heap", 0, 1 << 32),
+    3: ("rssi_dbm", -128, 0),           # Wi-Fi signal; absent on the emulator
+    4: ("seq_reserve", 0, MAX_SEQ),     # OSCORE sequence numbers left in this context
+    5: ("sensor_rejects_permille", 0, 1000),
+    6: ("p1_telegrams", 0, MAX_SEQ),
+    7: ("merges", 0, MAX_SEQ),          # queued readings merged for lack of room
+}
 
 
 class PayloadError(ValueError):
@@ -34,6 +47,7 @@ class Batch:
     readings: list[Reading]
     backlog: int | None
     fw_version: str | None
+    telemetry: dict[str, int] | None = None
 
 
 def _uint(v, what: str, limit: int) -> int:
@@ -53,7 +67,7 @@ def parse(data: bytes, interval_s: int) -> Batch:
         raise PayloadError("payload must be a CBOR map")
     if obj.get(0) != VERSION:
         raise PayloadError(f"unsupported payload version (expected {VERSION})")
-    unknown = set(obj) - {0, 1, 2, 3, 4}
+    unknown = set(obj) - {0, 1, 2, 3, 4, 5}
     if unknown:
         raise PayloadError("unknown keys in payload")
     meter_id = obj.get(1)
@@ -85,7 +99,21 @@ def parse(data: bytes, interval_s: int) -> Batch:
     fw = obj.get(4)
     if fw is not None and (not isinstance(fw, str) or len(fw) > 32):
         raise PayloadError("firmware version (key 4) must be a short text string")
-    return Batch(meter_id, readings, backlog, fw)
+    return Batch(meter_id, readings, backlog, fw, _telemetry(obj.get(5)))
+
+
+def _telemetry(t) -> dict[str, int] | None:
+    if t is None:
+        return None
+    if not isinstance(t, dict) or not set(t) <= set(TELEMETRY):
+        raise PayloadError(f"telemetry (key 5) must be a map with keys in 0..{len(TELEMETRY) - 1}")
+    out = {}
+    for k, v in t.items():
+        name, low, high = TELEMETRY[k]
+        if type(v) is not int or not low <= v <= high:
+            raise PayloadError(f"telemetry {name} must be an integer in {low}..{high}")
+        out[name] = v
+    return out
 
 
 def ack(seqs: list[int], now: int) -> bytes:

@@ -129,7 +129,7 @@ class PES:
         return paillier.to_bytes(pub, paillier.from_bytes(pub, acc) + paillier.from_bytes(pub, c))
 
     def ingest(self, meter_id: str, readings: list[Reading], fw: str | None,
-               backlog: int | None) -> BatchResult:
+               backlog: int | None, telemetry: dict[str, int] | None = None) -> BatchResult:
         """Store one batch from one authenticated meter. Returns the seqs to
         acknowledge: every reading in the batch, new or duplicate."""
         info = self.meter(meter_id)
@@ -180,7 +180,7 @@ class PES:
                 last_seq, last_end = r.seq, r.interval_end
                 result.accepted += 1
             store.finish_batch(meter_id, last_seq, last_end, fw, backlog, result.accepted,
-                               result.duplicates, result.late)
+                               result.duplicates, result.late, telemetry)
             if result.clipped:
                 store.count("clipped", result.clipped)
         # Only keys whose wrapped copy is committed may be reused later.

@@ -26,7 +26,7 @@ log = logging.getLogger("gridveil.push")
 
 BATCH_ITEMS = 200
 HEALTH_FIELDS = ("meter_id", "neighbourhood", "last_seq", "last_end", "last_seen", "fw_version",
-                 "backlog", "accepted", "duplicates", "late")
+                 "backlog", "accepted", "duplicates", "late", "telemetry")
 
 
 class PushError(Exception):

@@ -76,7 +76,7 @@ class ReadingsResource(resource.Resource):
         try:
             result = await loop.run_in_executor(
                 self.gw.executor, self.gw.pes.ingest, ctx.meter_id, batch.readings,
-                batch.fw_version, batch.backlog)
+                batch.fw_version, batch.backlog, batch.telemetry)
         except StoreError as e:
             # Nothing was committed and nothing is acknowledged: the meter
             # keeps the readings and retries.

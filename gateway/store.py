@@ -50,6 +50,7 @@ CREATE TABLE IF NOT EXISTS meters (
     last_seen REAL,
     fw_version TEXT,
     backlog INTEGER,
+    telemetry TEXT,                            -- JSON: the meter's latest health (payload key 5)
     accepted INTEGER NOT NULL DEFAULT 0,
     duplicates INTEGER NOT NULL DEFAULT 0,
     late INTEGER NOT NULL DEFAULT 0
@@ -142,6 +143,9 @@ class Store:
                 if "clip_wh" not in cols:  # a database from before clipping: epochs unclipped
                     self.db.execute("ALTER TABLE key_epochs ADD COLUMN clip_wh INTEGER NOT NULL"
                                     " DEFAULT 0")
+                cols = {r[1] for r in self.db.execute("PRAGMA table_info(meters)")}
+                if "telemetry" not in cols:  # a database from before telemetry
+                    self.db.execute("ALTER TABLE meters ADD COLUMN telemetry TEXT")
         except sqlite3.Error as e:
             raise StoreError(f"cannot open gateway database {self.path}: {e}") from None
 
@@ -336,12 +340,15 @@ class Store:
                          "key_no": key_no, "nonce": _b64(nonce), "ct": _b64(ct)})
 
     def finish_batch(self, meter_id: str, last_seq: int, last_end: int | None, fw, backlog,
-                     accepted: int, duplicates: int, late: int) -> None:
+                     accepted: int, duplicates: int, late: int, telemetry=None) -> None:
         self.db.execute(
             "UPDATE meters SET last_seq=?, last_end=COALESCE(?, last_end), last_seen=?,"
             " fw_version=COALESCE(?, fw_version), backlog=COALESCE(?, backlog),"
+            " telemetry=COALESCE(?, telemetry),"
             " accepted=accepted+?, duplicates=duplicates+?, late=late+? WHERE meter_id=?",
-            (last_seq, last_end, now(), fw, backlog, accepted, duplicates, late, meter_id))
+            (last_seq, last_end, now(), fw, backlog,
+             json.dumps(telemetry, sort_keys=True) if telemetry else None,
+             accepted, duplicates, late, meter_id))
 
     # --- sealing -----------------------------------------------------------
     def data_clock(self) -> dict[str, int]:

@@ -12,6 +12,52 @@ BUCKET = 900  # the history's step: one quarter hour
 HISTORY = 96  # buckets kept: one day
 LATE_S, SILENT_S = 30 * 60, 2 * 3600  # two missed reports; eight
 BACKLOG_ALERT = 8  # readings queued on the meter: it reports but cannot deliver
+# The meter's own telemetry (firmware/telemetry.py): machine.reset_cause()
+# as the ESP32 port numbers it, and what makes an alert.
+RESETS = {1: "power-on", 2: "hard reset", 3: "watchdog", 4: "deep sleep wake",
+          5: "software reset (after a fault)"}
+LOW_HEAP = 8 * 1024  # bytes free: below this an allocation may fail in an exchange
+WEAK_RSSI = -85  # dBm: below this, Wi-Fi drops packets
+NOISY_SENSOR = 50  # per mille of inputs rejected (bounce, bad CRC)
+SEQ_LOW = 1 << 20  # of 2^40 per context: years of requests, but worth a look
+
+
+def duration(seconds: int) -> str:
+    d, rest = divmod(int(seconds), 86400)
+    h, rest = divmod(rest, 3600)
+    return f"{d} d {h} h" if d else f"{h} h {rest // 60} min" if h else f"{rest // 60} min"
+
+
+def device(t: dict) -> tuple[list[str], list[str]]:
+    """A meter's telemetry in words, and the alerts it raises."""
+    lines, alerts = [], []
+    if "reset_cause" in t:
+        lines.append(f"last start: {RESETS.get(t['reset_cause'], 'unknown cause')}")
+        if t["reset_cause"] in (3, 5) and t.get("uptime_s", 0) < 86400:
+            alerts.append(f"restarted by {'its watchdog' if t['reset_cause'] == 3 else 'a fault'}")
+    if "uptime_s" in t:
+        lines.append(f"up {duration(t['uptime_s'])}")
+    if "free_heap" in t:
+        lines.append(f"{t['free_heap'] / 1024:.1f} KiB memory free")
+        if t["free_heap"] < LOW_HEAP:
+            alerts.append(f"low memory ({t['free_heap'] // 1024} KiB free)")
+    if "rssi_dbm" in t:
+        lines.append(f"Wi-Fi {t['rssi_dbm']} dBm")
+        if t["rssi_dbm"] < WEAK_RSSI:
+            alerts.append(f"weak Wi-Fi ({t['rssi_dbm']} dBm)")
+    if "sensor_rejects_permille" in t:
+        lines.append(f"sensor inputs rejected: {t['sensor_rejects_permille'] / 10:g} %")
+        if t["sensor_rejects_permille"] >= NOISY_SENSOR:
+            alerts.append(f"noisy sensor ({t['sensor_rejects_permille'] / 10:g} % rejected)")
+    if "p1_telegrams" in t:
+        lines.append(f"P1 telegrams since start: {t['p1_telegrams']}")
+    if t.get("merges"):
+        lines.append(f"readings merged for lack of room: {t['merges']}")
+    if "seq_reserve" in t:
+        lines.append(f"OSCORE sequence numbers left: {t['seq_reserve']:.2g}")
+        if t["seq_reserve"] < SEQ_LOW:
+            alerts.append("OSCORE sequence numbers nearly used up (it starts a new context)")
+    return lines, alerts
 
 
 def freshness(last_seen, now: float) -> str:
@@ -52,8 +98,10 @@ def view(store, now: float) -> dict:
     for m in meters:
         state = freshness(m["last_seen"], now)
         r = rejects.get(m["meter_id"], {})
-        rows.append({**m, "fresh": state, "rejects": r,
+        health, trouble = device(json.loads(m.get("telemetry") or "{}"))
+        rows.append({**m, "fresh": state, "rejects": r, "device": health,
                      "spark": sparkline(history.get(m["meter_id"], []), now)})
+        alerts += [("late", f"{m['meter_id']}: {t}") for t in trouble]
         if state != "ok":
             alerts.append((state, f"{m['meter_id']} ({m['neighbourhood']}): no reading for"
                                   f" {'over two hours' if state == 'silent' else 'over 30 min'}"))

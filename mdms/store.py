@@ -60,7 +60,8 @@ CREATE TABLE IF NOT EXISTS meters (
     tariff TEXT NOT NULL,
     last_seq {int}, last_end {int}, last_seen {real}, fw_version TEXT, backlog {int},
     accepted {int} NOT NULL DEFAULT 0, duplicates {int} NOT NULL DEFAULT 0,
-    late {int} NOT NULL DEFAULT 0
+    late {int} NOT NULL DEFAULT 0,
+    telemetry TEXT                  -- JSON map of names to integers: the meter's latest health
 );
 -- readings stored so far per meter, sampled once per quarter hour (a day kept)
 CREATE TABLE IF NOT EXISTS meter_history (
@@ -148,7 +149,21 @@ CREATE TABLE IF NOT EXISTS requests (
 """
 
 METER_HEALTH = ("last_seq", "last_end", "last_seen", "fw_version", "backlog", "accepted",
-                "duplicates", "late")
+                "duplicates", "late", "telemetry")
+
+
+def _int_map(raw, limit: int = 16) -> str | None:
+    """A gateway's {name: integer} map (JSON text or a dict) as JSON, with
+    anything else dropped: what a gateway sends is shown on a page."""
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            return None
+    if not isinstance(raw, dict):
+        return None
+    kept = {str(k)[:32]: v for k, v in list(raw.items())[:limit] if type(v) is int}
+    return json.dumps(kept, sort_keys=True) if kept else None
 
 
 class MdmsStore:
@@ -159,7 +174,8 @@ class MdmsStore:
 
     def _migrate(self) -> None:
         """Columns added after a database was made."""
-        for table, column in (("gateways", "counters"), ("requests", "reason")):
+        for table, column in (("gateways", "counters"), ("requests", "reason"),
+                              ("meters", "telemetry")):
             if self.db.dialect == "postgresql":
                 self.db.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} TEXT")
             elif column not in {r["name"] for r in self.db.rows(f"PRAGMA table_info({table})")}:
@@ -338,17 +354,15 @@ class MdmsStore:
         if (self.db.scalar("SELECT health_at FROM gateways WHERE gateway_id=?",
                            (gateway_id,)) or 0) >= at:
             return
-        counters = health.get("counters") or {}
-        counters = {str(k)[:32]: v for k, v in counters.items() if type(v) is int} \
-            if isinstance(counters, dict) else {}
         self.db.execute("UPDATE gateways SET health_at=?, rejects=?, counters=? WHERE gateway_id=?",
-                        (at, json.dumps(health.get("rejects", [])), json.dumps(counters),
-                         gateway_id))
+                        (at, json.dumps(health.get("rejects", [])),
+                         _int_map(health.get("counters"), 64) or "{}", gateway_id))
         bucket = int(at) // 900
         for m in health.get("meters", []):
             cur = self.db.execute("UPDATE meters SET " + ", ".join(f"{c}=?" for c in METER_HEALTH)
                                   + " WHERE meter_id=? AND gateway_id=?",
-                                  [m.get(c) for c in METER_HEALTH] + [m["meter_id"], gateway_id])
+                                  [_int_map(m.get(c)) if c == "telemetry" else m.get(c)
+                                   for c in METER_HEALTH] + [m["meter_id"], gateway_id])
             if cur.rowcount == 1 and type(m.get("accepted")) is int:
                 self.db.execute("INSERT INTO meter_history VALUES (?, ?, ?) ON CONFLICT"
                                 " (meter_id, bucket) DO UPDATE SET accepted=excluded.accepted",

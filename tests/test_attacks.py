@@ -120,6 +120,11 @@ def test_meter_cannot_claim_another_meters_readings(system):
     cbor2.dumps({0: 1, 1: "m05", 2: [[1, END, 1, 1], [0, END + 900, 1, 1]]}),
     cbor2.dumps({0: 1, 1: "m05", 2: [[0, END, 1, 1]] * 65}),
     cbor2.dumps({0: 1, 1: "m05", 2: [[0, END, 1, 1]], 9: "x"}),
+    # telemetry (key 5): not a map, an unknown key, a value out of range or not an integer
+    cbor2.dumps({0: 1, 1: "m05", 2: [[0, END, 1, 1]], 5: [1]}),
+    cbor2.dumps({0: 1, 1: "m05", 2: [[0, END, 1, 1]], 5: {99: 1}}),
+    cbor2.dumps({0: 1, 1: "m05", 2: [[0, END, 1, 1]], 5: {3: 5}}),
+    cbor2.dumps({0: 1, 1: "m05", 2: [[0, END, 1, 1]], 5: {2: "lots"}}),
 ])
 def test_malformed_payloads_rejected_inside_oscore(system, payload):
     p = peer(system, "m05")

@@ -6,6 +6,7 @@ truth."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -38,6 +39,13 @@ def test_sample_day_matches_ground_truth(sample_system):
         assert store.open_demand() == []
         assert sum(m["late"] for m in store.meters()) == 0
         assert store.outbox_count() == 0  # all pushed
+        for m in store.meters():  # each meter's health came with its readings
+            t = json.loads(m["telemetry"])
+            # The emulator has no radio and a replay no sensor counters; and
+            # nothing that follows the energy is among these keys.
+            assert set(t) == {"reset_cause", "uptime_s", "free_heap", "seq_reserve", "merges"}, t
+            assert t["reset_cause"] == 1 and t["merges"] == 0  # a first start is a power-on
+            assert 0 < t["free_heap"] < 80 * 1024 and t["seq_reserve"] > 2 ** 39
         store.close()
     released = s.release()
     ok, line = s.cross_check(released)

@@ -224,3 +224,32 @@ def test_fleet_view_flags_late_and_silent_meters(store):
     spark = [float(p.split(",")[1]) for p in v["meters"][0]["spark"].split()]
     assert len(spark) == fleet.HISTORY and spark[-4] == spark[-1] == 0.0  # full height
     assert sum(1 for y in spark if y < 20) == 2
+
+
+def test_meter_telemetry_is_shown_in_words_and_raises_alerts(store):
+    """What a gateway forwards of a meter's health is kept as integers only
+    (it is shown on a page) and read out for the operator."""
+    a = FakeGateway(store, "gwA")
+    a.push(store, [meter("m1"), meter("m2")])
+    now = time.time() + 60
+    store.put_health("gwA", {"at": now, "rejects": [], "meters": [
+        {"meter_id": "m1", "last_seen": now, "accepted": 4, "duplicates": 0, "late": 0,
+         "telemetry": json.dumps(
+            {"reset_cause": 3, "uptime_s": 7260, "free_heap": 5000, "rssi_dbm": -90,
+             "sensor_rejects_permille": 75, "merges": 2, "seq_reserve": 1000,
+             "note": "<script>", "p1_telegrams": 1.5})},
+        {"meter_id": "m2", "last_seen": now, "accepted": 4, "duplicates": 0, "late": 0,
+         "telemetry": "not json"}]})
+    m1, m2 = store.meters()
+    assert "note" not in m1["telemetry"] and "p1_telegrams" not in m1["telemetry"]
+    assert m2["telemetry"] is None
+    v = fleet.view(store, now)
+    assert v["meters"][0]["device"] == [
+        "last start: watchdog", "up 2 h 1 min", "4.9 KiB memory free", "Wi-Fi -90 dBm",
+        "sensor inputs rejected: 7.5 %", "readings merged for lack of room: 2",
+        "OSCORE sequence numbers left: 1e+03"]
+    assert [t for _, t in v["alerts"]] == [
+        "m1: restarted by its watchdog", "m1: low memory (4 KiB free)", "m1: weak Wi-Fi (-90 dBm)",
+        "m1: noisy sensor (7.5 % rejected)",
+        "m1: OSCORE sequence numbers nearly used up (it starts a new context)"]
+    assert v["meters"][1]["device"] == []

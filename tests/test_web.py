@@ -244,6 +244,10 @@ def test_each_role_in_the_browser(site, browser, role):
             ys = [float(p.split(",")[1]) for p in
                   r.locator("polyline").get_attribute("points").split()]
             assert min(ys) == 0.0 and len(ys) == 96  # the busiest quarter hour at full height
+            # The meter's own telemetry, in words (the emulator has no radio).
+            device = r.locator("td.device").inner_text()
+            assert "last start: power-on" in device and "KiB memory free" in device, device
+            assert "Wi-Fi" not in device
         assert "every meter and gateway reports on time" in page.inner_text("#alerts")
     if role == "auditor":
         page.goto(site["url"] + "/auditor")

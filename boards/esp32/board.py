@@ -63,6 +63,7 @@ class Board:
         b = self.settings.get("board", {})
         self.chip = b.get("chip") or pins.detect(os.uname().machine)
         self.wdt = machine.WDT(timeout=b.get("watchdog_ms", 120000))
+        self.reset_cause = machine.reset_cause()
         self.clock = clock.Clock(rtc or Rtc())
         self.presync = clock.PreSyncBuffer()
         self.sensor = make_sensor(self.settings["sensor"], self.chip)
@@ -125,6 +126,20 @@ class Board:
             self.log("clock set from NTP; %d mJ measured before are stamped now"
                      % self.presync.total())
         self._next_ntp = time.ticks_add(now, 6 * 3600 * 1000)
+
+    def health(self, t):
+        """This board's part of the telemetry (firmware/telemetry.py)."""
+        t[0] = self.reset_cause
+        if self.wlan.isconnected():
+            try:
+                t[3] = max(-128, min(0, self.wlan.status("rssi")))
+            except (OSError, ValueError, TypeError):
+                pass  # a driver without RSSI: leave it out
+        s = self.sensor
+        if hasattr(s, "rejects_permille"):
+            t[5] = s.rejects_permille()
+        if hasattr(s, "good"):
+            t[6] = s.good + s.bad
 
     def gateway_time(self, t):
         """The gateway's clock, from a verified (OSCORE) response."""

@@ -10,6 +10,11 @@ import replay
 import uplink
 
 HINT = "run `gridveil provision` first"
+# machine.reset_cause() values on the ESP32, which the emulator imitates: a
+# start after a crash is a soft reset, any other (first run, SIGKILL as a
+# power cut) a power-on.
+PWRON_RESET, SOFT_RESET = 1, 5
+CRASH_MARK = "crashed"
 
 
 class Board:
@@ -19,6 +24,8 @@ class Board:
         self.settings = fsutil.load_json("settings.json", HINT)
         self.secrets = fsutil.load_json("secrets.json", HINT)
         self.now = None
+        self.reset_cause = SOFT_RESET if fsutil.exists(CRASH_MARK) else PWRON_RESET
+        fsutil.remove(CRASH_MARK)
 
     def path(self, name):
         return name
@@ -43,6 +50,9 @@ class Board:
             return flaky.FlakySocket(uplink.udp_socket(), self)
         return uplink.udp_socket()
 
+    def health(self, t):
+        t[0] = self.reset_cause  # no radio here: no RSSI
+
     def samples(self, after):
         r = self.settings["replay"]
         speed = r.get("speed", 0)
@@ -66,6 +76,8 @@ class Board:
 def crashed(e):
     # The emulator's "reset" is its exit: `gridveil fleet` and the tests see it.
     print("[crash] %s: %s" % (type(e).__name__, e))
+    with open(CRASH_MARK, "w") as f:
+        f.write("1")
     sys.exit(4)
 
 

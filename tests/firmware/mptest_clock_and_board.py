@@ -195,3 +195,52 @@ def test_esp32_sensor_choice_and_bad_settings():
         except SystemExit:
             continue
         raise AssertionError("accepted %r" % bad)
+
+
+def test_esp32_telemetry_says_how_the_meter_is_but_not_what_it_measures():
+    import board as esp32_board
+    import machine
+    import network
+    from telemetry import HEAP, MERGES, REJECTS, RESET, RSSI, SEQ_LEFT, TELEGRAMS, UPTIME, Telemetry
+
+    class Keys:
+        ctx = None
+
+    class Queue:
+        merges = 2
+
+    cwd = os.getcwd()
+    try:
+        _esp32_dir({"type": "pulse", "pin": 4, "imp_per_kwh": 1000, "debounce_ms": 20})
+        machine.cause = machine.WDT_RESET
+        network.WLAN.attempts_needed = 0
+        b = esp32_board.Board(ntp=FakeNTP(failures=0))
+        for _ in range(3):  # three pulses, each with one bounce 1 ms after it
+            b.sensor._irq(None)
+            time.sleep_ms(1)
+            b.sensor._irq(None)
+            time.sleep_ms(25)
+        t = Telemetry(Keys(), Queue(), b)
+        time.sleep_ms(1100)
+        h = t()
+        eq(h[RESET], machine.WDT_RESET)
+        eq(h[RSSI], -67)
+        eq(h[REJECTS], 500)  # 3 of 6 edges were bounce
+        eq(h[MERGES], 2)
+        eq(h[UPTIME], 1)
+        eq(h[SEQ_LEFT], 0)  # no context yet
+        eq(h[HEAP] > 0, True)
+        eq(TELEGRAMS in h, False)  # a pulse meter has no telegrams
+        eq(b.sensor.pulses, 3)
+        # Nothing in it grows with the energy: more pulses, same values.
+        for _ in range(20):
+            b.sensor._irq(None)
+            time.sleep_ms(21)
+        h2 = t()
+        eq(sorted(h2), sorted(h))
+        eq(h2[REJECTS] < h[REJECTS], True)  # a share, and clean pulses lower it
+        network.WLAN.rssi = -200  # a driver's nonsense stays in range
+        eq(t()[RSSI], -128)
+    finally:
+        network.WLAN.rssi = -67
+        os.chdir(cwd)

@@ -125,3 +125,39 @@ def test_checkpoints_cost_bounded_flash():
     if os.stat(TMP + "/reg6")[6] > 2 * 8192 + 96 * 48:
         raise AssertionError("checkpoints were not compacted")
     eq(Register(ReadingQueue(TMP + "/reg6"), 900).wh, 1440)
+
+
+def test_the_largest_request_fits_the_gateway_limit():
+    # Every field at its widest: 24 readings with 40-bit seqs, 53-bit
+    # registers and merged spans, and telemetry with every key.
+    import cbor
+    import meter
+    import oscore
+    import telemetry
+
+    class Full:
+        pending = 10 ** 6
+        merges = (1 << 40) - 1
+
+        def oldest(self, n):
+            return [((1 << 40) - 1 - n + i, 4102444800 + 900 * i, 10 ** 7, (1 << 53) - 1, 96 * 366)
+                    for i in range(n)]
+
+    class Keys:
+        class ctx:  # noqa: N801
+            class seqno:  # noqa: N801
+                value = 0
+
+    class Board:
+        def health(self, t):
+            t.update({telemetry.RESET: 255, telemetry.RSSI: -128, telemetry.REJECTS: 1000,
+                      telemetry.TELEGRAMS: (1 << 40) - 1})
+
+    health = telemetry.Telemetry(Keys(), Full(), Board())
+    health.uptime_ms = ((1 << 40) - 1) * 1000
+    s = meter.Sender(None, Full(), "m" * 64, meter.MAX_BATCH, health=health)
+    body = s._payload()
+    eq(len(cbor.loads(body)[2]), meter.MAX_BATCH)
+    eq(cbor.loads(body)[5][telemetry.SEQ_LEFT], oscore.MAX_SEQNO)
+    if len(body) > 1024:
+        raise AssertionError("worst-case request is %d bytes" % len(body))

@@ -57,3 +57,11 @@ resets = []
 
 def reset():
     resets.append(1)
+
+
+PWRON_RESET, HARD_RESET, WDT_RESET, DEEPSLEEP_RESET, SOFT_RESET = 1, 2, 3, 4, 5
+cause = WDT_RESET  # what the next Board() reads; tests set it
+
+
+def reset_cause():
+    return cause

@@ -18,5 +18,12 @@ class WLAN:
     def connect(self, ssid, password):
         self.attempts += 1
 
+    rssi = -67
+
+    def status(self, what=None):
+        if what == "rssi":
+            return WLAN.rssi
+        return 1010 if self.isconnected() else 1001
+
     def isconnected(self):
         return self.attempts >= WLAN.attempts_needed
