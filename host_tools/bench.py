@@ -295,11 +295,12 @@ after the other.
 ## CT clamp accuracy
 
 The driver (`firmware/ctclamp.py`) against synthetic ADC signals of known
-RMS current (`host_tools/mp/ctwave.py`): 12-bit samples of a mid-rail
-biased burden resistor, 2 mA per count, 40 samples per cycle over 10
-cycles. Error of the measured RMS current, in percent; "distorted" adds a
-20 % third harmonic, ±40 counts of noise and a bias 2768 counts off
-mid-rail:
+RMS current (`host_tools/mp/ctwave.py`): `read_uv()` of a burden resistor
+biased at mid-rail, in 806 µV steps (12 bits over 3.3 V), a 100 A : 50 mA
+clamp into 22 Ω (90,909 mA per V), one burst of 40 samples per cycle over
+2 cycles (the driver takes one every second). Error of the measured RMS
+current, in percent; "distorted" adds a 20 % third harmonic, ±2 mV of
+noise and a bias 150 mV below mid-rail:
 
 | current (A) | 50 Hz sine | 50.5 Hz sine (not whole cycles) | distorted, noisy, off mid-rail |
 | ---: | ---: | ---: | ---: |

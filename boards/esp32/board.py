@@ -21,14 +21,25 @@ def make_sensor(cfg, chip):
         import pulse
 
         pin = machine.Pin(cfg["pin"], machine.Pin.IN, machine.Pin.PULL_UP)
-        return pulse.PulseCounter(pin, cfg["imp_per_kwh"], cfg.get("debounce_ms", 20))
+        if cfg.get("counter", "pcnt") == "irq":  # a reed contact: bounce lasts milliseconds
+            return pulse.PulseCounter(pin, cfg["imp_per_kwh"], cfg.get("debounce_ms", 20))
+        if not hasattr(machine, "Counter"):
+            raise SystemExit("board: this MicroPython has no machine.Counter (the PCNT); flash"
+                             " v1.26 or later, or set \"counter\": \"irq\"")
+        # S0 pulses last 30 ms or more (IEC 62053-31); the filter drops
+        # spikes below its longest setting, about 12.8 us on the ESP32.
+        c = machine.Counter(cfg.get("unit", 0), pin, edge=machine.Counter.FALLING,
+                            filter_ns=cfg.get("filter_ns", 12000))
+        return pulse.HardwarePulses(c, cfg["imp_per_kwh"])
     if kind == "ct":
         import ctclamp
 
         if cfg["pin"] not in pins.CHIPS[chip]["adc_pins"]:
             raise SystemExit("board: pin %d has no ADC1 channel on %s" % (cfg["pin"], chip))
+        if "ma_per_v" not in cfg:
+            raise SystemExit("board: a CT sensor needs ma_per_v (docs/hardware.md, calibration)")
         adc = machine.ADC(machine.Pin(cfg["pin"]), atten=machine.ADC.ATTN_11DB)
-        return ctclamp.CTClamp(adc, cfg["ua_per_count"], cfg.get("volts_mv", 230000),
+        return ctclamp.CTClamp(adc, cfg["ma_per_v"], cfg.get("volts_mv", 230000),
                                cfg.get("pf_permille", 1000), cfg.get("mains_hz", 50))
     if kind == "p1":
         import p1
@@ -152,22 +163,32 @@ class Board:
         """(UTC seconds, mJ) every sample_s; energy from before the first
         NTP sync comes out first, stamped by the tick it was measured at."""
         step_ms = self.settings["sensor"].get("sample_s", 10) * 1000
+        calibrate = self.settings["sensor"].get("calibrate", False)
         while True:
             self.wdt.feed()
             self.ensure_wifi()
             self.ensure_time()
             mj = self.sensor.read()
             t = time.ticks_ms()
+            if calibrate:  # to the USB console only (docs/hardware.md, calibrating)
+                self.log("calibrate: %d mA RMS now, %d W over this sample"
+                         % (getattr(self.sensor, "last_ma", -1), mj // step_ms))
             if self.clock.synced:
                 for utc, e in self.presync.drain(self.clock):
                     yield utc, e
                 yield self.clock.utc(t), mj
             else:
                 self.presync.add(t, mj)
+            # Between samples the sensor gets its own pace: a CT clamp
+            # measures every second, P1 is read as its telegrams arrive.
+            tick = getattr(self.sensor, "tick", None)
+            pace = getattr(self.sensor, "tick_ms", 1000)
             deadline = time.ticks_add(t, step_ms)
             while time.ticks_diff(deadline, time.ticks_ms()) > 0:
                 self.wdt.feed()
-                time.sleep_ms(min(1000, max(0, time.ticks_diff(deadline, time.ticks_ms()))))
+                time.sleep_ms(min(pace, max(0, time.ticks_diff(deadline, time.ticks_ms()))))
+                if tick is not None and time.ticks_diff(deadline, time.ticks_ms()) > 0:
+                    tick()
 
 
 def crashed(e):

@@ -166,9 +166,9 @@ def test_esp32_board_buffers_until_ntp_then_yields_stamped_energy():
         b = esp32_board.Board(ntp=FakeNTP(failures=1))  # and NTP on the second try
         b._wifi_backoff = 0
         b.ntp_retry_ms = 0
+        eq(b.sensor.counter.filter_ns, 12000)  # the PCNT's glitch filter is on
         for _ in range(3):  # 3 pulses (3 Wh) before the board knows the time
-            b.sensor._irq(None)
-            time.sleep_ms(25)
+            b.sensor.counter.pulse(30 * 10 ** 6)
         gen = b.samples(None)
         utc, mj = next(gen)
         eq(b.clock.synced, True)
@@ -185,11 +185,16 @@ def test_esp32_board_buffers_until_ntp_then_yields_stamped_energy():
 def test_esp32_sensor_choice_and_bad_settings():
     import board as esp32_board
 
-    ct = esp32_board.make_sensor({"type": "ct", "pin": 34, "ua_per_count": 2000}, "esp32")
+    ct = esp32_board.make_sensor({"type": "ct", "pin": 34, "ma_per_v": 90909}, "esp32")
     eq(type(ct).__name__, "CTClamp")
     p1r = esp32_board.make_sensor({"type": "p1", "pin": 16}, "esp32c3")
     eq(p1r.uart.uid, 1)
-    for bad in ({"type": "ct", "pin": 25, "ua_per_count": 1}, {"type": "laser"}):
+    eq(type(esp32_board.make_sensor({"type": "pulse", "pin": 4, "imp_per_kwh": 800},
+                                    "esp32")).__name__, "HardwarePulses")
+    eq(type(esp32_board.make_sensor({"type": "pulse", "pin": 4, "imp_per_kwh": 800,
+                                     "counter": "irq"}, "esp32")).__name__, "PulseCounter")
+    for bad in ({"type": "ct", "pin": 25, "ma_per_v": 1}, {"type": "ct", "pin": 34},
+                {"type": "laser"}):
         try:
             esp32_board.make_sensor(bad, "esp32")
         except SystemExit:
@@ -211,7 +216,8 @@ def test_esp32_telemetry_says_how_the_meter_is_but_not_what_it_measures():
 
     cwd = os.getcwd()
     try:
-        _esp32_dir({"type": "pulse", "pin": 4, "imp_per_kwh": 1000, "debounce_ms": 20})
+        _esp32_dir({"type": "pulse", "pin": 4, "imp_per_kwh": 1000, "debounce_ms": 20,
+                    "counter": "irq"})
         machine.cause = machine.WDT_RESET
         network.WLAN.attempts_needed = 0
         b = esp32_board.Board(ntp=FakeNTP(failures=0))
@@ -243,4 +249,27 @@ def test_esp32_telemetry_says_how_the_meter_is_but_not_what_it_measures():
         eq(t()[RSSI], -128)
     finally:
         network.WLAN.rssi = -67
+        os.chdir(cwd)
+
+
+def test_esp32_board_lets_the_sensor_measure_between_samples():
+    # A CT clamp measures every second, not once per 10 s sample.
+    import board as esp32_board
+    import network
+
+    cwd = os.getcwd()
+    try:
+        _esp32_dir({"type": "ct", "pin": 34, "ma_per_v": 90909, "sample_s": 3,
+                    "calibrate": True})
+        network.WLAN.attempts_needed = 0
+        b = esp32_board.Board(ntp=FakeNTP(failures=0))
+        logs = []
+        b.log = logs.append
+        gen = b.samples(None)
+        next(gen)
+        next(gen)
+        eq(b.sensor.bursts, 4)  # a burst per read, and one each second between the two
+        eq([m for m in logs if m.startswith("calibrate:")],
+           ["calibrate: 0 mA RMS now, 0 W over this sample"] * 2)  # the fake ADC: no current
+    finally:
         os.chdir(cwd)

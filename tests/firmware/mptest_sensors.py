@@ -1,5 +1,6 @@
 # Sensor drivers through their thin hardware layer: fake pins, ADCs and
 # UARTs with recorded or synthetic signals.
+# mp-path: tests/firmware/fakes
 import ctclamp
 import p1
 import pulse
@@ -49,36 +50,59 @@ def test_pulse_energy_exact_for_odd_constants():
     eq(got, 10 * 3600000000)  # 70 pulses at 7 imp/kWh = 10 kWh, no remainder lost
 
 
+CAL = 90909  # mA per V: 100 A : 50 mA clamp into 22 ohms (docs/hardware.md)
+
+
 def ct_error_permille(amps, **kw):
-    cal = 2000  # 2 mA per count: 12 bits span about 46 A RMS
-    adc = WaveADC(amps, cal, **kw)
-    ct = ctclamp.CTClamp(adc, cal, pace=False)
+    adc = WaveADC(amps, CAL, **kw)
+    ct = ctclamp.CTClamp(adc, CAL, pace=False)
     ma = ct.current_ma()
-    truth = adc.true_rms_amps(cal) * 1000
+    truth = adc.true_rms_amps() * 1000
     return abs(ma - truth) * 1000 / truth
 
 
 def test_ct_clamp_rms_accurate_on_whole_cycles():
     for amps in (1, 2, 10, 25, 45):
         e = ct_error_permille(amps)
-        if e > 2:
+        if e > 5:
             raise AssertionError("%s A: error %.2f permille" % (amps, e))
 
 
 def test_ct_clamp_with_harmonic_noise_and_offset_drift():
-    e = ct_error_permille(8, third=0.2, noise_counts=40, offset=30000)
+    e = ct_error_permille(8, third=0.2, noise_uv=2000, offset_uv=1500000)
     if e > 10:
         raise AssertionError("error %.2f permille" % e)
 
 
-def test_ct_energy_uses_elapsed_time():
+def test_ct_energy_follows_a_load_that_runs_for_seconds():
+    # A 2.3 kW kettle on for 3 s of a 10 s sample: bursts every second see
+    # it; the old single burst per sample counted it for 0 s or 10 s.
     ticks = FakeTicks()
-    ct = ctclamp.CTClamp(WaveADC(10, 2000), 2000, volts_mv=230000, pace=False, ticks_ms=ticks)
-    eq(ct.read(), 0)  # first read starts the clock
-    ticks.t = 10000
-    mj = ct.read()  # ~2300 W for 10 s = ~23,000,000 mJ
-    if abs(mj - 23000000) > 23000000 // 100:
-        raise AssertionError(mj)
+    adc = WaveADC(0, CAL)
+    ct = ctclamp.CTClamp(adc, CAL, volts_mv=230000, pace=False, ticks_ms=ticks)
+    eq(ct.read(), 0)  # the first measurement starts the clock
+    total = 0
+    for second in range(1, 21):  # two samples of 10 s
+        ticks.t = second * 1000
+        adc.amps = 10 if second in (4, 5, 6) else 0
+        if second % 10:
+            ct.tick()
+        else:
+            total += ct.read()
+    truth = 3 * 2300 * 1000  # mJ: 2,300 W for 3 s
+    if abs(total - truth) > truth // 100:
+        raise AssertionError("%d mJ, truth %d" % (total, truth))
+    eq(ct.bursts, 21)
+    eq(ct.clipped, 0)
+
+
+def test_ct_counts_bursts_outside_the_linear_range():
+    ct = ctclamp.CTClamp(WaveADC(60, CAL), CAL, pace=False)  # past the 45 A the burden is for
+    ct.current_ma()
+    eq((ct.bursts, ct.clipped), (1, 1))
+    ct.adc.amps = 40
+    ct.current_ma()
+    eq(ct.clipped, 1)
 
 
 def test_isqrt_exact():
@@ -130,3 +154,83 @@ def test_p1_reader_streams_and_drops_corrupt_telegrams():
         got += r.read()
     eq((r.good, r.bad), (2, 1))
     eq(got, 500 * 3600000)  # 0.5 kWh between the two good telegrams
+
+
+def test_pcnt_counts_every_pulse_behind_a_busy_cpu_and_filters_glitches():
+    # 1,000 S0 pulses of 30 ms, each followed by a 5 us spike picked up on
+    # the line, arriving while the CPU writes flash for 100 ms at a time.
+    import machine
+
+    counter = machine.Counter(0, None, edge=machine.Counter.FALLING, filter_ns=12000)
+    hw = pulse.HardwarePulses(counter, 1000)
+    # The soft pin interrupt of the same line: its handler runs only when
+    # the CPU is free, so the edges it sees are stamped when it runs.
+    pin, ticks = FakePin(), FakeTicks()
+    soft = pulse.PulseCounter(pin, 1000, debounce_ms=20, ticks_ms=ticks)
+    got = 0
+    for i in range(1000):
+        counter.pulse(30 * 10 ** 6)
+        counter.pulse(5000)  # the spike: shorter than the filter
+        ticks.t = (i // 4) * 100  # four pulses land inside each 100 ms flash write
+        pin.handler(pin)
+        pin.handler(pin)  # the spike, to a pin interrupt, is an edge too
+        if i % 50 == 49:
+            got += hw.read()
+    eq(got, 1000 * 3600000)  # exactly 1 kWh
+    eq(hw.pulses, 1000)
+    if soft.pulses > 300:  # the soft path lost most of them as "bounce"
+        raise AssertionError("soft IRQ kept %d pulses" % soft.pulses)
+
+
+def test_pcnt_reinitialised_counter_does_not_go_backwards():
+    import machine
+
+    counter = machine.Counter(1, None, filter_ns=100000)
+    eq(counter.filter_ns, machine.Counter.MAX_FILTER_NS)  # the hardware's longest
+    hw = pulse.HardwarePulses(counter, 1000)
+    for _ in range(5):
+        counter.pulse(10 ** 7)
+    eq(hw.read(), 5 * 3600000)
+    counter.value(0)  # re-initialised under us
+    counter.pulse(10 ** 7)
+    eq(hw.read(), 3600000)  # the one pulse since, not a negative energy
+
+
+def test_p1_polled_at_telegram_rate_never_overflows_the_uart():
+    # DSMR 5: one telegram a second into a 2 KB receive buffer. Polled only
+    # every 10 s, the buffer overflows and telegrams are cut; at tick_ms it
+    # never holds more than one.
+    class BoundedUART:
+        def __init__(self):
+            self.buf = b""
+            self.lost = 0
+
+        def feed(self, data):
+            room = 2048 - len(self.buf)
+            self.lost += max(0, len(data) - room)
+            self.buf += data[:room]
+
+        def read(self):
+            data, self.buf = self.buf, b""
+            return data or None
+
+    def run(ticks):
+        uart = BoundedUART()
+        r = p1.P1Reader(uart)
+        got = 0
+        for second in range(60):
+            wh = divmod(1234567 + second, 1000)
+            uart.feed(telegram(TELEGRAM_BODY.replace(b"001234.567", b"%06d.%03d" % wh)))
+            if ticks:
+                for _ in range(1000 // p1.P1Reader.tick_ms):
+                    r.tick()
+            if second % 10 == 9:
+                got += r.read()
+        return uart.lost, r, got
+
+    lost, r, got = run(ticks=True)
+    eq((lost, r.bad, r.good), (0, 0, 60))
+    eq(got, 59 * 3600000)  # 59 Wh after the first telegram
+    lost, r, _ = run(ticks=False)  # read once per 10 s sample only
+    if not lost or r.good + r.bad == 60:
+        raise AssertionError("the slow poll lost nothing: the model proves nothing")

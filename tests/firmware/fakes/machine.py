@@ -19,8 +19,8 @@ class ADC:
     def __init__(self, pin, atten=None):
         self.pin = pin
 
-    def read_u16(self):
-        return 32768
+    def read_uv(self):
+        return 1650000  # mid-rail: no current
 
 
 class UART:
@@ -65,3 +65,29 @@ cause = WDT_RESET  # what the next Board() reads; tests set it
 
 def reset_cause():
     return cause
+
+
+class Counter:
+    """machine.Counter on the ESP32's PCNT: counts edges in hardware, and
+    its glitch filter drops pulses shorter than filter_ns (capped, like the
+    hardware, at 1023 cycles of the 80 MHz APB clock)."""
+    RISING, FALLING = 1, 2
+    MAX_FILTER_NS = 1023 * 1000 // 80
+
+    def __init__(self, unit, src=None, edge=RISING, filter_ns=0):
+        self.unit = unit
+        self.src = src
+        self.edge = edge
+        self.filter_ns = min(filter_ns, Counter.MAX_FILTER_NS)
+        self.count = 0
+
+    def pulse(self, width_ns):
+        """An edge followed by width_ns of the new level."""
+        if width_ns >= self.filter_ns:
+            self.count += 1
+
+    def value(self, v=None):
+        old = self.count
+        if v is not None:
+            self.count = v
+        return old
