@@ -142,7 +142,11 @@ def build(board):
     keys = Rekeying(unhexlify(sec["master_secret"]), unhexlify(sec["master_salt"]),
                     unhexlify(sec["sender_id"]), unhexlify(sec["recipient_id"]))
     queue = ReadingQueue(board.path("queue.log"))
-    register = Register(queue, s.get("interval_s", 900), s.get("checkpoint_s", 120))
+    sensor = getattr(board, "sensor", None)
+    register = Register(queue, s.get("interval_s", 900), s.get("checkpoint_s", 120),
+                        getattr(sensor, "mark", None))
+    if register.sensor_mark is not None and hasattr(sensor, "resume"):
+        sensor.resume(register.sensor_mark)
     link = Uplink(board.udp_socket() if hasattr(board, "udp_socket") else udp_socket(),
                   s["gateway_host"], s.get("gateway_port", 5683), keys,
                   ack_timeout_ms=s.get("ack_timeout_ms", 2000),

@@ -106,6 +106,16 @@ class P1Reader:
         """Telegrams dropped for a bad CRC, per mille of all received."""
         return self.bad * 1000 // ((self.good + self.bad) or 1)
 
+    def mark(self):
+        """The meter's import register (Wh) that the energy handed out so
+        far reaches; None before the first telegram."""
+        return self._reported
+
+    def resume(self, mark):
+        """After a restart: count from the mark saved before it, so the
+        first telegram brings the energy of the whole gap."""
+        self._reported = mark
+
     def imported_wh(self):
         r = self.registers
         return None if r is None else r["1.8.1"] + r.get("1.8.2", 0)

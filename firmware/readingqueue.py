@@ -6,9 +6,13 @@
 #   R <seq> <interval end> <energy Wh> <register Wh> <span> <crc>   a reading
 #   A <seq> <crc>                                                  acked up to seq
 #   S <seq> <residual mJ> <crc>   sub-Wh energy carried past reading seq's register
-#   O <after seq> <end> <Wh> <residual mJ> <at> <crc>   the open interval (ending at
-#        <end>, after reading <after seq>, -1 before any) as of the sample at <at>:
-#        a checkpoint, so that a restart loses at most the energy since it
+#   O <after seq> <end> <Wh> <residual mJ> <at> <mark> <crc>   the open interval
+#        (ending at <end>, after reading <after seq>, -1 before any) as of the
+#        sample at <at>: a checkpoint, so that a restart loses at most the energy
+#        since it. <mark> is the sensor's own absolute register (P1, in Wh) that
+#        all energy counted so far reaches, or -1: with it a restart loses
+#        nothing. A reading line voids the checkpoint before it, mark and all,
+#        so a write torn between the two can never count energy twice.
 # A torn or corrupt line ends the valid log; the next start rewrites the
 # file from the valid part (compaction), so later appends never land behind
 # garbage. Readings are sent oldest first, so "acked up to seq" is all that
@@ -35,6 +39,10 @@ def _reading_line(r):
     return _line("R %d %d %d %d %d" % r)
 
 
+def _open_line(after, state):
+    return _line("O %d %d %d %d %d %d" % ((after,) + tuple(state)))
+
+
 def _parse(line):
     if not line.endswith("\n"):
         return None  # torn write
@@ -50,8 +58,8 @@ def _parse(line):
             return ("A", int(parts[1]))
         if parts[0] == "S" and len(parts) == 3:
             return ("S", int(parts[1]), int(parts[2]))
-        if parts[0] == "O" and len(parts) == 6:
-            return ("O",) + tuple(int(x) for x in parts[1:])
+        if parts[0] == "O" and len(parts) in (6, 7):  # 6: from before marks
+            return ("O",) + tuple(int(x) for x in parts[1:]) + (-1,) * (7 - len(parts))
     except ValueError:
         pass
     return None
@@ -70,6 +78,7 @@ class ReadingQueue:
         # it, so that a restart does not lose up to a Wh each time.
         self.residual_mj = 0
         # The open interval's last checkpoint: (end, Wh in it, residual mJ,
+        # time of the last sample counted, sensor mark or -1), or None.
         # time of the last sample counted), or None.
         self.open = None
         self.acked = -1
@@ -153,7 +162,7 @@ class ReadingQueue:
                 out.write(line)
                 size += len(line)
             if self.open is not None:
-                line = _line("O %d %d %d %d %d" % ((self._after(),) + tuple(self.open)))
+                line = _open_line(self._after(), self.open)
                 out.write(line)
                 size += len(line)
             out.flush()
@@ -185,12 +194,13 @@ class ReadingQueue:
             f.flush()
         self._size += len(text)
 
-    def checkpoint(self, end, wh, residual_mj, at):
+    def checkpoint(self, end, wh, residual_mj, at, mark=-1):
         """The open interval so far: Wh since the last reading closed, the
-        sub-Wh remainder, and the time of the last sample counted. One short
-        append; the next reading (or checkpoint) supersedes it."""
-        self.open = (end, wh, residual_mj, at)
-        line = _line("O %d %d %d %d %d" % ((self._after(),) + self.open))
+        sub-Wh remainder, the time of the last sample counted and the
+        sensor's mark. One short append; the next reading (or checkpoint)
+        supersedes it."""
+        self.open = (end, wh, residual_mj, at, mark)
+        line = _open_line(self._after(), self.open)
         self._append(line)
         # Superseded checkpoints pile up between readings; rewrite the file
         # once they alone pass the compaction size, not on every one.
@@ -198,16 +208,20 @@ class ReadingQueue:
         if self._stale > self.compact_bytes:
             self._compact()
 
-    def append(self, seq, end, energy, register, residual_mj=0):
+    def append(self, seq, end, energy, register, residual_mj=0, then_open=None):
+        """A closed reading; `then_open`, the next interval's first
+        checkpoint (to carry a sensor mark across), in the same write."""
         if self.last is not None and seq <= self.last[0]:
             raise ValueError("reading sequence numbers must increase")
         text = _reading_line((seq, end, energy, register, 1))
         if residual_mj:  # one write: a reading and its remainder land together
             text += _line("S %d %d" % (seq, residual_mj))
+        if then_open is not None:
+            text += _open_line(seq, then_open)
         self._append(text)
         self.last = (seq, end, energy, register, 1)
         self.residual_mj = residual_mj
-        self.open = None
+        self.open = then_open
         self.pending += 1
         if self.pending > self.max_pending:
             self._compact(merge="day")

@@ -10,8 +10,12 @@ class Register:
     """Cumulative energy in whole Wh plus the sub-Wh remainder, and the
     interval that is currently open."""
 
-    def __init__(self, queue, interval_s, checkpoint_s=120):
+    def __init__(self, queue, interval_s, checkpoint_s=120, mark=None):
         self.queue = queue
+        # A sensor with its own absolute register (P1) gives it here; saved
+        # with every checkpoint, it lets a restart count the energy of the
+        # gap exactly (sensor_mark, below).
+        self.mark = mark
         self.interval_s = interval_s
         # The open interval's energy goes to flash every checkpoint_s (when
         # it changed): a restart loses at most that long's energy, for at
@@ -28,10 +32,13 @@ class Register:
         self.wh_at_last_close = self.wh
         self.saved = None  # what the last checkpoint holds
         self.saved_at = None
+        self.sensor_mark = None  # the sensor's register that the saved energy reaches
         if queue.open is not None:  # the open interval, as last checkpointed
-            end, wh, self.residual_mj, self.saved_at = queue.open
+            end, wh, self.residual_mj, self.saved_at, mark = queue.open
             self.interval_end, self.wh = end, self.wh + wh
             self.saved = (end, wh, self.residual_mj)
+            if mark >= 0:
+                self.sensor_mark = mark
 
     @property
     def resume_after(self):
@@ -49,9 +56,13 @@ class Register:
         state = (self.interval_end, self.wh - self.wh_at_last_close, self.residual_mj)
         if state == self.saved:
             return False
-        self.queue.checkpoint(state[0], state[1], state[2], now)
+        self.queue.checkpoint(state[0], state[1], state[2], now, self._mark())
         self.saved, self.saved_at = state, now
         return True
+
+    def _mark(self):
+        m = self.mark() if self.mark is not None else None
+        return -1 if m is None else m
 
     def add(self, mj):
         self.residual_mj += mj
@@ -83,11 +94,16 @@ class Register:
         if now < self.interval_end:
             return 0
         energy = self.wh - self.wh_at_last_close
-        self.queue.append(self.seq, self.interval_end, energy, self.wh, self.residual_mj)
-        self.seq += 1
-        self.wh_at_last_close = self.wh
         # After a gap (power off) realign to the wall clock rather than
         # inventing zero readings for intervals that were not measured.
         nxt = self.interval_end + step
-        self.interval_end = nxt if now < nxt else (now // step + 1) * step
+        nxt = nxt if now < nxt else (now // step + 1) * step
+        mark = self._mark()
+        then = (nxt, 0, self.residual_mj, now, mark) if mark >= 0 else None
+        self.queue.append(self.seq, self.interval_end, energy, self.wh, self.residual_mj, then)
+        if then is not None:
+            self.saved, self.saved_at = then[:3], now
+        self.seq += 1
+        self.wh_at_last_close = self.wh
+        self.interval_end = nxt
         return 1

@@ -161,3 +161,83 @@ def test_the_largest_request_fits_the_gateway_limit():
     eq(cbor.loads(body)[5][telemetry.SEQ_LEFT], oscore.MAX_SEQNO)
     if len(body) > 1024:
         raise AssertionError("worst-case request is %d bytes" % len(body))
+
+
+class _P1Line:
+    """A P1 port that always has the meter's latest telegram, whose import
+    register the test sets."""
+
+    def __init__(self):
+        self.wh = 0
+        self.sent = None
+
+    def read(self):
+        import p1
+
+        if self.sent == self.wh:
+            return None
+        self.sent = self.wh
+        body = (b"/ISK5\\2M550T-1012\r\n\r\n1-0:1.8.1(%06d.%03d*kWh)\r\n"
+                b"1-0:1.8.2(000000.000*kWh)\r\n!" % divmod(self.wh, 1000))
+        return body + b"%04X\r\n" % p1.crc16(body)
+
+
+def _p1_day(name, use_mark):
+    # A P1 meter whose register advances 7 Wh a minute. The board restarts
+    # twice, off for 20 minutes each time: once 100 s after a checkpoint,
+    # once just after an interval closed.
+    import p1
+
+    line = _P1Line()
+    path = TMP + "/" + name
+    fsutil.remove(path)
+    t0 = 1767225600
+    line.wh = 5000000
+    first = line.wh
+
+    def boot():
+        q = ReadingQueue(path)
+        reader = p1.P1Reader(line)
+        r = Register(q, 900, 120, reader.mark if use_mark else None)
+        if r.sensor_mark is not None:
+            reader.resume(r.sensor_mark)
+        return q, reader, r
+
+    q, reader, r = boot()
+    r.add(reader.read())  # the first telegram: the meter counts from here
+    t = t0
+    for stop in (t0 + 2 * 3600 + 220, t0 + 5 * 3600 + 60, t0 + 9 * 3600):
+        while t < stop:
+            t += 60
+            line.wh += 7
+            r.add(reader.read())
+            if not r.close_due(t):
+                r.checkpoint(t)
+        for _ in range(20):  # off: the meter's register keeps counting
+            t += 60
+            line.wh += 7
+        q, reader, r = boot()
+    r.add(reader.read())  # the first telegram after the last restart
+    counted = sum(x[2] for x in q.oldest(1000)) + r.wh - r.wh_at_last_close
+    return counted, line.wh - first
+
+
+def test_p1_register_fills_the_gap_of_a_restart_exactly():
+    counted, truth = _p1_day("p1gap", use_mark=True)
+    eq(counted, truth)
+    # Without the mark the same day loses the gaps: the test can tell.
+    counted, truth = _p1_day("p1gap-nomark", use_mark=False)
+    if counted >= truth:
+        raise AssertionError("nothing lost without the mark: %d of %d" % (counted, truth))
+
+
+def test_checkpoint_lines_from_before_marks_still_load():
+    q = queue("oldO")
+    q.append(0, 1767226500, 5, 5)
+    with open(q.path, "a") as f:
+        import binascii
+
+        body = "O 0 1767227400 3 1200 1767226800"
+        f.write("%s %08x\n" % (body, binascii.crc32(body.encode()) & 0xFFFFFFFF))
+    r = Register(ReadingQueue(q.path), 900)
+    eq((r.interval_end, r.wh, r.residual_mj, r.sensor_mark), (1767227400, 8, 1200, None))
