@@ -1,7 +1,8 @@
 """`gridveil build`: compile the firmware and a board layer to .mpy with
 mpy-cross. main.py stays source, so MicroPython runs it at boot; everything
 else goes to lib/. A manifest lists each file's SHA-256 for deploy to
-verify what arrived on the board."""
+verify what arrived on the board. A production build (ESP32 only) takes
+boot.py and main.py from firmware/production/, which close the REPL."""
 
 from __future__ import annotations
 
@@ -36,9 +37,11 @@ def board_dir(target: str) -> Path:
     return BOARDS / ("unix" if target == "unix" else "esp32")
 
 
-def build(target: str, out: Path) -> dict[str, str]:
+def build(target: str, out: Path, production: bool = False) -> dict[str, str]:
     if target not in TARGETS:
         raise BuildError(f"unknown target {target!r}; choose from {sorted(TARGETS)}")
+    if production and target == "unix":
+        raise BuildError("--production is for ESP32 boards; the emulator keeps its REPL")
     out = Path(out)
     if out.exists():
         shutil.rmtree(out)
@@ -51,8 +54,13 @@ def build(target: str, out: Path) -> dict[str, str]:
                            capture_output=True, text=True)
         if r.returncode:
             raise BuildError(f"mpy-cross failed on {src.name}: {r.stderr.strip()}")
-    shutil.copyfile(FIRMWARE / "main.py", out / "main.py")
+    if production:
+        for name in ("boot.py", "main.py"):
+            shutil.copyfile(FIRMWARE / "production" / name, out / name)
+    else:
+        shutil.copyfile(FIRMWARE / "main.py", out / "main.py")
     manifest = {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
                 for p in sorted(out.rglob("*")) if p.is_file()}
-    (out / "manifest.json").write_text(json.dumps({"target": target, "files": manifest}, indent=2))
+    (out / "manifest.json").write_text(json.dumps(
+        {"target": target, "production": production, "files": manifest}, indent=2))
     return manifest

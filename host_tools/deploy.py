@@ -58,7 +58,8 @@ def deploy(port: str, build_dir: Path, meter_dir: Path, reset: bool = True, out=
     manifest_file = build_dir / "manifest.json"
     if not manifest_file.exists():
         raise ConfigError(f"{build_dir} is not a build; run `gridveil build` first")
-    files = dict(json.loads(manifest_file.read_text())["files"])
+    manifest = json.loads(manifest_file.read_text())
+    files = dict(manifest["files"])
     for name in ("settings.json", "secrets.json"):
         p = meter_dir / name
         if not p.exists():
@@ -67,6 +68,9 @@ def deploy(port: str, build_dir: Path, meter_dir: Path, reset: bool = True, out=
     local = {name: (build_dir / name if (build_dir / name).exists() else meter_dir / name)
              for name in files}
     out(f"deploying {len(files)} files to {port}")
+    if manifest.get("production"):
+        out("production build: after its reset the board's REPL is closed, and a later deploy"
+            " needs erase_flash first (docs/hardware.md, securing a meter)")
     _run(port, "exec", "import os\ntry:\n os.mkdir('lib')\nexcept OSError:\n pass")
     libs = sorted(n for n in files if n.startswith("lib/"))
     args: list[str] = ["fs", "cp", *[str(local[n]) for n in libs], ":lib/"]

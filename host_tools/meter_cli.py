@@ -91,10 +91,13 @@ def cmd_sample_data(args):
 def cmd_build(args):
     from . import build
 
-    out = Path(args.out or f"build/{args.target}")
-    files = build.build(args.target, out)
+    out = Path(args.out or f"build/{args.target}" + ("-production" if args.production else ""))
+    files = build.build(args.target, out, production=args.production)
     size = sum((out / f).stat().st_size for f in files)
     print(f"built {len(files)} files ({size} bytes) for {args.target} in {out}")
+    if args.production:
+        print("production build: once deployed, the board's REPL is closed; the next deploy"
+              " needs `esptool erase_flash` and MicroPython flashed again (docs/hardware.md)")
 
 
 def cmd_deploy(args):
@@ -159,7 +162,10 @@ def register(subparsers) -> None:
 
     x = sub(subparsers, "build", "compile the firmware and a board layer to .mpy with mpy-cross")
     x.add_argument("--target", default="esp32", choices=("esp32", "esp32c3", "esp32s3", "unix"))
-    x.add_argument("--out", help="output folder (default build/<target>)")
+    x.add_argument("--out", help="output folder (default build/<target>[-production])")
+    x.add_argument("--production", action="store_true",
+                   help="close the REPL: Ctrl-C cannot interrupt the firmware, and any failure"
+                        " resets the board instead of stopping at a prompt")
     x.set_defaults(func=cmd_build)
 
     x = sub(subparsers, "deploy", "copy a build and a meter's files to a board with mpremote,"

@@ -1,7 +1,8 @@
 # The ESP32 board layer: Wi-Fi, NTP time, watchdog, and the sensor chosen
 # in settings.json. Everything device-specific is here; the firmware in
 # firmware/ is the same on every board. Settings (settings.json) and
-# secrets (secrets.json) are separate files; see docs/hardware.md.
+# secrets (secrets.json, moved into NVS at first boot: secretstore.py) are
+# separate; see docs/hardware.md.
 import os
 import time
 
@@ -10,6 +11,7 @@ import fsutil
 import machine
 import network
 import pins
+import secretstore
 
 HINT = "run `gridveil deploy` again"
 EPOCH_TO_UNIX = -time.mktime((1970, 1, 1, 0, 0, 0, 0, 0))  # 0, or 946684800 on 2000-epoch ports
@@ -70,7 +72,7 @@ class Board:
 
     def __init__(self, wlan=None, ntp=None, rtc=None):
         self.settings = fsutil.load_json("settings.json", HINT)
-        self.secrets = fsutil.load_json("secrets.json", HINT)
+        self.secrets = secretstore.load(HINT)
         b = self.settings.get("board", {})
         self.chip = b.get("chip") or pins.detect(os.uname().machine)
         self.wdt = machine.WDT(timeout=b.get("watchdog_ms", 120000))

@@ -5,6 +5,7 @@ import os
 import time
 
 import clock
+import fsutil
 
 TMP = os.getenv("GVTEST_TMP")
 
@@ -271,5 +272,30 @@ def test_esp32_board_lets_the_sensor_measure_between_samples():
         eq(b.sensor.bursts, 4)  # a burst per read, and one each second between the two
         eq([m for m in logs if m.startswith("calibrate:")],
            ["calibrate: 0 mA RMS now, 0 W over this sample"] * 2)  # the fake ADC: no current
+    finally:
+        os.chdir(cwd)
+
+
+def test_esp32_secrets_move_into_nvs_at_first_boot():
+    import board as esp32_board
+    import esp32
+
+    cwd = os.getcwd()
+    try:
+        esp32.store.clear()
+        _esp32_dir({"type": "p1", "pin": 16})
+        b = esp32_board.Board(ntp=FakeNTP(failures=0))
+        eq(b.secrets["wifi_password"], "pw")
+        eq(fsutil.exists("secrets.json"), False)  # gone from the filesystem
+        eq(json.loads(esp32.store["gridveil"]["secrets"])["wifi_ssid"], "home")
+        b2 = esp32_board.Board(ntp=FakeNTP(failures=0))  # the next boot reads NVS
+        eq(b2.secrets, b.secrets)
+        esp32.store.clear()  # NVS erased and no file: a clear stop, not a traceback
+        try:
+            esp32_board.Board(ntp=FakeNTP(failures=0))
+        except SystemExit as e:
+            eq("no secrets" in str(e), True)
+        else:
+            raise AssertionError("booted without secrets")
     finally:
         os.chdir(cwd)

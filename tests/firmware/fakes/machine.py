@@ -57,6 +57,7 @@ resets = []
 
 def reset():
     resets.append(1)
+    print("[fake machine] reset")
 
 
 PWRON_RESET, HARD_RESET, WDT_RESET, DEEPSLEEP_RESET, SOFT_RESET = 1, 2, 3, 4, 5
