@@ -19,6 +19,7 @@
 # bucket never gets older than MAX_AGE_MS (its energy moves to the next
 # one), so tick differences stay far from the wrap.
 import time
+from array import array
 
 BUCKET_MS = 60000
 MAX_AGE_MS = 3 * 86400 * 1000
@@ -65,37 +66,64 @@ class Clock:
 
 
 class PreSyncBuffer:
+    """Buckets (first tick, last tick, mJ), oldest first, in two arrays made
+    at boot: a full buffer is about 3 KiB allocated once, never moved,
+    where a list of small lists cost three times that and fragmented the
+    heap (the ESP32 path's first MemoryError in `make bench`). Ticks go in
+    an 'i' array (they are below 2^30); the energy in a 'q' one, since a
+    merged bucket can pass 2^31 mJ."""
+
     def __init__(self, max_buckets=180):
         self.max_buckets = max_buckets
-        self.buckets = []  # [start ticks, end ticks, mJ], oldest first
+        self._t = array("i", bytes(4 * 2 * (max_buckets + 1)))  # first, last tick
+        self._mj = array("q", bytes(8 * (max_buckets + 1)))
+        self.n = 0
         self.merged = 0
 
+    @property
+    def buckets(self):
+        t, e = self._t, self._mj
+        return [(t[2 * i], t[2 * i + 1], e[i]) for i in range(self.n)]
+
+    def _merge_first(self):
+        # The oldest bucket's energy joins the next one; the rest move up.
+        t, e = self._t, self._mj
+        e[1] += e[0]
+        for i in range(1, self.n):
+            e[i - 1] = e[i]
+            t[2 * i - 2], t[2 * i - 1] = t[2 * i], t[2 * i + 1]
+        self.n -= 1
+        self.merged += 1
+
     def add(self, ticks, mj):
-        b = self.buckets
+        t, e = self._t, self._mj
         # Never older than MAX_AGE_MS: the energy moves to the next minute
         # (or, alone, to now), far before tick differences could wrap.
-        while b and time.ticks_diff(ticks, b[0][1]) > MAX_AGE_MS:
-            if len(b) > 1:
-                b[1][2] += b[0][2]
-                del b[0]
+        while self.n and time.ticks_diff(ticks, t[1]) > MAX_AGE_MS:
+            if self.n > 1:
+                self._merge_first()
             else:
-                b[0][0] = b[0][1] = ticks
-            self.merged += 1
-        if b and time.ticks_diff(ticks, b[-1][0]) < BUCKET_MS:
-            b[-1][1] = ticks
-            b[-1][2] += mj
+                t[0] = t[1] = ticks
+                self.merged += 1
+        last = self.n - 1
+        if self.n and time.ticks_diff(ticks, t[2 * last]) < BUCKET_MS:
+            t[2 * last + 1] = ticks
+            e[last] += mj
             return
-        b.append([ticks, ticks, mj])
-        if len(b) > self.max_buckets:
-            b[1][2] += b[0][2]
-            del b[0]
-            self.merged += 1
+        i = self.n
+        t[2 * i] = t[2 * i + 1] = ticks
+        e[i] = mj
+        self.n += 1
+        if self.n > self.max_buckets:
+            self._merge_first()
 
     def total(self):
-        return sum(x[2] for x in self.buckets)
+        return sum(self._mj[i] for i in range(self.n))
 
     def drain(self, clock):
-        """[(utc, mJ)] oldest first, each stamped at its bucket's last tick."""
-        out = [(clock.utc(end), mj) for _, end, mj in self.buckets]
-        self.buckets = []
-        return out
+        """(utc, mJ) oldest first, each stamped at its bucket's last tick;
+        the buffer is empty once all have been taken."""
+        t, e = self._t, self._mj
+        for i in range(self.n):
+            yield clock.utc(t[2 * i + 1]), e[i]
+        self.n = 0

@@ -45,6 +45,7 @@ class Uplink:
         self.log = log
         self.idle = idle  # called at least once a second while waiting (watchdog)
         self.on_rekey = on_rekey  # gets Response #1's payload: the gateway's position
+        self.max_age = None  # Max-Age of the last verified response, in seconds
         self._mid = int.from_bytes(os.urandom(2), "big")
 
     def _next_mid(self):
@@ -105,6 +106,11 @@ class Uplink:
                 if self.on_rekey is not None:
                     self.on_rekey(body)
                 continue
+            # Max-Age of a 5.03: when the gateway wants to hear from us again.
+            self.max_age = None
+            for n, v in options:
+                if n == coap.OPT_MAX_AGE and len(v) <= 4:
+                    self.max_age = int.from_bytes(v, "big")
             echo_opts = [v for n, v in options if n == coap.OPT_ECHO]
             if code == coap.UNAUTHORIZED and echo_opts and echo is None:
                 echo = echo_opts[0]

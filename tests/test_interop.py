@@ -75,10 +75,10 @@ def _probe_against_peer(ctxdir: Path, port: int, *probe_args) -> str:
 
 
 def _probe(port: int, secret: str, salt: str, sender: str, recipient: str, count: int,
-           first_seq: int) -> str:
+           first_seq: int, *extra: str) -> str:
     out = subprocess.run([fleet.micropython(), "-X", "heapsize=64K",
                           str(HERE / "firmware" / "uplink_probe.py"), str(port), secret, salt,
-                          sender, recipient, str(count), str(first_seq)],
+                          sender, recipient, str(count), str(first_seq), *extra],
                          env=fleet.mp_env(), capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
     return out.stdout
@@ -92,7 +92,9 @@ def test_firmware_client_exchanges_with_aiocoap_oscore_server(tmp_path):
         "sender-id_hex": server_id, "recipient-id_hex": client_id, "secret_hex": secret,
         "salt_hex": salt, "algorithm": "AES-CCM-16-64-128"}))
     port = free_port(socket.SOCK_DGRAM)
-    out = _probe_against_peer(ctxdir, port, secret, salt, client_id, server_id, 3, 0)
+    out = _probe_against_peer(ctxdir, port, secret, salt, client_id, server_id, 3, 0, "42")
+    # aiocoap's 5.03 with Max-Age, read from inside OSCORE (a meter then waits that long).
+    assert "BUSY 163 42" in out, out
     results = [line for line in out.splitlines() if line.startswith("RESULT")]
     assert results == [f"RESULT 68 {{'oscore': True, 'got': {{'n': {i}}}}}" for i in range(3)], out
     assert "Echo" not in out  # a fresh aiocoap context starts with an empty window

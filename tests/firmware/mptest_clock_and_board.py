@@ -114,10 +114,10 @@ def test_presync_energy_is_stamped_by_when_it_was_measured():
         buf.add(ticks.t, 100)
     ticks.t = 400000  # NTP answers 100 s after the last sample
     c.ntp(T0 + 400)  # so tick 0 was T0
-    out = buf.drain(c)
+    out = list(buf.drain(c))
     eq(sum(e for _, e in out), 3000)
     eq([t for t, _ in out], [1767225650, 1767225710, 1767225770, 1767225830, 1767225890])
-    eq(buf.drain(c), [])
+    eq(list(buf.drain(c)), [])
 
 
 def test_presync_buffer_is_bounded_and_keeps_energy():

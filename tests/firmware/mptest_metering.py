@@ -131,8 +131,8 @@ def test_the_largest_request_fits_the_gateway_limit():
     # Every field at its widest: 24 readings with 40-bit seqs, 53-bit
     # registers and merged spans, and telemetry with every key.
     import cbor
-    import meter
     import oscore
+    import sender as meter
     import telemetry
 
     class Full:
@@ -241,3 +241,32 @@ def test_checkpoint_lines_from_before_marks_still_load():
         f.write("%s %08x\n" % (body, binascii.crc32(body.encode()) & 0xFFFFFFFF))
     r = Register(ReadingQueue(q.path), 900)
     eq((r.interval_end, r.wh, r.residual_mj, r.sensor_mark), (1767227400, 8, 1200, None))
+
+
+def test_a_busy_gateway_is_not_asked_again_before_its_max_age():
+    import time
+
+    import sender as meter
+
+    class Busy:
+        max_age = None
+
+        def post(self, path, payload):
+            payload()
+            return 0xA3, b"busy"  # 5.03
+
+    q = queue("busy")
+    q.append(0, 1767226500, 5, 5)
+    link = Busy()
+    s = meter.Sender(link, q, "m1", backoff_ms=1000)
+    link.max_age = 7
+    s.flush()
+    wait = time.ticks_diff(s.next_try, time.ticks_ms())
+    if not 6900 <= wait <= 7000:
+        raise AssertionError("retry in %d ms, not after the 7 s Max-Age" % wait)
+    link.max_age = None  # a 5.03 without Max-Age: the usual backoff (2 s, jittered)
+    s.flush()
+    wait = time.ticks_diff(s.next_try, time.ticks_ms())
+    if not 900 <= wait <= 2000:
+        raise AssertionError("retry in %d ms" % wait)
+    eq(q.pending, 1)  # nothing lost

@@ -1,6 +1,7 @@
 # MicroPython script: POST a few CBOR payloads with the firmware's OSCORE
 # uplink and print what came back, for the interop tests.
 # usage: micropython uplink_probe.py <port> <secret> <salt> <sender> <recipient> <count> <first seq>
+#        [<busy s>: then one more request that the peer answers 5.03 with that Max-Age]
 import sys
 from binascii import unhexlify
 
@@ -18,3 +19,6 @@ link = Uplink(udp_socket(), "127.0.0.1", int(port), FixedContext(ctx), ack_timeo
 for i in range(int(count)):
     code, body = link.post("readings", cbor.dumps({"n": i}))
     print("RESULT", code, cbor.loads(body))
+if len(sys.argv) > 8:
+    code, body = link.post("readings", cbor.dumps({"busy": int(sys.argv[8])}))
+    print("BUSY", code, link.max_age)

@@ -1,6 +1,7 @@
 """A plain aiocoap OSCORE server, independent of the GridVeil gateway: stock
 FilesystemSecurityContext and OscoreSiteWrapper, one resource that echoes
-back the CBOR it received. Used to check the firmware's client against
+back the CBOR it received (or, asked with {"busy": s}, answers 5.03 with
+Max-Age s). Used to check the firmware's client against
 aiocoap's OSCORE implementation.
 
 usage: python aiocoap_peer.py <context dir> <port>
@@ -20,6 +21,9 @@ from aiocoap.oscore_sitewrapper import OscoreSiteWrapper
 class Echoing(resource.Resource):
     async def render_post(self, request):
         body = cbor2.loads(request.payload)
+        if isinstance(body, dict) and "busy" in body:  # back-pressure, as a busy gateway
+            return aiocoap.Message(code=aiocoap.SERVICE_UNAVAILABLE, max_age=body["busy"],
+                                   payload=b"busy")
         return aiocoap.Message(code=aiocoap.CHANGED, content_format=60,
                                payload=cbor2.dumps({"got": body, "oscore": True}))
 
