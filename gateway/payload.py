@@ -11,11 +11,9 @@ meter's operator can act on. Nothing from a payload is ever logged.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import cbor2
 
-from .pes import Reading
+from .pes import Batch, Reading
 
 VERSION = 1
 MAX_PAYLOAD = 1024  # one CoAP datagram; batches never need blockwise
@@ -39,15 +37,6 @@ TELEMETRY = {
 
 class PayloadError(ValueError):
     pass
-
-
-@dataclass
-class Batch:
-    meter_id: str
-    readings: list[Reading]
-    backlog: int | None
-    fw_version: str | None
-    telemetry: dict[str, int] | None = None
 
 
 def _uint(v, what: str, limit: int) -> int:
@@ -99,7 +88,8 @@ def parse(data: bytes, interval_s: int) -> Batch:
     fw = obj.get(4)
     if fw is not None and (not isinstance(fw, str) or len(fw) > 32):
         raise PayloadError("firmware version (key 4) must be a short text string")
-    return Batch(meter_id, readings, backlog, fw, _telemetry(obj.get(5)))
+    return Batch(meter_id, readings, fw_version=fw, backlog=backlog,
+                 telemetry=_telemetry(obj.get(5)))
 
 
 def _telemetry(t) -> dict[str, int] | None:

@@ -56,6 +56,16 @@ class Reading:
 
 
 @dataclass
+class Batch:
+    """One request's readings from one authenticated meter, as parsed."""
+    meter_id: str
+    readings: list[Reading]
+    fw_version: str | None = None
+    backlog: int | None = None
+    telemetry: dict[str, int] | None = None
+
+
+@dataclass
 class BatchResult:
     acked: list[int]
     accepted: int = 0
@@ -132,60 +142,93 @@ class PES:
                backlog: int | None, telemetry: dict[str, int] | None = None) -> BatchResult:
         """Store one batch from one authenticated meter. Returns the seqs to
         acknowledge: every reading in the batch, new or duplicate."""
+        (result,) = self.ingest_group([Batch(meter_id, readings, fw, backlog, telemetry)])
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def ingest_group(self, batches: list[Batch]) -> list[BatchResult | Exception]:
+        """Several meters' batches in one transaction, so one commit (and one
+        fsync) for all: a result per batch, or the exception that refused it
+        (its own writes rolled back to a savepoint; the others stand). Once
+        this returns, everything in a BatchResult is on disk. If the commit
+        itself fails, it raises and nothing of the group was stored."""
+        # Encrypt before taking the write lock: the slow part runs outside it.
+        encs: list[dict | Exception] = []
+        for b in batches:
+            try:
+                self.meter(b.meter_id)  # an unregistered meter is refused here
+                last_seq = self.store.last_seq(b.meter_id)
+                encs.append({r.seq: self.encrypt(day_of(r.interval_end), r.energy_wh)
+                             for r in b.readings if r.seq > last_seq})
+            except StoreError as e:
+                encs.append(e)
+        results: list[BatchResult | Exception] = []
+        group_keys: dict[tuple[str, int], tuple[int, bytes]] = {}
+        with self.store.transaction():
+            for i, (b, enc) in enumerate(zip(batches, encs, strict=True)):
+                if isinstance(enc, Exception):
+                    results.append(enc)
+                    continue
+                new_keys = {d: k for (m, d), k in group_keys.items() if m == b.meter_id}
+                try:
+                    with self.store.savepoint(f"batch{i}"):
+                        results.append(self._apply(b, enc, new_keys))
+                except Exception as e:  # noqa: BLE001 -- refused alone; the server answers it
+                    results.append(e)
+                    continue
+                group_keys.update({(b.meter_id, d): k for d, k in new_keys.items()})
+        # Only keys whose wrapped copy is committed may be reused later.
+        self._day_keys.update(group_keys)
+        return results
+
+    def _apply(self, b: Batch, enc: dict, new_keys: dict) -> BatchResult:
+        meter_id, readings = b.meter_id, b.readings
         info = self.meter(meter_id)
         result = BatchResult(acked=[r.seq for r in readings])
-        # Encrypt before taking the write lock: the slow part runs outside it.
-        last_seq = self.store.last_seq(meter_id)
-        enc = {r.seq: self.encrypt(day_of(r.interval_end), r.energy_wh)
-               for r in readings if r.seq > last_seq}
-        new_keys: dict[int, tuple[int, bytes]] = {}
         store = self.store
-        with store.transaction():
-            last_seq = store.last_seq(meter_id)
-            last_end = None
-            newest = store.last_end(meter_id) or 0
-            for r in readings:
-                if r.seq <= last_seq:
-                    result.duplicates += 1
-                    continue
-                if r.interval_end <= newest:
-                    # Only strictly newer intervals count, across batches: the
-                    # same interval sent again under fresh seqs must not count
-                    # one household as several contributors.
-                    result.stale += 1
-                    last_seq = r.seq
-                    continue
-                newest = r.interval_end
-                target = self._target(info.neighbourhood, r)
-                if target != r.interval_end or r.span != 1:
-                    result.late += 1
-                day = day_of(target)
-                kid, c = enc.get(r.seq) if day == day_of(r.interval_end) and r.seq in enc \
-                    else self.encrypt(day, r.energy_wh)
-                clip = self._clip[kid]
-                if clip and r.energy_wh > clip:
-                    result.clipped += 1
-                    self._add_demand(info.neighbourhood, target, kid,
-                                     self.encrypt(day, clip)[1], meter_id)
-                else:
-                    self._add_demand(info.neighbourhood, target, kid, c, meter_id)
-                self._add_bill(meter_id, day, info.tariff.band(target - self.interval_s), kid, c,
-                               target)
-                if info.customer_pub is not None:
-                    self._seal_copy(meter_id, r, day_of(r.interval_end), info.customer_pub,
-                                    new_keys)
-                if r.seq != last_seq + 1 and last_seq >= 0:
-                    log.warning("meter %s: readings %d..%d never arrived", meter_id,
-                                last_seq + 1, r.seq - 1)
-                last_seq, last_end = r.seq, r.interval_end
-                result.accepted += 1
-            store.finish_batch(meter_id, last_seq, last_end, fw, backlog, result.accepted,
-                               result.duplicates, result.late, telemetry)
-            if result.clipped:
-                store.count("clipped", result.clipped)
-        # Only keys whose wrapped copy is committed may be reused later.
-        for day, k in new_keys.items():
-            self._day_keys[(meter_id, day)] = k
+        last_seq = store.last_seq(meter_id)
+        last_end = None
+        newest = store.last_end(meter_id) or 0
+        for r in readings:
+            if r.seq <= last_seq:
+                result.duplicates += 1
+                continue
+            if r.interval_end <= newest:
+                # Only strictly newer intervals count, across batches: the
+                # same interval sent again under fresh seqs must not count
+                # one household as several contributors.
+                result.stale += 1
+                last_seq = r.seq
+                continue
+            newest = r.interval_end
+            target = self._target(info.neighbourhood, r)
+            if target != r.interval_end or r.span != 1:
+                result.late += 1
+            day = day_of(target)
+            kid, c = enc.get(r.seq) if day == day_of(r.interval_end) and r.seq in enc \
+                else self.encrypt(day, r.energy_wh)
+            clip = self._clip[kid]
+            if clip and r.energy_wh > clip:
+                result.clipped += 1
+                self._add_demand(info.neighbourhood, target, kid,
+                                 self.encrypt(day, clip)[1], meter_id)
+            else:
+                self._add_demand(info.neighbourhood, target, kid, c, meter_id)
+            self._add_bill(meter_id, day, info.tariff.band(target - self.interval_s), kid, c,
+                           target)
+            if info.customer_pub is not None:
+                self._seal_copy(meter_id, r, day_of(r.interval_end), info.customer_pub,
+                                new_keys)
+            if r.seq != last_seq + 1 and last_seq >= 0:
+                log.warning("meter %s: readings %d..%d never arrived", meter_id,
+                            last_seq + 1, r.seq - 1)
+            last_seq, last_end = r.seq, r.interval_end
+            result.accepted += 1
+        store.finish_batch(meter_id, last_seq, last_end, b.fw_version, b.backlog,
+                           result.accepted, result.duplicates, result.late, b.telemetry)
+        if result.clipped:
+            store.count("clipped", result.clipped)
         return result
 
     def _target(self, nbh: str, r: Reading) -> int:

@@ -22,6 +22,7 @@ from common import signing
 from . import payload, seal
 from .config import GatewayHome
 from .fastenc import RandomnessPool
+from .groupcommit import GroupCommit, Saturated
 from .guard import Guard
 from .keystore import Keyring, KeyStore, MeterContext, Request1Context
 from .pes import PES
@@ -72,15 +73,21 @@ class ReadingsResource(resource.Resource):
             self.gw.ratelog.warning("wrong_meter", "meter %s: payload claims to be from %r;"
                                     " rejected", ctx.meter_id, batch.meter_id)
             return aiocoap.Message(code=aiocoap.FORBIDDEN, payload=b"meter id does not match key")
-        loop = asyncio.get_running_loop()
         try:
-            result = await loop.run_in_executor(
-                self.gw.executor, self.gw.pes.ingest, ctx.meter_id, batch.readings,
-                batch.fw_version, batch.backlog, batch.telemetry)
+            result = await self.gw.commits.ingest(batch)
+        except Saturated as e:
+            # Back-pressure: come back when the backlog has drained (RFC 7252
+            # 5.9.3.4), each meter at its own time; nothing was stored.
+            self.gw.rejects[(ctx.meter_id, "busy")] += 1
+            self.gw.ratelog.warning("busy", "gateway saturated: meter %s asked to retry in %d s",
+                                    ctx.meter_id, e.retry_s)
+            return aiocoap.Message(code=aiocoap.SERVICE_UNAVAILABLE, max_age=e.retry_s,
+                                   payload=b"busy")
         except StoreError as e:
             # Nothing was committed and nothing is acknowledged: the meter
             # keeps the readings and retries.
-            log.error("meter %s: cannot store readings: %s", ctx.meter_id, e)
+            self.gw.ratelog.warning("store_error", "meter %s: cannot store readings: %s",
+                                    ctx.meter_id, e)
             return aiocoap.Message(code=aiocoap.SERVICE_UNAVAILABLE, max_age=30,
                                    payload=b"storage unavailable")
         if result.stale:
@@ -138,6 +145,7 @@ class Gateway:
         self.pes = PES(self.store, self.config.interval_s, self.config.encryption_exponent_bits)
         self.pool = None
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pes")
+        self.commits = GroupCommit(self.pes, self.executor)
         # Pushing waits on the network: its own thread and connection, so
         # that ingest never waits for the MDMS.
         self.pusher = None

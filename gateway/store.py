@@ -172,6 +172,22 @@ class Store:
                 raise StoreError(f"database write failed, nothing was stored: {e}") from None
             raise
 
+    @contextmanager
+    def savepoint(self, name: str):
+        """Inside a transaction: on an exception, undo only what was written
+        since the savepoint, and let the exception through."""
+        self.db.execute(f"SAVEPOINT {name}")
+        try:
+            yield
+        except BaseException:
+            try:
+                self.db.execute(f"ROLLBACK TO {name}")
+                self.db.execute(f"RELEASE {name}")
+            except sqlite3.Error:
+                pass  # the transaction is gone: its own rollback will say so
+            raise
+        self.db.execute(f"RELEASE {name}")
+
     # --- registry -------------------------------------------------------
     def add_meter(self, meter_id: str, kid: bytes, neighbourhood: str, customer: str | None,
                   tariff: str = "flat"):
