@@ -17,3 +17,32 @@ def test_bench_paths_run(tmp_path, sample_files):
     st = Store(site.gateways["gw1"].home / "gateway.db", readonly=True)
     assert sum(m["accepted"] for m in st.meters()) == 80
     st.close()
+
+
+def test_esp32_board_path_delivers_with_fake_hardware(tmp_path, sample_files):
+    """The ESP32 board layer, run by `make bench` for its heap figure: P1
+    telegrams through a fake UART, a full pre-sync buffer, a real gateway.
+    Its readings arrive, with the board's own telemetry."""
+    import json
+
+    from gateway.store import Store
+    from host_tools import build
+
+    site = bench.setup_site(tmp_path, sample_files[:1], 512, customers=False)
+    lib = build.build("esp32", tmp_path / "esp32")
+    assert lib
+    gw = site.gateways["gw1"]
+    site.start(gw, "gateway", "run")
+    try:
+        ok, fakes = bench._run_esp32(site, "1M", tmp_path / "esp32" / "lib")
+    finally:
+        site.stop(gw)
+    assert ok and fakes > 0
+    st = Store(gw.home / "gateway.db", readonly=True)
+    (m,) = st.meters()
+    st.close()
+    # 180 buffered minutes (12 intervals) and two live samples, 15 min apart.
+    assert m["accepted"] >= 12
+    t = json.loads(m["telemetry"])
+    assert t["rssi_dbm"] == -67 and t["p1_telegrams"] > 0 and t["sensor_rejects_permille"] == 0
+    assert t["reset_cause"] == 3  # the fake machine's reset cause: the watchdog

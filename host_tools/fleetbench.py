@@ -1,0 +1,145 @@
+"""`make bench`, the fleet part: many meters at once against the real
+gateway, driven by host_tools/loadgen.py, and the same generator against a
+no-op OSCORE server (host_tools/noop_server.py) for aiocoap's ceiling.
+
+Meters f0001... are provisioned in the bench's own gateway (in process:
+a thousand `gridveil provision` commands would take minutes), each with a
+day of readings from the sample households' quarter hours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import resource
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from . import groundtruth, loadgen, provision
+from .oscore_peer import context_for, readings_payload
+from .site import INTERVAL_S, Site, free_port
+
+FLEET_NEIGHBOURHOOD = "fleet"
+
+
+def provision_fleet(site: Site, n: int) -> list[tuple[str, dict]]:
+    gw = site.gateways["gw1"]
+    out = []
+    for i in range(1, n + 1):
+        mid = f"f{i:04d}"
+        d = site.meters_dir / mid
+        if not (d / "secrets.json").exists():
+            provision.provision_meter(gw.home, mid, FLEET_NEIGHBOURHOOD, d)
+        out.append((mid, json.loads((d / "secrets.json").read_text())))
+    return out
+
+
+def day_payloads(files: list[Path], meter_no: int, batch: int, day: int = 0,
+                 readings: int = 96) -> list[bytes]:
+    """The first `readings` quarter hours of one meter's day `day` (after
+    the sample's first), from sample household meter_no % len(files), in
+    batches. Reading numbers are 96 a day, so days never overlap."""
+    iv = groundtruth.interval_energy(files[meter_no % len(files)], INTERVAL_S)
+    ends = sorted(iv)[:readings]
+    register = 0
+    rows = []
+    for k, end in enumerate(ends):
+        register += iv[end]
+        rows.append([day * 96 + k, end + 86400 * day, iv[end], register])
+    mid = f"f{meter_no + 1:04d}"
+    return [readings_payload(mid, rows[i:i + batch]) for i in range(0, len(rows), batch)]
+
+
+def run(meters: list[tuple[str, dict]], payloads: list[list[bytes]], port: int,
+        spread_s: float = 0.0) -> tuple[float, loadgen.Stats, float]:
+    """(wall seconds, stats, CPU seconds this process used)."""
+    stats = loadgen.Stats()
+    fleet = [(mid, context_for(sec), p) for (mid, sec), p in zip(meters, payloads, strict=True)]
+    cpu0 = time.process_time()
+    wall = asyncio.run(loadgen.run_fleet(fleet, port, stats, spread_s))
+    return wall, stats, time.process_time() - cpu0
+
+
+def ceiling(site: Site, meters: list[tuple[str, dict]], payloads: list[list[bytes]]):
+    """The same requests against the no-op server: (wall, stats, CPU)."""
+    port = free_port(socket.SOCK_DGRAM)
+    p = subprocess.Popen([sys.executable, "-m", "host_tools.noop_server", str(site.meters_dir),
+                          str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         cwd=Path(__file__).resolve().parents[1])
+    try:
+        if p.stdout.readline().strip() != b"READY":
+            raise RuntimeError(f"no-op server did not start: {p.stderr.read().decode()[-500:]}")
+        return run(meters, payloads, port)
+    finally:
+        p.terminate()
+        p.wait()
+
+
+def peak_rss_children_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def _vm_hwm_mib(pid: int) -> float:
+    """Peak resident memory of a running process (Linux), in MiB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def _figures(wall: float, stats: loadgen.Stats, cpu: float, requests: int, batch: int) -> dict:
+    return {"wall_s": wall, "requests_per_s": requests / wall,
+            "readings_per_s": requests * batch / wall, "p50_ms": stats.percentile(50) * 1000,
+            "p99_ms": stats.percentile(99) * 1000, "retransmits": stats.retransmits,
+            "first_retransmitted": stats.first_retransmitted,
+            "first_datagrams": stats.first_datagrams, "timeouts": stats.timeouts,
+            "late": stats.late,
+            "busy": stats.busy, "generator_cpu": cpu / wall}
+
+
+def bench(site: Site, files: list[Path], n: int = 1000, burst_meters: int = 250,
+          sustained_days: int = 2, idle_s: float = 20.0, progress=print) -> dict:
+    """The fleet figures of `make bench`; the gateway gw1 must be stopped.
+    Days of readings never overlap between the runs: day 0 is the backlog,
+    days 1.. the sustained run, then the burst, then one reading a request."""
+    gw = site.gateways["gw1"]
+    progress(f"fleet: provisioning {n} meters ...")
+    meters = provision_fleet(site, n)
+    out = {"meters": n}
+    burst_day, one_day = 1 + sustained_days, 2 + sustained_days
+
+    one = [day_payloads(files, i, 1, day=one_day, readings=4) for i in range(n)]
+    requests = sum(len(p) for p in one)
+    progress(f"fleet: ceiling, {requests} requests of 1 reading to a no-op OSCORE server ...")
+    out["ceiling"] = _figures(*ceiling(site, meters, one), requests, 1)
+
+    backlog = [day_payloads(files, i, 8) for i in range(n)]
+    requests = sum(len(p) for p in backlog)
+    progress(f"fleet: {n} meters deliver a day's backlog each, all at once ({requests} requests"
+             " of 8), to a gateway just started (its pool empty) ...")
+    site.start(gw, "gateway", "run")
+    try:
+        out["backlog"] = _figures(*run(meters, backlog, gw.port), requests, 8)
+        more = [[p for d in range(1, 1 + sustained_days) for p in day_payloads(files, i, 8, day=d)]
+                for i in range(n)]
+        requests = sum(len(p) for p in more)
+        progress(f"fleet: at once again, {sustained_days} more days each ({requests} requests),"
+                 " the pool kept dry by the load ...")
+        out["sustained"] = _figures(*run(meters, more, gw.port), requests, 8)
+        progress(f"fleet: the gateway idles {idle_s:.0f} s (its pool fills), then"
+                 f" {burst_meters} meters send 8 readings each ...")
+        time.sleep(idle_s)
+        burst = [day_payloads(files, i, 8, day=burst_day)[:1] for i in range(burst_meters)]
+        out["burst"] = _figures(*run(meters[:burst_meters], burst, gw.port), burst_meters, 8)
+        progress(f"fleet: {n} meters, 4 requests of 1 reading each ...")
+        out["batch1"] = _figures(*run(meters, one, gw.port), sum(len(p) for p in one), 1)
+        out["gateway_peak_rss_mib"] = _vm_hwm_mib(gw.proc.pid)
+    finally:
+        site.stop(gw)
+    return out
