@@ -175,18 +175,23 @@ class Store:
     @contextmanager
     def savepoint(self, name: str):
         """Inside a transaction: on an exception, undo only what was written
-        since the savepoint, and let the exception through."""
-        self.db.execute(f"SAVEPOINT {name}")
+        since the savepoint, and let the exception through (an SQLite
+        failure as a StoreError, as transaction() does)."""
         try:
-            yield
-        except BaseException:
+            self.db.execute(f"SAVEPOINT {name}")
             try:
-                self.db.execute(f"ROLLBACK TO {name}")
-                self.db.execute(f"RELEASE {name}")
-            except sqlite3.Error:
-                pass  # the transaction is gone: its own rollback will say so
-            raise
-        self.db.execute(f"RELEASE {name}")
+                yield
+            except BaseException:
+                try:
+                    self.db.execute(f"ROLLBACK TO {name}")
+                    self.db.execute(f"RELEASE {name}")
+                except sqlite3.Error:
+                    pass  # the transaction is gone: its own rollback will say so
+                raise
+            self.db.execute(f"RELEASE {name}")
+        except sqlite3.Error as e:
+            raise StoreError(f"database write failed, nothing of this batch was stored: {e}") \
+                from None
 
     # --- registry -------------------------------------------------------
     def add_meter(self, meter_id: str, kid: bytes, neighbourhood: str, customer: str | None,

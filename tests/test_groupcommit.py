@@ -119,3 +119,21 @@ def test_retry_time_follows_the_backlog(pes, waiting, rate):  # noqa: F811
     assert len(seen) > 1 or drain < 3
     # Refused by time: more than 15 s of work waiting is too much.
     assert commits.saturated() == (drain > 15)
+
+
+def test_an_sqlite_failure_inside_one_batch_is_a_store_error_for_it_alone(pes,  # noqa: F811
+                                                                          monkeypatch):
+    import sqlite3
+
+    pes, _ = pes
+    count = pes.store.count
+
+    def broken(name, n):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    pes._clip = {k: 1 for k in pes._clip}  # every reading is clipped, so count() runs
+    monkeypatch.setattr(pes.store, "count", broken)
+    results = pes.ingest_group([Batch("m1", [Reading(0, DAY0 + 900, 5, 5)])])
+    assert isinstance(results[0], StoreError) and "disk is full" in str(results[0])
+    monkeypatch.setattr(pes.store, "count", count)
+    assert pes.store.last_seq("m1") == -1  # nothing of it stayed
