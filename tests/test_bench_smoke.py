@@ -46,3 +46,28 @@ def test_esp32_board_path_delivers_with_fake_hardware(tmp_path, sample_files):
     t = json.loads(m["telemetry"])
     assert t["rssi_dbm"] == -67 and t["p1_telegrams"] > 0 and t["sensor_rejects_permille"] == 0
     assert t["reset_cause"] == 3  # the fake machine's reset cause: the watchdog
+
+
+def test_fleet_generator_delivers_everything_and_measures_the_ceiling(tmp_path, sample_files):
+    """`make bench`'s load generator: 20 meters at once, two batches each,
+    every reading stored exactly once; the same requests to the no-op
+    OSCORE server all answered."""
+    from gateway.store import Store
+    from host_tools import fleetbench
+
+    site = bench.setup_site(tmp_path, sample_files[:2], 512, customers=False)
+    meters = fleetbench.provision_fleet(site, 20)
+    payloads = [fleetbench.day_payloads(sample_files, i, 8, readings=16) for i in range(20)]
+    wall, stats, _ = fleetbench.ceiling(site, meters, payloads)
+    assert len(stats.latencies) == 40 and stats.timeouts == 0
+    gw = site.gateways["gw1"]
+    site.start(gw, "gateway", "run")
+    try:
+        wall, stats, _ = fleetbench.run(meters, payloads, gw.port)
+    finally:
+        site.stop(gw)
+    assert len(stats.latencies) == 40 and stats.timeouts == 0 and wall > 0
+    st = Store(gw.home / "gateway.db", readonly=True)
+    accepted = {m["meter_id"]: m["accepted"] for m in st.meters()}
+    st.close()
+    assert all(accepted[f"f{i:04d}"] == 16 for i in range(1, 21))
