@@ -46,6 +46,7 @@ class GroupCommit:
         self.batches_per_s = batches_per_s
         self._waiting: list[tuple[Batch, asyncio.Future]] = []
         self._running = False
+        self._task: asyncio.Task | None = None
         self.groups = 0
         self.grouped = 0  # batches that shared a commit with another
 
@@ -67,7 +68,8 @@ class GroupCommit:
         self._waiting.append((batch, fut))
         if not self._running:
             self._running = True
-            asyncio.get_running_loop().create_task(self._drain())
+            # Held here: the event loop keeps only a weak reference to a task.
+            self._task = asyncio.get_running_loop().create_task(self._drain())
         return await fut
 
     async def _drain(self) -> None:
