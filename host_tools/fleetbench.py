@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import resource
 import socket
 import subprocess
 import sys
@@ -78,10 +77,6 @@ def ceiling(site: Site, meters: list[tuple[str, dict]], payloads: list[list[byte
         p.wait()
 
 
-def peak_rss_children_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-
-
 def _vm_hwm_mib(pid: int) -> float:
     """Peak resident memory of a running process (Linux), in MiB."""
     try:
@@ -100,7 +95,7 @@ def _figures(wall: float, stats: loadgen.Stats, cpu: float, requests: int, batch
             "first_retransmitted": stats.first_retransmitted,
             "first_datagrams": stats.first_datagrams, "timeouts": stats.timeouts,
             "late": stats.late,
-            "busy": stats.busy, "generator_cpu": cpu / wall}
+            "busy": stats.busy, "other": stats.other, "generator_cpu": cpu / wall}
 
 
 def bench(site: Site, files: list[Path], n: int = 1000, burst_meters: int = 250,

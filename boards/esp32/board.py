@@ -12,6 +12,7 @@ import machine
 import network
 import pins
 import secretstore
+import telemetry
 
 HINT = "run `gridveil deploy` again"
 EPOCH_TO_UNIX = -time.mktime((1970, 1, 1, 0, 0, 0, 0, 0))  # 0, or 946684800 on 2000-epoch ports
@@ -142,17 +143,17 @@ class Board:
 
     def health(self, t):
         """This board's part of the telemetry (firmware/telemetry.py)."""
-        t[0] = self.reset_cause
+        t[telemetry.RESET] = self.reset_cause
         if self.wlan.isconnected():
             try:
-                t[3] = max(-128, min(0, self.wlan.status("rssi")))
+                t[telemetry.RSSI] = max(-128, min(0, self.wlan.status("rssi")))
             except (OSError, ValueError, TypeError):
                 pass  # a driver without RSSI: leave it out
         s = self.sensor
         if hasattr(s, "rejects_permille"):
-            t[5] = s.rejects_permille()
+            t[telemetry.REJECTS] = s.rejects_permille()
         if hasattr(s, "good"):
-            t[6] = s.good + s.bad
+            t[telemetry.TELEGRAMS] = s.good + s.bad
 
     def gateway_time(self, t):
         """The gateway's clock, from a verified (OSCORE) response."""

@@ -7,6 +7,7 @@ import time
 
 import fsutil
 import replay
+import telemetry
 import uplink
 
 HINT = "run `gridveil provision` first"
@@ -51,7 +52,7 @@ class Board:
         return uplink.udp_socket()
 
     def health(self, t):
-        t[0] = self.reset_cause  # no radio here: no RSSI
+        t[telemetry.RESET] = self.reset_cause  # no radio here: no RSSI
 
     def samples(self, after):
         r = self.settings["replay"]
