@@ -65,24 +65,33 @@ class Uplink:
         verified inner response. `payload` may be a function that builds the
         bytes: it is called again after a new context was agreed, because
         the gateway's answer can renumber what is queued."""
+        code, _, body = self.request(coap.POST, path, payload,
+                                     [(coap.OPT_CONTENT_FORMAT, bytes((coap.CF_CBOR,)))])
+        return code, body
+
+    def request(self, method, path, payload=b"", options=(), recv_max=RECV_MAX):
+        """One protected exchange; returns (code, inner options, payload).
+        `options` go inside OSCORE (e.g. Block2, RFC 7959); `recv_max` is
+        the largest response datagram to expect."""
         echo = None
         for _ in range(3):
             body_out = payload() if callable(payload) else payload
             ctx = self.keys.ctx
             inner = [(coap.OPT_URI_PATH, seg.encode()) for seg in path.split("/") if seg]
-            inner.append((coap.OPT_CONTENT_FORMAT, bytes((coap.CF_CBOR,))))
+            inner.extend(options)
             if echo is not None:
                 inner.append((coap.OPT_ECHO, echo))
             try:
-                value, ct, binding = ctx.protect_request(coap.POST, inner, body_out)
+                value, ct, binding = ctx.protect_request(method, inner, body_out)
             except oscore.OscoreError as e:  # sequence numbers used up
                 if not hasattr(self.keys, "restart"):
                     raise UplinkError(str(e))
                 self.keys.restart()
                 continue
+            # OSCORE's outer code is POST for every method (RFC 8613 4.2).
             req = coap.Message(coap.CON, coap.POST, self._next_mid(), os.urandom(4),
                                [(coap.OPT_OSCORE, value)], ct)
-            resp = self._exchange(req)
+            resp = self._exchange(req, recv_max)
             oscore_opt = resp.option(coap.OPT_OSCORE)
             if oscore_opt is None:
                 # An unprotected error (e.g. 4.01 "context not found"): it
@@ -116,7 +125,7 @@ class Uplink:
                 echo = echo_opts[0]
                 self.log("gateway asked for Echo; resending with it")
                 continue
-            return code, body
+            return code, options, body
         raise UplinkError("gateway did not settle on a security context")
 
     def _send(self, msg):
@@ -129,7 +138,7 @@ class Uplink:
             self.addr = None
             raise UplinkError("cannot send: %s" % _oserr(e))
 
-    def _recv(self, deadline):
+    def _recv(self, deadline, recv_max=RECV_MAX):
         """The next datagram as a Message; False for garbage; None once the
         deadline has passed."""
         while True:
@@ -140,7 +149,7 @@ class Uplink:
                 self.idle()
             self.sock.settimeout(min(left, 1000) / 1000)
             try:
-                data, _ = self.sock.recvfrom(RECV_MAX)
+                data, _ = self.sock.recvfrom(recv_max)
             except OSError as e:
                 if e.args and e.args[0] not in _TIMEOUTS:
                     time.sleep_ms(100)  # a network error, not a timeout: do not spin
@@ -150,7 +159,7 @@ class Uplink:
             except ValueError:
                 return False  # garbage: ignore and keep waiting
 
-    def _exchange(self, req):
+    def _exchange(self, req, recv_max=RECV_MAX):
         data = coap.encode(req)
         # Initial timeout randomised in [ACK_TIMEOUT, 1.5 * ACK_TIMEOUT].
         timeout = self.ack_timeout_ms + (os.urandom(1)[0] * self.ack_timeout_ms) // 510
@@ -159,7 +168,7 @@ class Uplink:
             self._sendto(data)
             deadline = time.ticks_add(time.ticks_ms(), timeout)
             while True:
-                msg = self._recv(deadline)
+                msg = self._recv(deadline, recv_max)
                 if msg is None:
                     break
                 if msg is False:
@@ -177,15 +186,15 @@ class Uplink:
                         self._send(coap.Message(coap.ACK, coap.EMPTY, msg.mid))
                     return msg
             if acked:
-                return self._await_separate(req)
+                return self._await_separate(req, recv_max)
             timeout *= 2
         self.addr = None  # resolve again next time: the gateway may have moved
         raise UplinkError("no answer from gateway after %d transmissions" % (self.max_retransmit + 1))
 
-    def _await_separate(self, req):
+    def _await_separate(self, req, recv_max):
         deadline = time.ticks_add(time.ticks_ms(), self.response_timeout_ms)
         while True:
-            msg = self._recv(deadline)
+            msg = self._recv(deadline, recv_max)
             if msg is None:
                 raise UplinkError("separate response did not arrive")
             if msg is False:
