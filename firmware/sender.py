@@ -51,6 +51,7 @@ class Sender:
         self.log = log
         self.delivered = 0
         self.failures = 0
+        self.offer = None  # key 4 of the last 2.04: a firmware image for us (ota.py)
 
     def queued(self):
         """A reading was queued: send it after this meter's offset, unless a
@@ -102,6 +103,7 @@ class Sender:
                 ack = cbor.loads(body)
                 acked = ack.get(1)
                 gw_time = ack.get(3)
+                self.offer = ack.get(4)
             except (ValueError, AttributeError):
                 acked = gw_time = None
             if self.on_time is not None and isinstance(gw_time, int):

@@ -77,6 +77,7 @@ class GatewayHome:
         self.signing_pub = self.path / "signing.pub"
         self.log = self.path / "gateway.log"
         self.guardian_pub = self.path / "guardian.pub"  # signs the key epochs we accept
+        self.firmware = self.path / "firmware"  # images staged for meters (updates.py)
 
     def load_config(self) -> GatewayConfig:
         return settings_from(GatewayConfig, read_json(self.config_file, "gateway settings"),

@@ -3,7 +3,8 @@
 Request:  {0: 1, 1: meter_id, 2: [[seq, interval_end, energy_wh, register_wh(, span)], ...],
            3: backlog (optional), 4: firmware version (optional),
            5: telemetry (optional): {key: integer}, keys in TELEMETRY}
-Response: {0: 1, 1: [acknowledged seq, ...]}
+Response: {0: 1, 1: [acknowledged seq, ...], 3: gateway time,
+           4: firmware offered (optional): [version, size, sha256]}
 
 Parsing is strict: anything unexpected is a PayloadError with a message the
 meter's operator can act on. Nothing from a payload is ever logged.
@@ -106,10 +107,14 @@ def _telemetry(t) -> dict[str, int] | None:
     return out
 
 
-def ack(seqs: list[int], now: int) -> bytes:
-    """2.04: the seqs stored (or already held), and the gateway's clock, which
-    a meter may compare with its own."""
-    return cbor2.dumps({0: VERSION, 1: seqs, 3: now})
+def ack(seqs: list[int], now: int, offer: list | None = None) -> bytes:
+    """2.04: the seqs stored (or already held), the gateway's clock, which
+    a meter may compare with its own, and a firmware image offered to it:
+    [version, size, sha256] (gateway/updates.py)."""
+    body = {0: VERSION, 1: seqs, 3: now}
+    if offer is not None:
+        body[4] = offer
+    return cbor2.dumps(body)
 
 
 def position(last_seq: int, last_end: int | None, now: int) -> bytes:

@@ -19,7 +19,7 @@ from aiocoap.oscore_sitewrapper import OscoreSiteWrapper
 
 from common import signing
 
-from . import payload, seal
+from . import payload, seal, updates
 from .config import GatewayHome
 from .fastenc import RandomnessPool
 from .groupcommit import GroupCommit, Saturated
@@ -33,6 +33,17 @@ from .store import Store, StoreError
 log = logging.getLogger("gridveil.gateway")
 
 READINGS_PATH = ("readings",)
+FIRMWARE_PATH = ("fw",)
+
+
+def agree_context(ctx: Request1Context, seq_store: Store) -> aiocoap.Message:
+    # RFC 8613 B.2: verified under a context new to us, so possibly a
+    # replay; not processed. The protected 4.01 carries R2 (see
+    # keystore.py) and this meter's position.
+    log.info("meter %s: agreeing a new security context", ctx.meter_id)
+    seq, end = seq_store.position(ctx.meter_id)
+    return aiocoap.Message(code=aiocoap.UNAUTHORIZED, content_format=60,
+                           payload=payload.position(seq, end, int(time.time())))
 
 
 class ReadingsResource(resource.Resource):
@@ -54,13 +65,7 @@ class ReadingsResource(resource.Resource):
             self.gw.rejects[("", "unprotected")] += 1
             return aiocoap.Message(code=aiocoap.UNAUTHORIZED, payload=b"OSCORE required")
         if isinstance(ctx, Request1Context):
-            # RFC 8613 B.2: verified under a context new to us, so possibly a
-            # replay; not processed. The protected 4.01 carries R2 (see
-            # keystore.py) and this meter's position.
-            log.info("meter %s: agreeing a new security context", ctx.meter_id)
-            seq, end = self.gw.seq_store.position(ctx.meter_id)
-            return aiocoap.Message(code=aiocoap.UNAUTHORIZED, content_format=60,
-                                   payload=payload.position(seq, end, int(time.time())))
+            return agree_context(ctx, self.gw.seq_store)
         try:
             batch = payload.parse(request.payload, self.gw.config.interval_s)
         except payload.PayloadError as e:
@@ -98,9 +103,48 @@ class ReadingsResource(resource.Resource):
         log.info("meter %s: %d stored, %d duplicate, %d late (seq %d-%d)", ctx.meter_id,
                  result.accepted, result.duplicates, result.late,
                  batch.readings[0].seq, batch.readings[-1].seq)
+        rollout = self.gw.firmware.current()
+        offer = rollout.offer(ctx.meter_id, batch.fw_version) if rollout else None
         return aiocoap.Message(code=aiocoap.CHANGED,
-                               payload=payload.ack(result.acked, int(time.time())),
+                               payload=payload.ack(result.acked, int(time.time()), offer),
                                content_format=60)
+
+
+class FirmwareResource(resource.Resource):
+    """GET /fw: the image offered to this meter, one Block2 block per
+    request (RFC 7959), inside OSCORE like everything a meter asks."""
+
+    MAX_SZX = 6  # 1024-byte blocks at most: one block stays one datagram
+
+    def __init__(self, gw: Gateway):
+        super().__init__()
+        self.gw = gw
+
+    async def needs_blockwise_assembly(self, request):
+        return False  # blocks are served one by one below
+
+    async def render_get(self, request):
+        ctx = getattr(request.remote, "security_context", None)
+        if not isinstance(ctx, MeterContext):
+            self.gw.rejects[("", "unprotected")] += 1
+            return aiocoap.Message(code=aiocoap.UNAUTHORIZED, payload=b"OSCORE required")
+        if isinstance(ctx, Request1Context):
+            return agree_context(ctx, self.gw.seq_store)
+        rollout = self.gw.firmware.current()
+        if rollout is None or not rollout.includes(ctx.meter_id):
+            return aiocoap.Message(code=aiocoap.NOT_FOUND, payload=b"no firmware offered")
+        b2 = request.opt.block2
+        num, szx = (0, 4) if b2 is None else (b2.block_number, min(b2.size_exponent,
+                                                                    self.MAX_SZX))
+        block = rollout.block(num, szx)
+        if block is None:
+            return aiocoap.Message(code=aiocoap.BAD_OPTION, payload=b"block past the image's end")
+        data, more = block
+        if num == 0 or not more:
+            log.info("meter %s: firmware %s, %s", ctx.meter_id, rollout.version,
+                     "transfer started" if num == 0 else "last block sent")
+        return aiocoap.Message(code=aiocoap.CONTENT, payload=data,
+                               block2=(num, more, szx))
 
 
 class MeterSiteWrapper(OscoreSiteWrapper):
@@ -138,6 +182,7 @@ class Gateway:
         self.signing_key = signing.load_private(self.home.signing_key, passphrase)
         self.keystore = KeyStore(self.home.keystore, must_exist=True)
         self.rejects: Counter = Counter()
+        self.firmware = updates.Rollouts(self.home.firmware)
         self.ratelog = RateLog(log)
         self.keyring = Keyring(self.keystore, self.seq_store, self.rejects)
         self.guard = Guard(self.keyring.knows, self.rejects, rate=self.config.source_rate,
@@ -160,6 +205,7 @@ class Gateway:
     async def start(self) -> None:
         site = resource.Site()
         site.add_resource(READINGS_PATH, ReadingsResource(self))
+        site.add_resource(FIRMWARE_PATH, FirmwareResource(self))
         bind = (self.config.bind, self.config.port)
         workers = self.config.encryption_workers
         if workers == -1:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -37,7 +38,14 @@ def board_dir(target: str) -> Path:
     return BOARDS / ("unix" if target == "unix" else "esp32")
 
 
-def build(target: str, out: Path, production: bool = False) -> dict[str, str]:
+VERSION_LINE = re.compile(r'^FW_VERSION = "[^"]*"$', re.M)
+VERSION_FORM = re.compile(r"^[0-9A-Za-z.+-]{1,32}$")
+
+
+def build(target: str, out: Path, production: bool = False,
+          version: str | None = None) -> dict[str, str]:
+    """Compile into `out`. `version` stamps FW_VERSION (firmware/sender.py),
+    which the meter reports and an update is offered against."""
     if target not in TARGETS:
         raise BuildError(f"unknown target {target!r}; choose from {sorted(TARGETS)}")
     if production and target == "unix":
@@ -46,14 +54,25 @@ def build(target: str, out: Path, production: bool = False) -> dict[str, str]:
     if out.exists():
         shutil.rmtree(out)
     (out / "lib").mkdir(parents=True)
+    if version is not None and not VERSION_FORM.match(version):
+        raise BuildError(f"version {version!r}: use up to 32 letters, digits and . + -")
     sources = [p for p in sorted(FIRMWARE.glob("*.py")) if p.name != "main.py"]
     sources += sorted(board_dir(target).glob("*.py"))
     for src in sources:
+        if version is not None and src.name == "sender.py":
+            stamped = out / "sender.py"
+            text, n = VERSION_LINE.subn(f'FW_VERSION = "{version}"', src.read_text())
+            if n != 1:
+                raise BuildError("firmware/sender.py has no FW_VERSION line to stamp")
+            stamped.write_text(text)
+            src = stamped
         dst = out / "lib" / (src.stem + ".mpy")
         r = subprocess.run([mpy_cross(), f"-march={TARGETS[target]}", "-o", str(dst), str(src)],
                            capture_output=True, text=True)
         if r.returncode:
             raise BuildError(f"mpy-cross failed on {src.name}: {r.stderr.strip()}")
+    if version is not None:
+        (out / "sender.py").unlink()
     if production:
         for name in ("boot.py", "main.py"):
             shutil.copyfile(FIRMWARE / "production" / name, out / name)
@@ -64,3 +83,22 @@ def build(target: str, out: Path, production: bool = False) -> dict[str, str]:
     (out / "manifest.json").write_text(json.dumps(
         {"target": target, "production": production, "files": manifest}, indent=2))
     return manifest
+
+
+IMAGE_MAGIC = b"GVI1"
+
+
+def image(build_dir: Path, out: Path) -> bytes:
+    """An emulator firmware image: the build's files in one bundle, which
+    the Unix board's bootloader unpacks (boards/unix/bootloader.py). An
+    ESP32's image is MicroPython's own .bin with the firmware frozen in."""
+    parts = [IMAGE_MAGIC]
+    for p in sorted(Path(build_dir).rglob("*")):
+        if p.is_file() and p.name != "manifest.json":
+            name = str(p.relative_to(build_dir)).encode()
+            data = p.read_bytes()
+            parts += [len(name).to_bytes(2, "big"), name, len(data).to_bytes(4, "big"), data]
+    parts.append(b"\0\0")
+    blob = b"".join(parts)
+    Path(out).write_bytes(blob)
+    return blob

@@ -19,6 +19,7 @@ UNIX_BOARD = REPO / "boards" / "unix"
 # has about 100 KiB once Wi-Fi runs; 64K no longer leaves the firmware room
 # for a context agreement after a gateway restart (docs/hardware.md).
 HEAP = "80K"
+REBOOT_EXIT = 5  # boards/unix/board.py: the emulator's machine.reset()
 
 
 class FleetError(Exception):
@@ -68,11 +69,12 @@ def unix_build() -> Path:
 
 def start_meter(meter_dir: Path, heap: str = HEAP, log=None,
                 build: Path | None = None, wrap=None) -> subprocess.Popen:
-    """One emulated meter running the .mpy build from its own folder.
-    `wrap` may turn the command into a confined one (host_tools/confine.py)."""
+    """One emulated meter running the .mpy build from its own folder, through
+    the emulated bootloader (which boots an update instead, once there is
+    one). `wrap` may turn the command into a confined one (host_tools/confine.py)."""
     b = build or unix_build()
     env = dict(os.environ, MICROPYPATH=f"{b / 'lib'}:{b}:.frozen")
-    cmd = [micropython(), "-X", f"heapsize={heap}", "-c", "import main"]
+    cmd = [micropython(), "-X", f"heapsize={heap}", "-c", "import bootloader"]
     return subprocess.Popen(wrap(meter_dir, cmd) if wrap else cmd,
                             cwd=meter_dir, env=env, stdout=log or subprocess.PIPE,
                             stderr=subprocess.STDOUT)
@@ -103,6 +105,9 @@ def run_fleet(meter_dirs: list[Path], heap: str = HEAP, timeout: float = 600,
                 except subprocess.TimeoutExpired:
                     continue
                 outputs[d] += out or b""
+                if p.returncode == REBOOT_EXIT:  # machine.reset(): boot again
+                    procs[procs.index((d, p))] = (d, start_meter(d, heap, build=b, wrap=wrap))
+                    continue
                 results[d] = MeterRun(d, p.returncode, outputs[d].decode(errors="replace"))
                 if progress:
                     progress(len(results), len(procs))

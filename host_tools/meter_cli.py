@@ -63,6 +63,8 @@ def cmd_provision(args):
 def cmd_fleet(args):
     from . import fleet
 
+    if args.fleet_action == "update":
+        return cmd_fleet_update(args)
     root = Path(args.meters) if args.meters else home(args) / "provisioned"
     dirs = sorted(d for d in root.iterdir() if (d / "settings.json").exists()) \
         if root.is_dir() else []
@@ -81,6 +83,47 @@ def cmd_fleet(args):
     return 1 if bad else 0
 
 
+def cmd_fleet_update(args):
+    """Stage a firmware image in the gateway's home for a fraction of its
+    meters, or report how far a rollout has come."""
+    from gateway import updates
+    from gateway.config import GatewayHome
+    from gateway.store import Store
+
+    h = GatewayHome(home(args))
+    if not h.db.exists():
+        raise ConfigError(f"no gateway in {h.path}; give its home with --home")
+    if not args.status:
+        if not args.image or not args.version:
+            raise ConfigError("give --image and --version (or --status)")
+        try:
+            image = Path(args.image).read_bytes()
+        except OSError as e:
+            raise ConfigError(f"cannot read {args.image}: {e.strerror}") from None
+        updates.stage(h.firmware, image, args.version, args.fraction)
+    try:
+        rollout = updates.load(h.firmware)
+    except ConfigError:
+        print("no firmware staged")
+        return 0
+    store = Store(h.db, readonly=True)
+    try:
+        meters = store.meters()
+    finally:
+        store.close()
+    chosen = [m for m in meters if rollout.includes(m["meter_id"])]
+    done = [m for m in chosen if m["fw_version"] == rollout.version]
+    print(f"firmware {rollout.version} ({len(rollout.image)} bytes, SHA-256"
+          f" {rollout.digest.hex()[:16]}...) offered to {rollout.fraction:.0%} of meters:"
+          f" {len(chosen)} of {len(meters)}; {len(done)} of them run it")
+    for m in chosen:
+        print(f"  {m['meter_id']}: {m['fw_version'] or 'not heard from'}")
+    if not args.status and rollout.fraction < 1:
+        print("the gateway offers it from its next check (a few seconds); when these meters"
+              " report the new version, widen with a larger --fraction")
+    return 0
+
+
 def cmd_sample_data(args):
     from . import sampledata
 
@@ -92,9 +135,15 @@ def cmd_build(args):
     from . import build
 
     out = Path(args.out or f"build/{args.target}" + ("-production" if args.production else ""))
-    files = build.build(args.target, out, production=args.production)
+    files = build.build(args.target, out, production=args.production, version=args.version)
     size = sum((out / f).stat().st_size for f in files)
     print(f"built {len(files)} files ({size} bytes) for {args.target} in {out}")
+    if args.image:
+        if args.target != "unix":
+            raise ConfigError("--image makes emulator images; an ESP32 image is MicroPython's"
+                              " .bin with the build frozen in (docs/hardware.md)")
+        blob = build.image(out, Path(args.image))
+        print(f"image for `gridveil fleet update`: {args.image} ({len(blob)} bytes)")
     if args.production:
         print("production build: once deployed, the board's REPL is closed; the next deploy"
               " needs `esptool erase_flash` and MicroPython flashed again (docs/hardware.md)")
@@ -158,11 +207,24 @@ def register(subparsers) -> None:
                                     " (default <home>/provisioned)")
     x.add_argument("--heap", default=fleet.HEAP, help=f"MicroPython heap per meter (default {fleet.HEAP})")
     x.add_argument("--timeout", type=float, default=600, help="seconds before giving up")
-    x.set_defaults(func=cmd_fleet)
+    x.set_defaults(func=cmd_fleet, fleet_action=None)
+    u = x.add_subparsers(dest="fleet_action", metavar="update")
+    u = sub(u, "update", "offer a firmware image over the air to a fraction of the gateway's"
+                         " meters in --home (docs/deploy.md)")
+    u.add_argument("--image", help="the image: MicroPython's .bin with the firmware frozen in"
+                                   " for an ESP32; `gridveil build --image` for the emulator")
+    u.add_argument("--version", help="the version the new firmware reports (its FW_VERSION)")
+    u.add_argument("--fraction", type=float, default=0.1,
+                   help="share of meters offered it, 0 to 1 (default 0.1); the same meters"
+                        " stay chosen when it grows")
+    u.add_argument("--status", action="store_true", help="only show how far the rollout is")
 
     x = sub(subparsers, "build", "compile the firmware and a board layer to .mpy with mpy-cross")
     x.add_argument("--target", default="esp32", choices=("esp32", "esp32c3", "esp32s3", "unix"))
     x.add_argument("--out", help="output folder (default build/<target>[-production])")
+    x.add_argument("--version", help="stamp this firmware version (default: the sources')")
+    x.add_argument("--image", help="also write an emulator image (--target unix) to this file,"
+                                   " for `gridveil fleet update`")
     x.add_argument("--production", action="store_true",
                    help="close the REPL: Ctrl-C cannot interrupt the firmware, and any failure"
                         " resets the board instead of stopping at a prompt")

@@ -162,6 +162,21 @@ class Board:
             self.log("clock set from the gateway's authenticated time (%s s off)"
                      % ("unknown" if before is None else t - before))
 
+    # Updates over the air (firmware/ota.py). The firmware must be built for
+    # an OTA partition table with rollback on (docs/hardware.md).
+    def ota_partition(self):
+        import esp32
+
+        return esp32.Partition(esp32.Partition.RUNNING).get_next_update()
+
+    def ota_confirm(self):
+        import esp32
+
+        esp32.Partition.mark_app_valid_cancel_rollback()
+
+    def reboot(self):
+        machine.reset()
+
     def samples(self, after):
         """(UTC seconds, mJ) every sample_s; energy from before the first
         NTP sync comes out first, stamped by the tick it was measured at."""

@@ -16,6 +16,7 @@ HINT = "run `gridveil provision` first"
 # power cut) a power-on.
 PWRON_RESET, SOFT_RESET = 1, 5
 CRASH_MARK = "crashed"
+REBOOT_EXIT = 5  # the emulator's machine.reset(): run me again
 
 
 class Board:
@@ -50,6 +51,22 @@ class Board:
 
             return flaky.FlakySocket(uplink.udp_socket(), self)
         return uplink.udp_socket()
+
+    # Updates over the air: two emulated partitions (partition.py) and a
+    # reset that `gridveil fleet` and the tests answer by starting again.
+    def ota_partition(self):
+        import partition
+
+        return partition.Partition(partition.Partition.RUNNING).get_next_update()
+
+    def ota_confirm(self):
+        import partition
+
+        partition.Partition.mark_app_valid_cancel_rollback()
+
+    def reboot(self):
+        print("[reboot]")
+        sys.exit(REBOOT_EXIT)
 
     def health(self, t):
         t[telemetry.RESET] = self.reset_cause  # no radio here: no RSSI

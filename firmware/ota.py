@@ -1,0 +1,164 @@
+# Firmware updates over the air (docs/protocol.md, "Firmware updates").
+# The gateway's protected 2.04 names an image: [version, size, SHA-256].
+# The meter fetches it block by block with GET /fw and Block2 (RFC 7959)
+# inside OSCORE, writes it to the inactive OTA partition, hashes what is
+# on flash and boots it only if that matches. The new image is on trial
+# until one of its requests is answered by the gateway; a reset before
+# that boots the old image again (the bootloader's rollback), and the old
+# image then refuses that version. Imported only when an update is offered.
+import hashlib
+
+import coap
+import fsutil
+
+STATE = "ota.json"
+FW_PATH = "fw"
+SZX = 4  # 256-byte blocks: one response stays well under an MTU
+FLASH_BLOCK = 4096  # esp32.Partition's block: the unit of erase
+_ERASE = 6  # ioctl: erase one block
+
+
+class UpdateError(Exception):
+    """The image itself is wrong: its version is refused."""
+
+
+class Interrupted(Exception):
+    """The transfer stopped (the gateway withdrew the offer, say): try again later."""
+
+
+def parse_offer(value):
+    """Key 4 of the 2.04: [version, size, sha256] or None if malformed."""
+    try:
+        version, size, digest = value
+    except (TypeError, ValueError):
+        return None
+    if isinstance(version, str) and 0 < len(version) <= 32 and isinstance(size, int) \
+            and size > 0 and isinstance(digest, bytes) and len(digest) == 32:
+        return version, size, digest
+    return None
+
+
+def load_state():
+    import json
+
+    try:
+        with open(STATE) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def save_state(state):
+    import json
+
+    fsutil.write_atomic(STATE, json.dumps(state).encode())
+
+
+def _block2(num, more, szx):
+    v = (num << 4) | (8 if more else 0) | szx
+    return v.to_bytes(3 if v > 0xFFFF else 2 if v > 0xFF else 1, "big") if v else b""
+
+
+def _same(a, b):
+    # Constant time, though a digest is no secret: the habit is the point.
+    d = len(a) ^ len(b)
+    for x, y in zip(a, b):
+        d |= x ^ y
+    return d == 0
+
+
+def fetch(link, offer, part, log):
+    """Download the offered image into `part` (an esp32.Partition) and
+    check it on flash. Raises UpdateError for a bad image; UplinkError or
+    Interrupted when the transfer stops."""
+    version, size, digest = offer
+    bs = 16 << SZX
+    nblocks = part.ioctl(4, 0)
+    if size > nblocks * FLASH_BLOCK:
+        raise UpdateError("image of %d bytes does not fit the %d-byte partition"
+                          % (size, nblocks * FLASH_BLOCK))
+    log("fetching firmware %s (%d bytes)" % (version, size))
+    got = 0
+    num = 0
+    while got < size:
+        code, options, body = link.request(coap.GET, FW_PATH, b"",
+                                           [(coap.OPT_BLOCK2, _block2(num, 0, SZX))], bs + 96)
+        if code != coap.CONTENT:
+            raise Interrupted("gateway answered %s for block %d" % (coap.code_str(code), num))
+        b2 = 0
+        for n, v in options:
+            if n == coap.OPT_BLOCK2 and len(v) <= 3:
+                b2 = int.from_bytes(v, "big")
+        more = b2 & 8
+        if b2 >> 4 != num or b2 & 7 != SZX or (more and len(body) != bs) \
+                or got + len(body) > size or not body:
+            raise UpdateError("block %d does not fit the image" % num)
+        off = got % FLASH_BLOCK
+        if off == 0:
+            part.ioctl(_ERASE, got // FLASH_BLOCK)
+        part.writeblocks(got // FLASH_BLOCK, body, off)
+        got += len(body)
+        num += 1
+        if not more:
+            break
+    if got != size:
+        raise UpdateError("transfer ended at %d of %d bytes" % (got, size))
+    # Hash what is on flash, not what came over the air: it is what boots.
+    h = hashlib.sha256()
+    buf = bytearray(bs)
+    for pos in range(0, size, bs):
+        part.readblocks(pos // FLASH_BLOCK, buf, pos % FLASH_BLOCK)
+        h.update(buf if size - pos >= bs else buf[:size - pos])
+    if not _same(h.digest(), digest):
+        raise UpdateError("image on flash does not match the manifest's SHA-256")
+    log("firmware %s written and verified" % version)
+
+
+def boot_check(fw_version, log):
+    """At start: True if this image is on trial. An image that was on trial
+    and is not the one running now was rolled back: refuse its version."""
+    state = load_state()
+    trial = state.get("trial")
+    if trial == fw_version:
+        log("firmware %s on trial: confirmed once the gateway answers" % trial)
+        return True
+    if trial:
+        log("firmware %s did not reach the gateway and was rolled back; staying on %s"
+            % (trial, fw_version))
+        save_state({"refused": trial})
+    return False
+
+
+def confirm(board, fw_version, log):
+    if hasattr(board, "ota_confirm"):
+        board.ota_confirm()  # esp32: mark_app_valid_cancel_rollback()
+    fsutil.remove(STATE)
+    log("firmware %s confirmed" % fw_version)
+
+
+def update(board, link, value, fw_version, log):
+    """Act on an offer from the gateway. Returns True when the new image is
+    set to boot and the board should reset; False to carry on (nothing
+    offered, refused, or the transfer failed and is retried at the next
+    offer)."""
+    offer = parse_offer(value)
+    if offer is None or offer[0] == fw_version or not hasattr(board, "ota_partition"):
+        return False
+    if load_state().get("refused") == offer[0]:
+        return False  # rolled back once: wait for a newer version
+    part = board.ota_partition()
+    try:
+        fetch(link, offer, part, log)
+    except UpdateError as e:
+        # The gateway itself serves a bad image (OSCORE rules out the
+        # network): refuse the version rather than fetch it forever.
+        log("firmware %s refused: %s" % (offer[0], e))
+        save_state({"refused": offer[0]})
+        return False
+    except Exception as e:  # noqa: BLE001 -- UplinkError, a flash error: try again later
+        log("firmware %s transfer interrupted (%s); retried at the next offer" % (offer[0], e))
+        return False
+    save_state({"trial": offer[0]})
+    part.set_boot()
+    log("booting firmware %s" % offer[0])
+    return True
