@@ -7,6 +7,7 @@
 # that boots the old image again (the bootloader's rollback), and the old
 # image then refuses that version. Imported only when an update is offered.
 import hashlib
+import time
 
 import coap
 import fsutil
@@ -16,6 +17,9 @@ FW_PATH = "fw"
 SZX = 4  # 256-byte blocks: one response stays well under an MTU
 FLASH_BLOCK = 4096  # esp32.Partition's block: the unit of erase
 _ERASE = 6  # ioctl: erase one block
+# At most 40 blocks a second: under the gateway's per-source rate (50/s by
+# default), so a fast link is never throttled into retransmissions.
+PACE_MS = 25
 
 
 class UpdateError(Exception):
@@ -80,7 +84,12 @@ def fetch(link, offer, part, log):
     log("fetching firmware %s (%d bytes)" % (version, size))
     got = 0
     num = 0
+    t = time.ticks_ms()
     while got < size:
+        wait = PACE_MS - time.ticks_diff(time.ticks_ms(), t)
+        if wait > 0:
+            time.sleep_ms(wait)
+        t = time.ticks_ms()
         code, options, body = link.request(coap.GET, FW_PATH, b"",
                                            [(coap.OPT_BLOCK2, _block2(num, 0, SZX))], bs + 96)
         if code != coap.CONTENT:

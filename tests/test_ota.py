@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -17,7 +18,6 @@ from helpers.system import System
 
 from gateway import updates
 from host_tools import build, fleet
-
 
 # Two ways a release can be bad: its metering loop fails at once, or it
 # runs but never gets a reading through to the gateway.
@@ -139,8 +139,6 @@ def test_a_damaged_image_on_the_gateway_is_not_offered(tmp_path):
     data = bytearray((folder / "firmware-0.4.0.img").read_bytes())
     data[100] ^= 1  # a flipped bit on the gateway's disk
     (folder / "firmware-0.4.0.img").write_bytes(data)
-    (folder / "rollout.json").touch()
-    import os
-    st = (folder / "rollout.json").stat()
+    st = (folder / "rollout.json").stat()  # "changed": as a new rollout would be
     os.utime(folder / "rollout.json", ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
     assert r.current() is None

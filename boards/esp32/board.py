@@ -172,7 +172,11 @@ class Board:
     def ota_confirm(self):
         import esp32
 
-        esp32.Partition.mark_app_valid_cancel_rollback()
+        try:
+            esp32.Partition.mark_app_valid_cancel_rollback()
+        except OSError as e:  # -261: built without CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE
+            self.log("no rollback in this MicroPython build (%s): updates cannot be undone"
+                     % e.args[0])
 
     def reboot(self):
         machine.reset()
