@@ -51,6 +51,7 @@ def _clear(d):
 
 def boot():
     d = partition.otadata()
+    was = dict(d)
     if d.get("state") == "new":
         d["state"] = "pending"  # its one try: it must confirm before the next reset
     elif d.get("state") == "pending":
@@ -58,7 +59,8 @@ def boot():
               % (d["boot"], d["prev"]))
         d = {"boot": d["prev"], "state": "valid", "aborted": d["boot"]}
     d["running"] = d["boot"]
-    partition.save(d)
+    if d != was:  # a meter never updated keeps no otadata file
+        partition.save(d)
     image = d["boot"] + ".bin"
     if fsutil.exists(image):
         _unpack(image, "app")
