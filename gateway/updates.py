@@ -115,12 +115,21 @@ def stage(folder: Path, image: bytes, version: str, fraction: float) -> Rollout:
     if not 0 < len(image) <= MAX_IMAGE:
         raise ConfigError(f"an image must have 1 to {MAX_IMAGE} bytes, not {len(image)}")
     folder = Path(folder)
+    digest = hashlib.sha256(image).digest()
+    try:
+        before = json.loads((folder / ROLLOUT).read_text())
+    except (OSError, ValueError):
+        before = {}
+    if before.get("version") == version and before.get("sha256") != digest.hex():
+        # A meter that fetched the old bytes would refuse the version for
+        # good (firmware/ota.py), and two images would share one name.
+        raise ConfigError(f"version {version} was staged with another image; give the new"
+                          " image a new version")
     folder.mkdir(parents=True, exist_ok=True)
     name = f"firmware-{version}.img"
     tmp = folder / f".{name}.tmp"
     tmp.write_bytes(image)
     os.replace(tmp, folder / name)
-    digest = hashlib.sha256(image).digest()
     tmp = folder / f".{ROLLOUT}.tmp"
     tmp.write_text(json.dumps({"version": version, "image": name, "sha256": digest.hex(),
                                "fraction": fraction}, indent=2))

@@ -101,11 +101,10 @@ def cmd_fleet_update(args):
         except OSError as e:
             raise ConfigError(f"cannot read {args.image}: {e.strerror}") from None
         updates.stage(h.firmware, image, args.version, args.fraction)
-    try:
-        rollout = updates.load(h.firmware)
-    except ConfigError:
+    if not (h.firmware / updates.ROLLOUT).exists():
         print("no firmware staged")
         return 0
+    rollout = updates.load(h.firmware)  # a damaged image is an error, said as such
     store = Store(h.db, readonly=True)
     try:
         meters = store.meters()

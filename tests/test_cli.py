@@ -20,7 +20,8 @@ COMMANDS = [[], ["keygen"], ["holder"], ["holder", "init"], ["holder", "import-k
             ["gateway", "run"], ["gateway", "seal"], ["gateway", "push"], ["gateway", "status"],
             ["gateway", "rekey"], ["gateway", "customer-add"], ["tariff"], ["tariff", "add"],
             ["customer"], ["customer", "create"], ["customer", "export"], ["provision"],
-            ["fleet"], ["sample-data"], ["demo"], ["bench"], ["build"], ["deploy"], ["monitor"],
+            ["fleet"], ["fleet", "update"], ["sample-data"], ["demo"], ["bench"], ["build"],
+            ["deploy"], ["monitor"],
             ["board-emulator"], ["mdms"], ["mdms", "init"], ["mdms", "holder-add"],
             ["mdms", "trust-gateway"], ["mdms", "customer-add"], ["mdms", "serve"],
             ["mdms", "release"], ["mdms", "status"], ["mdms", "user-add"]]
@@ -77,6 +78,8 @@ def clean_failure(r, *needles):
 def test_bad_arguments(tmp_path):
     clean_failure(gridveil("keygen", "--bits", "many", "--out", str(tmp_path)), "invalid int")
     clean_failure(gridveil("nonsense"), "invalid choice")
+    clean_failure(gridveil("fleet", "update", "--status", home=tmp_path / "nogw"),
+                  "no gateway in")
     holder_and_key(tmp_path)
     clean_failure(gridveil("keygen", "--bits", "100", "--out", str(tmp_path), "--single",
                            str(tmp_path / "utility.t.json")), "at least 512")

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from helpers.system import System
 
+from common.files import ConfigError
 from gateway import updates
 from host_tools import build, fleet
 
@@ -92,6 +93,17 @@ def test_staged_rollout_updates_the_chosen_meters_and_loses_no_reading(tmp_path,
                 assert "fetching firmware" not in log and "[reboot]" not in log
         status = s.cli(s.gw, "fleet", "update", "--status").stdout
         assert "2 of 5; 2 of them run it" in status, status
+        for args, said in [(["--image", str(tmp_path / "none.img"), "--version", "0.5.0"],
+                            "cannot read"),
+                           (["--image", str(img), "--version", "0.5 beta"], "version"),
+                           (["--image", str(img), "--version", "0.5.0", "--fraction", "2"],
+                            "between 0 and 1"),
+                           (["--image", str(make_image(tmp_path, "0.2.1")), "--version",
+                             "0.2.0"], "new version"),
+                           (["--version", "0.5.0"], "give --image")]:
+            r = s.cli(s.gw, "fleet", "update", *args, check=False)
+            assert r.returncode != 0 and said in r.stderr and "Traceback" not in r.stderr, r
+        assert "2 of 5; 2 of them run it" in s.cli(s.gw, "fleet", "update", "--status").stdout
         s.seal_all()
         released = s.release()
         ok, line = s.cross_check(released)
@@ -142,3 +154,8 @@ def test_a_damaged_image_on_the_gateway_is_not_offered(tmp_path):
     st = (folder / "rollout.json").stat()  # "changed": as a new rollout would be
     os.utime(folder / "rollout.json", ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
     assert r.current() is None
+    # The same version cannot come back with other bytes: meters that
+    # fetched the first would refuse the version for good.
+    with pytest.raises(ConfigError, match="new version"):
+        updates.stage(folder, img + b"x", "0.4.0", 1.0)
+    updates.stage(folder, img, "0.4.0", 0.5)  # the same image: a new fraction is fine
