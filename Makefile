@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo demo-serve test bench soak privacy-report lint clean
+.PHONY: install demo demo-serve test bench bench-scaling soak privacy-report lint clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "GridVeil needs Python >= 3.10")'
@@ -33,6 +33,9 @@ bench: $(STAMP)
 	@bash host_tools/system_deps.sh
 	$(BIN)/gridveil bench --out docs/benchmarks.md
 	$(BIN)/gridveil pageweight --out docs/benchmarks.md
+
+bench-scaling: $(STAMP)
+	$(BIN)/gridveil bench --scaling --out docs/benchmarks.md
 
 soak: $(STAMP)
 	$(BIN)/gridveil soak

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import platform
 import resource
 import sqlite3
@@ -344,7 +345,10 @@ def _summary(naive: float, enc_phe: float, enc_fast: float, enc_online: float,
         " readings per request)",
         f"ceiling: {c['requests_per_s']:.0f} requests/s (no-op OSCORE resource); gateway:"
         f" {one['requests_per_s']:.0f} requests/s at 1 reading per request;"
-        f" {one['requests_per_s'] / c['requests_per_s']:.2f}",
+        f" {one['requests_per_s'] / c['requests_per_s']:.2f}; server CPU per request"
+        f" {one['server_cpu_ms_per_request']:.2f} ms against the no-op's"
+        f" {c['server_cpu_ms_per_request']:.2f} ms, generator {c['generator_cpu'] * 100:.0f} %"
+        f" of a core ({os.cpu_count()} cores)",
         f"backlog: {fl['meters']} meters deliver a day each in {fl['backlog']['wall_s']:.1f} s;"
         f" p50 {fl['backlog']['p50_ms']:.0f} ms, p99 {fl['backlog']['p99_ms']:.0f} ms;"
         f" {fl['backlog']['timeouts']} exchanges timed out, {fl['backlog']['retransmits']}"
@@ -395,8 +399,9 @@ def write_markdown(path: Path, bits: int, n: int, rows, fw: dict, summary: str,
     text = f"""# Benchmarks
 
 Produced by `make bench` (`gridveil bench`, then `gridveil pageweight`); re-run it after any change on
-a hot path. Figures are from one run; the throughput varies by a few percent
-between runs.
+a hot path. The "Scaling" section comes from `make bench-scaling` (about 10
+minutes), "Gateway memory under a flood" from `gridveil flood`. Figures are
+from one run; the throughput varies by a few percent between runs.
 
 - date: {dt.date.today()}; machine: {cpu}, Python {platform.python_version()}
 - Paillier key: {bits} bits (with gmpy2); {n} readings from the sample data,
@@ -493,5 +498,5 @@ noise and a bias 150 mV below mid-rail:
 """
     from . import mdsection
 
-    kept = mdsection.kept(path, "flood", "pageweight")  # measured by their own commands
+    kept = mdsection.kept(path, "flood", "pageweight", "scaling")  # measured by their own commands
     Path(path).write_text(text + ("\n" + kept if kept else ""))

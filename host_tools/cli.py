@@ -27,9 +27,16 @@ def cmd_demo(args):
 
 
 def cmd_bench(args):
+    out = Path(args.out) if args.out else None
+    if args.scaling:
+        from . import scalebench
+
+        sizes = tuple(int(x) for x in args.sizes.split(",")) if args.sizes else scalebench.SIZES
+        scalebench.main(bits=args.bits, sizes=sizes, out=out)
+        return
     from . import bench
 
-    bench.main(readings=args.readings, bits=args.bits, out=Path(args.out) if args.out else None)
+    bench.main(readings=args.readings, bits=args.bits, out=out)
 
 
 def cmd_pageweight(args):
@@ -95,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--readings", type=int, default=400)
     x.add_argument("--bits", type=int, default=2048)
     x.add_argument("--out", help="also write the results as markdown to this file")
+    x.add_argument("--scaling", action="store_true",
+                   help="instead, the scaling table: 10, 100 and 1,000 meters, one day and"
+                        " seven, database size, sealing, release, memory (about 15 minutes)")
+    x.add_argument("--sizes", help="with --scaling: fleet sizes, comma-separated"
+                                   " (default 10,100,1000)")
     x.set_defaults(func=cmd_bench)
 
     x = sub(s, "pageweight", "bytes the analyst page and the portal take on first and repeat"

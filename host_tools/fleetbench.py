@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -25,14 +26,21 @@ from .site import INTERVAL_S, Site, free_port
 FLEET_NEIGHBOURHOOD = "fleet"
 
 
-def provision_fleet(site: Site, n: int) -> list[tuple[str, dict]]:
+def provision_fleet(site: Site, n: int, per_neighbourhood: int | None = None,
+                    customers: list[str] | None = None) -> list[tuple[str, dict]]:
+    """Meters f0001...; all in one neighbourhood, or `per_neighbourhood` in
+    each; with `customers`, dealt round-robin to them (the gateway then
+    seals a copy of every reading)."""
     gw = site.gateways["gw1"]
     out = []
     for i in range(1, n + 1):
         mid = f"f{i:04d}"
         d = site.meters_dir / mid
+        nbh = FLEET_NEIGHBOURHOOD if per_neighbourhood is None else \
+            f"{FLEET_NEIGHBOURHOOD}{(i - 1) // per_neighbourhood:02d}"
         if not (d / "secrets.json").exists():
-            provision.provision_meter(gw.home, mid, FLEET_NEIGHBOURHOOD, d)
+            provision.provision_meter(gw.home, mid, nbh, d,
+                                      customers[(i - 1) % len(customers)] if customers else None)
         out.append((mid, json.loads((d / "secrets.json").read_text())))
     return out
 
@@ -70,7 +78,8 @@ def run(meters: list[tuple[str, dict]], payloads: list[list[bytes]], port: int,
 
 
 def ceiling(site: Site, meters: list[tuple[str, dict]], payloads: list[list[bytes]]):
-    """The same requests against the no-op server: (wall, stats, CPU)."""
+    """The same requests against the no-op server: (wall, stats, CPU, the
+    server's CPU)."""
     port = free_port(socket.SOCK_DGRAM)
     p = subprocess.Popen([sys.executable, "-m", "host_tools.noop_server", str(site.meters_dir),
                           str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -78,13 +87,15 @@ def ceiling(site: Site, meters: list[tuple[str, dict]], payloads: list[list[byte
     try:
         if p.stdout.readline().strip() != b"READY":
             raise RuntimeError(f"no-op server did not start: {p.stderr.read().decode()[-500:]}")
-        return run(meters, payloads, port)
+        cpu0 = tree_cpu_s(p.pid)
+        result = run(meters, payloads, port)
+        return (*result, tree_cpu_s(p.pid) - cpu0)
     finally:
         p.terminate()
         p.wait()
 
 
-def _vm_hwm_mib(pid: int) -> float:
+def vm_hwm_mib(pid: int) -> float:
     """Peak resident memory of a running process (Linux), in MiB."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -95,8 +106,39 @@ def _vm_hwm_mib(pid: int) -> float:
     return float("nan")
 
 
-def _figures(wall: float, stats: loadgen.Stats, cpu: float, requests: int, batch: int) -> dict:
-    return {"wall_s": wall, "requests_per_s": requests / wall,
+def _descendants(pid: int) -> list[int]:
+    kids: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        kids.setdefault(ppid, []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(kids.get(p, []))
+    return out
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds a server has used so far, with its live children (the
+    gateway's randomness workers; a confinement wrapper's child) (Linux)."""
+    total = 0
+    for p in _descendants(pid):
+        try:
+            f = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(f[11]) + int(f[12])  # utime, stime in clock ticks
+        except (OSError, IndexError, ValueError):
+            pass  # it ended meanwhile
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _figures(wall: float, stats: loadgen.Stats, cpu: float, requests: int, batch: int,
+             server_cpu: float | None = None) -> dict:
+    return {"server_cpu_ms_per_request": None if server_cpu is None
+            else server_cpu * 1000 / requests, "wall_s": wall, "requests_per_s": requests / wall,
             "readings_per_s": requests * batch / wall, "p50_ms": stats.percentile(50) * 1000,
             "p99_ms": stats.percentile(99) * 1000, "retransmits": stats.retransmits,
             "first_retransmitted": stats.first_retransmitted,
@@ -119,7 +161,8 @@ def bench(site: Site, files: list[Path], n: int = 1000, burst_meters: int = 250,
     one = [day_payloads(files, i, 1, day=one_day, readings=4) for i in range(n)]
     requests = sum(len(p) for p in one)
     progress(f"fleet: ceiling, {requests} requests of 1 reading to a no-op OSCORE server ...")
-    out["ceiling"] = _figures(*ceiling(site, meters, one), requests, 1)
+    wall, stats, gen_cpu, server_cpu = ceiling(site, meters, one)
+    out["ceiling"] = _figures(wall, stats, gen_cpu, requests, 1, server_cpu)
 
     backlog = [day_payloads(files, i, 8) for i in range(n)]
     requests = sum(len(p) for p in backlog)
@@ -140,8 +183,11 @@ def bench(site: Site, files: list[Path], n: int = 1000, burst_meters: int = 250,
         burst = [day_payloads(files, i, 8, day=burst_day)[:1] for i in range(burst_meters)]
         out["burst"] = _figures(*run(meters[:burst_meters], burst, gw.port), burst_meters, 8)
         progress(f"fleet: {n} meters, 4 requests of 1 reading each ...")
-        out["batch1"] = _figures(*run(meters, one, gw.port), sum(len(p) for p in one), 1)
-        out["gateway_peak_rss_mib"] = _vm_hwm_mib(gw.proc.pid)
+        cpu0 = tree_cpu_s(gw.proc.pid)
+        wall, stats, gen_cpu = run(meters, one, gw.port)
+        out["batch1"] = _figures(wall, stats, gen_cpu, sum(len(p) for p in one), 1,
+                                 tree_cpu_s(gw.proc.pid) - cpu0)
+        out["gateway_peak_rss_mib"] = vm_hwm_mib(gw.proc.pid)
     finally:
         site.stop(gw)
     return out

@@ -58,7 +58,7 @@ def test_fleet_generator_delivers_everything_and_measures_the_ceiling(tmp_path, 
     site = bench.setup_site(tmp_path, sample_files[:2], 512, customers=False)
     meters = fleetbench.provision_fleet(site, 20)
     payloads = [fleetbench.day_payloads(sample_files, i, 8, readings=16) for i in range(20)]
-    wall, stats, _ = fleetbench.ceiling(site, meters, payloads)
+    wall, stats, _, _ = fleetbench.ceiling(site, meters, payloads)
     assert len(stats.latencies) == 40 and stats.timeouts == 0
     gw = site.gateways["gw1"]
     site.start(gw, "gateway", "run")
@@ -71,3 +71,17 @@ def test_fleet_generator_delivers_everything_and_measures_the_ceiling(tmp_path, 
     accepted = {m["meter_id"]: m["accepted"] for m in st.meters()}
     st.close()
     assert all(accepted[f"f{i:04d}"] == 16 for i in range(1, 21))
+
+
+def test_scaling_bench_seals_and_releases_what_the_fleet_sent(tmp_path, sample_files):
+    """`gridveil bench --scaling` for 10 meters: one neighbourhood, so day 1
+    is 96 neighbourhood-intervals and 10 bill days, all released by both
+    holders; the week's other six days are sealed too (counts known in
+    advance, independent of the code under test)."""
+    from host_tools import scalebench
+
+    r = scalebench.one_size(tmp_path, sample_files, 10, 512, progress=lambda _: None)
+    assert (r["neighbourhoods"], r["released_aggregates"], r["released_bills"]) == (1, 96, 10)
+    assert r["sealed_day1"] == 96 + 10
+    assert r["day1_timeouts"] == r["week_timeouts"] == 0
+    assert r["bytes_per_meter_day_7"] > 0 and r["gateway_peak_rss_mib"] > 0
