@@ -35,6 +35,14 @@ class GatewayConfig:
     # Room for a fleet's burst of datagrams (the kernel's default, ~208 KiB,
     # overflowed at about a thousand meters reconnecting at once).
     receive_buffer_bytes: int = 4 << 20
+    # How long a response may take and still ride in the ACK (piggybacked)
+    # before aiocoap sends an empty ACK and the response separately. Each
+    # separate response is one more exchange and three more datagrams, and
+    # aiocoap looks up its exchanges per remote in linear time, so under
+    # load this is worth 20-30 % of the gateway's throughput at one reading
+    # per request (docs/benchmarks.md). Keep it below the meters'
+    # ack_timeout_ms (2 s by default) or they retransmit first.
+    empty_ack_delay_s: float = 1.0
 
     def validate(self) -> None:
         for f in fields(self):
@@ -55,6 +63,9 @@ class GatewayConfig:
         if self.encryption_exponent_bits < 448 or self.encryption_workers < -1:
             raise ConfigError("encryption_exponent_bits must be >= 448 and encryption_workers"
                               " >= -1")
+        if not 0 < self.empty_ack_delay_s < 2:
+            raise ConfigError("empty_ack_delay_s must be above 0 and below 2 (the meters'"
+                              " ACK timeout)")
         if not 65536 <= self.receive_buffer_bytes <= 1 << 30:
             raise ConfigError("receive_buffer_bytes must be 64 KiB .. 1 GiB")
         if self.source_rate <= 0 or self.source_burst < 1:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import aiocoap
 import aiocoap.resource as resource
+from aiocoap.numbers.constants import TransportTuning
 from aiocoap.oscore_sitewrapper import OscoreSiteWrapper
 
 from common import signing
@@ -214,6 +215,8 @@ class Gateway:
             # Randomness made ahead on the other cores, for the current key.
             enc = self.pes.encryptor(self.pes.key_id)
             self.pool = enc.pool = RandomnessPool(enc, workers)
+        # Process-wide in aiocoap; this process is the gateway alone.
+        TransportTuning.EMPTY_ACK_DELAY = self.config.empty_ack_delay_s
         self.context = await aiocoap.Context.create_server_context(
             MeterSiteWrapper(site, self.keyring), bind=bind, transports=["udp6"])
         if not self.guard.install(self.context):
