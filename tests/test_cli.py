@@ -117,6 +117,8 @@ def test_missing_and_broken_files(tmp_path):
     cfg = gw / "gateway.json"
     cfg.write_text('{"port": "fifty"}')
     clean_failure(gridveil("gateway", "seal", home=gw), "port must be a int")
+    cfg.write_text('{"empty_ack_delay_s": 3}')  # the meters would retransmit first
+    clean_failure(gridveil("gateway", "seal", home=gw), "below 2")
     cfg.write_text("{not json")
     clean_failure(gridveil("gateway", "run", home=gw), "not valid JSON")
     clean_failure(gridveil("gateway", "rekey", "--from-day", "yesterday", "--paillier-pub",
