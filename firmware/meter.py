@@ -57,44 +57,23 @@ def build(board):
     return register, sender
 
 
-def _update(board, sender, register, trial, now):
-    # The gateway answered: a new image on trial is good; an offered one
-    # is fetched, and the board resets into it once it is on flash.
-    import ota
-
-    if trial:
-        ota.confirm(board, FW_VERSION, board.log)
-    offer, sender.offer = sender.offer, None
-    if offer and ota.update(board, sender.link, offer, FW_VERSION, board.log):
-        register.saved_at = None
-        register.checkpoint(now)  # the open interval's energy, to the sample
-        board.reboot()
-    return False
-
-
 def run(board):
     """Measure, queue, deliver. Returns True if nothing is left queued when
     the sensor ends (a replay); a live sensor never ends."""
     register, sender = build(board)
-    trial = False
-    if fsutil.exists("ota.json"):  # an update in progress (ota.py)
+    trial = None  # an ota.Trial while a new image has not yet reached the gateway
+    if fsutil.exists("ota.json"):
         import ota
 
-        trial = ota.boot_check(FW_VERSION, board.log)
+        trial = ota.boot_check(board, FW_VERSION)
     board.log("meter %s fw %s: %d readings queued from before, next seq %d"
               % (board.settings["meter_id"], FW_VERSION, sender.queue.pending, register.seq))
     if register.saved is not None:
         board.log("open interval to %d resumed from its checkpoint: %d Wh so far"
                   % (register.interval_end, register.saved[1]))
-    trial_until = None
     for now, mj in board.samples(register.resume_after):
-        if trial:  # a new image that cannot reach the gateway goes back to the old one
-            if trial_until is None:
-                trial_until = now + board.settings.get("ota_trial_s", 3600)
-            elif now > trial_until:
-                board.log("firmware %s never reached the gateway: resetting to roll back"
-                          % FW_VERSION)
-                board.reboot()
+        if trial:
+            trial.tick(now)  # resets, to roll back, once the trial is over
         register.add(mj)
         if register.close_due(now):
             sender.queued()
@@ -103,8 +82,10 @@ def run(board):
         if sender.due():
             gc.collect()  # a compact heap before the exchange's buffers
             sender.flush()
-            if (trial and sender.delivered) or sender.offer:
-                trial = _update(board, sender, register, trial, now)
+            if sender.offer or (trial and sender.delivered):
+                import ota
+
+                trial = ota.answered(board, sender, register, trial, now)
     deadline = time.ticks_add(time.ticks_ms(), board.settings.get("drain_ms", 60000))
     while sender.queue.pending and time.ticks_diff(deadline, time.ticks_ms()) > 0:
         if sender.due():

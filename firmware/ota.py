@@ -123,26 +123,61 @@ def fetch(link, offer, part, log):
     log("firmware %s written and verified" % version)
 
 
-def boot_check(fw_version, log):
-    """At start: True if this image is on trial. An image that was on trial
-    and is not the one running now was rolled back: refuse its version."""
-    state = load_state()
-    trial = state.get("trial")
+class Trial:
+    """A new image that has not yet reached the gateway. If it does not
+    within ota_trial_s (settings.json) of its first sample, the board
+    resets and the bootloader rolls it back."""
+
+    def __init__(self, board, fw_version):
+        self.board = board
+        self.version = fw_version
+        self.until = None
+
+    def tick(self, now):
+        if self.until is None:
+            self.until = now + self.board.settings.get("ota_trial_s", 3600)
+        elif now > self.until:
+            self.board.log("firmware %s never reached the gateway: resetting to roll back"
+                           % self.version)
+            self.board.reboot()
+
+
+def boot_check(board, fw_version):
+    """At start: a Trial if this image is on trial. An image that was on
+    trial and is not the one running now was rolled back: refuse its version."""
+    trial = load_state().get("trial")
     if trial == fw_version:
-        log("firmware %s on trial: confirmed once the gateway answers" % trial)
-        return True
+        board.log("firmware %s on trial: confirmed once the gateway answers" % trial)
+        return Trial(board, fw_version)
     if trial:
-        log("firmware %s did not reach the gateway and was rolled back; staying on %s"
-            % (trial, fw_version))
+        board.log("firmware %s did not reach the gateway and was rolled back; staying on %s"
+                  % (trial, fw_version))
         save_state({"refused": trial})
-    return False
+    return None
 
 
-def confirm(board, fw_version, log):
+def confirm(board, fw_version):
     if hasattr(board, "ota_confirm"):
         board.ota_confirm()  # esp32: mark_app_valid_cancel_rollback()
     fsutil.remove(STATE)
-    log("firmware %s confirmed" % fw_version)
+    board.log("firmware %s confirmed" % fw_version)
+
+
+def answered(board, sender, register, trial, now):
+    """After a verified 2.04: an image on trial is good; an offered one is
+    fetched, and the board resets into it once it is on flash (the open
+    interval's energy saved first, to the sample). Returns the trial left:
+    none."""
+    from sender import FW_VERSION
+
+    if trial:
+        confirm(board, FW_VERSION)
+    offer, sender.offer = sender.offer, None
+    if offer and update(board, sender.link, offer, FW_VERSION, board.log):
+        register.saved_at = None
+        register.checkpoint(now)
+        board.reboot()
+    return None
 
 
 def update(board, link, value, fw_version, log):

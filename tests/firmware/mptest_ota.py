@@ -158,14 +158,29 @@ def test_trial_confirm_and_rollback_states():
     fresh_flash()
     b = Board()
     ota.save_state({"trial": "0.2.0"})
-    eq(ota.boot_check("0.2.0", b.log), True)  # the new image, on trial
-    ota.confirm(b, "0.2.0", b.log)
+    trial = ota.boot_check(b, "0.2.0")  # the new image, on trial
+    assert trial is not None
+    ota.confirm(b, "0.2.0")
     eq((b.confirmed, ota.load_state()), (1, {}))
     ota.save_state({"trial": "0.3.0"})
-    eq(ota.boot_check("0.2.0", b.log), False)  # 0.3.0 was rolled back
+    eq(ota.boot_check(b, "0.2.0"), None)  # 0.3.0 was rolled back
     eq(ota.load_state(), {"refused": "0.3.0"})
-    eq(ota.boot_check("0.2.0", b.log), False)  # and stays refused
+    eq(ota.boot_check(b, "0.2.0"), None)  # and stays refused
     eq(ota.load_state(), {"refused": "0.3.0"})
+
+
+def test_a_trial_that_never_reaches_the_gateway_resets_the_board():
+    b = Board()
+    b.settings = {"ota_trial_s": 600}
+    resets = []
+    b.reboot = lambda: resets.append(1)
+    t = ota.Trial(b, "0.2.0")
+    t.tick(1000)  # the first sample starts the clock
+    t.tick(1600)
+    eq(resets, [])
+    t.tick(1601)
+    eq(resets, [1])
+    assert "never reached the gateway" in b.lines[-1]
 
 
 def test_offers_that_are_not_well_formed_are_ignored():
