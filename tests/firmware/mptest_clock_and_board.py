@@ -1,5 +1,5 @@
 # Time before and after NTP, and the ESP32 board layer on fake hardware.
-# mp-path: boards/esp32 tests/firmware/fakes
+# mp-path: boards/esp32 tests/firmware/fakes boards/unix
 import json
 import os
 import time
@@ -179,6 +179,35 @@ def test_esp32_board_buffers_until_ntp_then_yields_stamped_energy():
             raise AssertionError("stamped %d, now %d" % (utc, now))
         eq(next(gen)[1], 0)  # then live samples
         eq(machine.WDT.fed > 0, True)
+    finally:
+        os.chdir(cwd)
+
+
+def test_esp32_board_updates_through_esp32_partition():
+    # The board's three OTA calls, against the emulated esp32.Partition:
+    # the next partition written and set to boot, a reset, the new image
+    # confirmed with mark_app_valid_cancel_rollback().
+    import board as esp32_board
+    import machine
+    import ota
+    import partition
+    from mptest_ota import Link, offer
+
+    cwd = os.getcwd()
+    try:
+        _esp32_dir({"type": "pulse", "pin": 4, "imp_per_kwh": 1000, "sample_s": 0})
+        for f in ("otadata.json", "ota_1.bin", "ota.json"):
+            fsutil.remove(f)
+        b = esp32_board.Board(ntp=FakeNTP(failures=0))
+        blob = bytes(range(256)) * 20 + b"end"
+        eq(ota.update(b, Link(blob), offer(blob), "0.1.0", b.log), True)
+        d = partition.otadata()
+        eq((d["boot"], d["state"]), ("ota_1", "new"))
+        n = len(machine.resets)
+        b.reboot()
+        eq(len(machine.resets), n + 1)
+        ota.confirm(b, "0.2.0")
+        eq(partition.otadata()["state"], "valid")
     finally:
         os.chdir(cwd)
 

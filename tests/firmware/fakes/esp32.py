@@ -1,5 +1,11 @@
 # Stand-in for the ESP32's `esp32` module on the Unix port: NVS as a
-# dictionary that outlives a Board (as flash outlives a reset).
+# dictionary that outlives a Board (as flash outlives a reset), and the OTA
+# partitions as the Unix board emulates them (when boards/unix is on the path).
+try:
+    from partition import Partition  # noqa: F401
+except ImportError:
+    pass
+
 store = {}
 
 
