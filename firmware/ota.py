@@ -27,7 +27,8 @@ class UpdateError(Exception):
 
 
 class Interrupted(Exception):
-    """The transfer stopped (the gateway withdrew the offer, say): try again later."""
+    """The transfer stopped (the network, or the gateway withdrew the offer):
+    args are (why, bytes on flash so far); the next offer goes on from there."""
 
 
 def parse_offer(value):
@@ -71,29 +72,64 @@ def _same(a, b):
     return d == 0
 
 
+# Where a transfer that stopped had got to: (version, sha256, bytes on
+# flash). The next offer of the same image goes on from there; the SHA-256
+# over the whole partition at the end checks the joined parts. Kept in RAM
+# only: after a reset the transfer starts over.
+_stopped = None
+
+
 def fetch(link, offer, part, log):
     """Download the offered image into `part` (an esp32.Partition) and
     check it on flash. Raises UpdateError for a bad image; UplinkError or
     Interrupted when the transfer stops."""
+    global _stopped
     version, size, digest = offer
     bs = 16 << SZX
     nblocks = part.ioctl(4, 0)
     if size > nblocks * FLASH_BLOCK:
         raise UpdateError("image of %d bytes does not fit the %d-byte partition"
                           % (size, nblocks * FLASH_BLOCK))
-    log("fetching firmware %s (%d bytes)" % (version, size))
     got = 0
-    num = 0
+    if _stopped is not None and _stopped[:2] == (version, digest):
+        got = _stopped[2]
+    _stopped = None
+    log("fetching firmware %s (%d bytes)%s" % (version, size, " from byte %d" % got if got
+                                               else ""))
+    try:
+        _blocks(link, size, part, got)
+    except Interrupted as e:
+        _stopped = (version, digest, e.args[1])
+        raise
+    # Hash what is on flash, not what came over the air: it is what boots.
+    h = hashlib.sha256()
+    buf = bytearray(bs)
+    for pos in range(0, size, bs):
+        part.readblocks(pos // FLASH_BLOCK, buf, pos % FLASH_BLOCK)
+        h.update(buf if size - pos >= bs else buf[:size - pos])
+    if not _same(h.digest(), digest):
+        raise UpdateError("image on flash does not match the manifest's SHA-256")
+    log("firmware %s written and verified" % version)
+
+
+def _blocks(link, size, part, got):
+    bs = 16 << SZX
+    num = got // bs
     t = time.ticks_ms()
     while got < size:
         wait = PACE_MS - time.ticks_diff(time.ticks_ms(), t)
         if wait > 0:
             time.sleep_ms(wait)
         t = time.ticks_ms()
-        code, options, body = link.request(coap.GET, FW_PATH, b"",
-                                           [(coap.OPT_BLOCK2, _block2(num, 0, SZX))], bs + 96)
+        try:
+            code, options, body = link.request(coap.GET, FW_PATH, b"",
+                                               [(coap.OPT_BLOCK2, _block2(num, 0, SZX))],
+                                               bs + 96)
+        except Exception as e:  # noqa: BLE001 -- UplinkError: the network; go on later
+            raise Interrupted(str(e), got)
         if code != coap.CONTENT:
-            raise Interrupted("gateway answered %s for block %d" % (coap.code_str(code), num))
+            raise Interrupted("gateway answered %s for block %d" % (coap.code_str(code), num),
+                              got)
         b2 = 0
         for n, v in options:
             if n == coap.OPT_BLOCK2 and len(v) <= 3:
@@ -112,15 +148,6 @@ def fetch(link, offer, part, log):
             break
     if got != size:
         raise UpdateError("transfer ended at %d of %d bytes" % (got, size))
-    # Hash what is on flash, not what came over the air: it is what boots.
-    h = hashlib.sha256()
-    buf = bytearray(bs)
-    for pos in range(0, size, bs):
-        part.readblocks(pos // FLASH_BLOCK, buf, pos % FLASH_BLOCK)
-        h.update(buf if size - pos >= bs else buf[:size - pos])
-    if not _same(h.digest(), digest):
-        raise UpdateError("image on flash does not match the manifest's SHA-256")
-    log("firmware %s written and verified" % version)
 
 
 class Trial:
@@ -199,8 +226,9 @@ def update(board, link, value, fw_version, log):
         log("firmware %s refused: %s" % (offer[0], e))
         save_state({"refused": offer[0]})
         return False
-    except Exception as e:  # noqa: BLE001 -- UplinkError, a flash error: try again later
-        log("firmware %s transfer interrupted (%s); retried at the next offer" % (offer[0], e))
+    except Exception as e:  # noqa: BLE001 -- the network, a flash error: try again later
+        log("firmware %s transfer interrupted (%s); it goes on at the next offer"
+            % (offer[0], e.args[0] if e.args else e))
         return False
     save_state({"trial": offer[0]})
     part.set_boot()

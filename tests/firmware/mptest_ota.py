@@ -149,9 +149,28 @@ def test_an_interrupted_transfer_boots_nothing_and_completes_later():
     assert "transfer interrupted" in b.lines[-1], b.lines
     eq(partition.otadata()["boot"], "ota_0")
     eq(ota.load_state(), {})  # not refused: the network failed, not the image
-    eq(ota.update(b, Link(blob), offer(blob), "0.1.0", b.log), True)
+    # Stopped again, in the next flash block; then the rest. Each offer goes
+    # on where the last stopped (blocks 0-19 are not fetched twice).
+    link = Link(blob, fail_at=30)
+    eq(ota.update(b, link, offer(blob), "0.1.0", b.log), False)
+    eq(link.asked, list(range(20, 31)))
+    link = Link(blob)
+    eq(ota.update(b, link, offer(blob), "0.1.0", b.log), True)
+    n = (len(blob) + 255) // 256
+    eq(link.asked, list(range(30, n)))
     eq(read_back("ota_1", len(blob)), blob)
     eq(partition.otadata()["boot"], "ota_1")
+
+
+def test_a_stopped_transfer_of_another_image_starts_over():
+    fresh_flash()
+    a, c = image(6000), bytes(x ^ 0x33 for x in image(6000))
+    b = Board()
+    eq(ota.update(b, Link(a, fail_at=5), offer(a), "0.1.0", b.log), False)
+    link = Link(c)  # the gateway now offers another image
+    eq(ota.update(b, link, offer(c, "0.2.1"), "0.1.0", b.log), True)
+    eq(link.asked[0], 0)
+    eq(read_back("ota_1", len(c)), c)
 
 
 def test_trial_confirm_and_rollback_states():
