@@ -342,7 +342,7 @@ def _summary(naive: float, enc_phe: float, enc_fast: float, enc_online: float,
         f"ingest: {sus['readings_per_s']:.0f} readings/s sustained, {burst['readings_per_s']:.0f}"
         f" burst; naive: {naive:.1f} readings/s; ratio {sus['readings_per_s'] / naive:.1f}"
         f" sustained, {burst['readings_per_s'] / naive:.1f} burst ({fl['meters']} meters, 8"
-        " readings per request)",
+        f" readings per request; sustained over {sus['wall_s']:.0f} s from an empty pool)",
         f"ceiling: {c['requests_per_s']:.0f} requests/s (no-op OSCORE resource); gateway:"
         f" {one['requests_per_s']:.0f} requests/s at 1 reading per request;"
         f" {one['requests_per_s'] / c['requests_per_s']:.2f}; server CPU per request"

@@ -148,7 +148,7 @@ def _figures(wall: float, stats: loadgen.Stats, cpu: float, requests: int, batch
 
 
 def bench(site: Site, files: list[Path], n: int = 1000, burst_meters: int = 250,
-          sustained_days: int = 2, idle_s: float = 20.0, progress=print) -> dict:
+          sustained_days: int = 3, idle_s: float = 20.0, progress=print) -> dict:
     """The fleet figures of `make bench`; the gateway gw1 must be stopped.
     Days of readings never overlap between the runs: day 0 is the backlog,
     days 1.. the sustained run, then the burst, then one reading a request."""
