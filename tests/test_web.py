@@ -632,27 +632,31 @@ def test_portal_days_money_and_bills_match_the_ground_truth(site, browser, size)
     page.close()
 
 
-def test_password_change_and_recovery_happen_in_the_browser(site, browser):
+@pytest.mark.parametrize("size,who", [("desktop", 6), ("phone", 10)])
+def test_password_change_and_recovery_happen_in_the_browser(site, browser, size, who):
     """A household changes its password in the portal, then forgets it and
     gets back in with the recovery code from enrollment, which is replaced
     by a new one shown once. The keys the browser made work in Python too
     (`customer export` decrypts every reading with the new password), and
-    the server only ever received verifiers and wrapped keys."""
+    the server only ever received verifiers and wrapped keys. On a desktop
+    and on a phone's screen, each with its own household (the first run
+    changes its password for good)."""
     from host_tools import customer_export
 
     s = site["system"]
-    truth = sorted(groundtruth.interval_energy(s.files[5]).values())  # c06's meter
+    cid = f"c{who:02d}"
+    truth = sorted(groundtruth.interval_energy(s.files[who - 1]).values())  # its meter
 
     def decrypted(password):
-        rows = customer_export.readings(site["url"], site["ca"], "c06", password)
+        rows = customer_export.readings(site["url"], site["ca"], cid, password)
         return sorted(r[3] for r in rows)
 
     second, third = "violet kettle harbour 19 lantern", "quiet granite orchard 73 pylon"
-    page = browser.new_page(ignore_https_errors=True)
+    page = browser.new_page(viewport=SIZES[size], ignore_https_errors=True)
     bodies = []
     page.on("request", lambda r: bodies.append(r.post_data_buffer or b""))
     page.goto(site["url"] + "/portal")
-    page.fill("#customer", "c06")
+    page.fill("#customer", cid)
     page.fill("#password", demo.DEMO_PASSWORD)
     page.click("#portal-login button")
     page.wait_for_selector("body[data-ready=yes]", timeout=60000)
@@ -664,15 +668,15 @@ def test_password_change_and_recovery_happen_in_the_browser(site, browser):
     page.fill("#pw-current", demo.DEMO_PASSWORD)
     page.click("#password-form button")
     page.wait_for_selector("#pw-status:has-text('Password changed')", timeout=60000)
-    assert Client(site["url"], site["ca"]).customer_login("c06", demo.DEMO_PASSWORD) == 401
+    assert Client(site["url"], site["ca"]).customer_login(cid, demo.DEMO_PASSWORD) == 401
     assert decrypted(second) == truth
 
     # Forgotten: the recovery code from `customer create` gets them back in.
     page.goto(site["url"] + "/portal")
     page.click("#forgot")
     assert "only way back" in page.inner_text("#recover-card")
-    old_code = s.recovery_codes["c06"]
-    page.fill("#rc-customer", "c06")
+    old_code = s.recovery_codes[cid]
+    page.fill("#rc-customer", cid)
     page.fill("#rc-code", "AAAA-" + old_code[5:])  # a mistyped code opens nothing
     page.fill("#rc-new", third)
     page.fill("#rc-repeat", third)
@@ -681,20 +685,21 @@ def test_password_change_and_recovery_happen_in_the_browser(site, browser):
     page.fill("#rc-code", old_code.lower())  # case does not matter
     page.click("#recover-form button")
     page.wait_for_selector("#new-code-box:not([hidden])", timeout=60000)
+    _accessible_and_fits(page, (size, "recovery code shown"))
     new_code = page.inner_text("#new-code")
     assert re.fullmatch(r"[A-Z2-7]{4}(-[A-Z2-7]{4}){5}-[A-Z2-7]{2}", new_code)
     assert new_code != old_code
     assert decrypted(third) == truth
     for old in (demo.DEMO_PASSWORD, second):
-        assert Client(site["url"], site["ca"]).customer_login("c06", old) == 401
+        assert Client(site["url"], site["ca"]).customer_login(cid, old) == 401
     # The new code opens the key in Python; the old one opens nothing.
-    _, body = Client(site["url"], site["ca"]).request("GET", "/api/portal/recovery?customer=c06")
+    _, body = Client(site["url"], site["ca"]).request("GET", f"/api/portal/recovery?customer={cid}")
     held = json.loads(body)
     salt = base64.b64decode(held["salt"])
-    kf = {"customer_id": "c06", "wrapped_private_key": held["wrapped_private_key"]}
-    customer.unwrap(kf, customer.recovery_keys(new_code, "c06", salt)[1])
+    kf = {"customer_id": cid, "wrapped_private_key": held["wrapped_private_key"]}
+    customer.unwrap(kf, customer.recovery_keys(new_code, cid, salt)[1])
     with pytest.raises(customer.ConfigError, match="wrong password"):
-        customer.unwrap(kf, customer.recovery_keys(old_code, "c06", salt)[1])
+        customer.unwrap(kf, customer.recovery_keys(old_code, cid, salt)[1])
     page.close()
     for secret in (demo.DEMO_PASSWORD, second, third, old_code, new_code):
         assert not any(secret.encode() in b for b in bodies), secret
