@@ -55,7 +55,7 @@ def _readings(files: list[Path], per_meter: int) -> dict[str, list[list[int]]]:
 def setup_site(home: Path, files: list[Path], bits: int, customers: bool = True) -> Site:
     """One gateway and its meters; no MDMS or holders run (their pushes wait
     in the gateway's outbox, as they would during an MDMS outage)."""
-    site = Site(home / "site", gateways=1, tls=False, bits=bits)
+    site = Site(home / "site", gateways=1, tls=False, bits=bits, empty_ack_delay_s=None)
     site.setup(files, customers=customers)
     return site
 

@@ -54,7 +54,7 @@ def _startup_s(site: Site) -> float:
 
 
 def one_size(base: Path, files: list[Path], n: int, bits: int, progress=print) -> dict:
-    site = Site(base / f"n{n}", gateways=1, tls=False, bits=bits)
+    site = Site(base / f"n{n}", gateways=1, tls=False, bits=bits, empty_ack_delay_s=None)
     progress(f"scaling: {n} meters: setting up ({bits}-bit key, holders, MDMS, gateway) ...")
     site.setup(files)  # with the sample households as customers
     gw = site.gateways["gw1"]
