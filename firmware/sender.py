@@ -89,7 +89,7 @@ class Sender:
         self._waiting = False
         while self.queue.pending:
             try:
-                code, body = self.link.post(READINGS_PATH, self._payload)
+                code, _, body = self.link.request(coap.POST, READINGS_PATH, self._payload)
             except UplinkError as e:
                 self._failed(str(e))
                 return False

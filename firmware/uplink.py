@@ -19,6 +19,7 @@ import oscore
 # per wait was the allocation that failed first.
 RECV_MAX = 256
 _TIMEOUTS = (11, 110)  # EAGAIN, ETIMEDOUT: what a socket timeout raises
+CBOR = ((coap.OPT_CONTENT_FORMAT, bytes((coap.CF_CBOR,))),)  # a POST's inner options
 
 
 class UplinkError(Exception):
@@ -60,19 +61,13 @@ class Uplink:
                 raise UplinkError("cannot resolve %s: %s" % (self.host, _oserr(e)))
         return self.addr
 
-    def post(self, path, payload):
-        """POST a CBOR payload to path; returns (code, payload) of the
-        verified inner response. `payload` may be a function that builds the
+    def request(self, method, path, payload=b"", options=CBOR, recv_max=RECV_MAX):
+        """One protected exchange; returns (code, inner options, payload) of
+        the verified inner response. `options` go inside OSCORE (Content-
+        Format, Block2 of RFC 7959); `recv_max` is the largest response
+        datagram to expect. `payload` may be a function that builds the
         bytes: it is called again after a new context was agreed, because
         the gateway's answer can renumber what is queued."""
-        code, _, body = self.request(coap.POST, path, payload,
-                                     [(coap.OPT_CONTENT_FORMAT, bytes((coap.CF_CBOR,)))])
-        return code, body
-
-    def request(self, method, path, payload=b"", options=(), recv_max=RECV_MAX):
-        """One protected exchange; returns (code, inner options, payload).
-        `options` go inside OSCORE (e.g. Block2, RFC 7959); `recv_max` is
-        the largest response datagram to expect."""
         echo = None
         for _ in range(3):
             body_out = payload() if callable(payload) else payload

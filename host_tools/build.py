@@ -67,7 +67,10 @@ def build(target: str, out: Path, production: bool = False,
             stamped.write_text(text)
             src = stamped
         dst = out / "lib" / (src.stem + ".mpy")
-        r = subprocess.run([mpy_cross(), f"-march={TARGETS[target]}", "-o", str(dst), str(src)],
+        # -s: the file's own name in tracebacks, not this checkout's path
+        # (shorter on the device's heap, and the same wherever it is built).
+        r = subprocess.run([mpy_cross(), f"-march={TARGETS[target]}", "-s", src.name,
+                            "-o", str(dst), str(src)],
                            capture_output=True, text=True)
         if r.returncode:
             raise BuildError(f"mpy-cross failed on {src.name}: {r.stderr.strip()}")

@@ -20,6 +20,9 @@ UNIX_BOARD = REPO / "boards" / "unix"
 # for a context agreement after a gateway restart (docs/hardware.md).
 HEAP = "80K"
 REBOOT_EXIT = 5  # boards/unix/board.py: the emulator's machine.reset()
+# The emulated bootloader runs first; then it is dropped, so that the
+# firmware has the heap to itself, as on a board.
+BOOT = "import bootloader, sys\ndel sys.modules['bootloader'], bootloader\nimport main"
 
 
 class FleetError(Exception):
@@ -51,7 +54,8 @@ def unix_build() -> Path:
     change rebuilds and concurrent runs never see a half-written build."""
     from . import build
 
-    sources = sorted(FIRMWARE.glob("*.py")) + sorted(UNIX_BOARD.glob("*.py"))
+    sources = sorted(FIRMWARE.glob("*.py")) + sorted(UNIX_BOARD.glob("*.py")) \
+        + [Path(build.__file__)]  # how it is compiled counts too
     digest = hashlib.sha256()
     for p in sources:
         digest.update(p.name.encode() + b"\0" + p.read_bytes())
@@ -74,7 +78,7 @@ def start_meter(meter_dir: Path, heap: str = HEAP, log=None,
     one). `wrap` may turn the command into a confined one (host_tools/confine.py)."""
     b = build or unix_build()
     env = dict(os.environ, MICROPYPATH=f"{b / 'lib'}:{b}:.frozen")
-    cmd = [micropython(), "-X", f"heapsize={heap}", "-c", "import bootloader"]
+    cmd = [micropython(), "-X", f"heapsize={heap}", "-c", BOOT]
     return subprocess.Popen(wrap(meter_dir, cmd) if wrap else cmd,
                             cwd=meter_dir, env=env, stdout=log or subprocess.PIPE,
                             stderr=subprocess.STDOUT)

@@ -251,9 +251,9 @@ def test_a_busy_gateway_is_not_asked_again_before_its_max_age():
     class Busy:
         max_age = None
 
-        def post(self, path, payload):
+        def request(self, method, path, payload):
             payload()
-            return 0xA3, b"busy"  # 5.03
+            return 0xA3, [], b"busy"  # 5.03
 
     q = queue("busy")
     q.append(0, 1767226500, 5, 5)

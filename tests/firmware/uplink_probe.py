@@ -6,6 +6,7 @@ import sys
 from binascii import unhexlify
 
 import cbor
+import coap
 import oscore
 from rekey import FixedContext
 from uplink import Uplink, udp_socket
@@ -17,8 +18,8 @@ ctx = oscore.Context(unhexlify(secret), unhexlify(salt), unhexlify(sender),
 link = Uplink(udp_socket(), "127.0.0.1", int(port), FixedContext(ctx), ack_timeout_ms=1000,
               max_retransmit=3)
 for i in range(int(count)):
-    code, body = link.post("readings", cbor.dumps({"n": i}))
+    code, _, body = link.request(coap.POST, "readings", cbor.dumps({"n": i}))
     print("RESULT", code, cbor.loads(body))
 if len(sys.argv) > 8:
-    code, body = link.post("readings", cbor.dumps({"busy": int(sys.argv[8])}))
+    code, _, body = link.request(coap.POST, "readings", cbor.dumps({"busy": int(sys.argv[8])}))
     print("BUSY", code, link.max_age)
