@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from helpers.relay import UdpRelay
 from helpers.system import System
 
 from common.files import ConfigError
@@ -110,6 +111,48 @@ def test_staged_rollout_updates_the_chosen_meters_and_loses_no_reading(tmp_path,
         assert ok, line
     finally:
         s.close()
+
+
+def test_the_network_cannot_alter_an_update(tmp_path, sample_files):
+    """The utility controls the network between meter and gateway. It flips
+    one bit in the 1st, 11th and 21st image block it carries. The meter
+    rejects each altered block (OSCORE), goes on from where it stopped at
+    the next offer, and boots exactly the staged image; no reading is lost."""
+    s = System(tmp_path / "gv", sample_files[:1])
+    blocks, tampered = [], []
+
+    def to_meter(d: bytes) -> bytes:
+        if len(d) > 200:  # an image block, not a reading's 2.04
+            blocks.append(len(d))
+            if len(blocks) in (1, 11, 21):
+                tampered.append(len(blocks))
+                return d[:-5] + bytes([d[-5] ^ 1]) + d[-4:]
+        return d
+
+    relay = UdpRelay(s.port, to_meter=to_meter)
+    try:
+        (d,) = s.meter_dirs()
+        cfg = d / "settings.json"
+        cfg.write_text(json.dumps({**json.loads(cfg.read_text()), "gateway_port": relay.port}))
+        img = make_image(tmp_path, "0.2.0").read_bytes()
+        s.cli(s.gw, "fleet", "update", "--image", str(tmp_path / "fw-0.2.0.img"), "--version",
+              "0.2.0", "--fraction", "1")
+        s.start_gateway()
+        (r,) = run_keeping_consoles(s)
+        s.stop_gateway()
+    finally:
+        relay.close()
+    assert r.returncode == 0, r.output[-3000:]
+    assert tampered == [1, 11, 21]
+    assert r.output.count("transfer interrupted (bad response") == 3, r.output[-3000:]
+    # Block 0 again, then on from block 9 (the 11th carried) and block 18.
+    assert r.output.count("from byte") == 2, r.output[-3000:]
+    assert "from byte 2304" in r.output and "from byte 4608" in r.output
+    assert "firmware 0.2.0 confirmed" in r.output
+    assert (d / "ota_1.bin").read_bytes()[:len(img)] == img  # exactly what was staged
+    (m,) = s.meter_rows()
+    assert (m["accepted"], m["duplicates"], m["fw_version"]) == (96, 0, "0.2.0"), m
+    s.close()
 
 
 @pytest.mark.parametrize("bug", sorted(BUGS))

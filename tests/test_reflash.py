@@ -16,73 +16,42 @@ the second after it (new time, the energy measured since). Every one of the
 from __future__ import annotations
 
 import json
-import selectors
-import socket
-import threading
 from pathlib import Path
 
 import aiocoap
 from aiocoap import oscore
+from helpers.relay import UdpRelay
 from helpers.system import System
 
 KEEP = {"settings.json", "secrets.json"}  # what `gridveil deploy` pushes again
 
 
-class NonceRecorder:
+class NonceRecorder(UdpRelay):
     """A UDP relay on loopback that notes every OSCORE request's (kid, ID
     context, Partial IV) and ciphertext, and every response's Partial IV."""
 
     def __init__(self, gateway_port: int):
-        self.gateway = ("127.0.0.1", gateway_port)
-        self.front = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.front.bind(("127.0.0.1", 0))
-        self.port = self.front.getsockname()[1]
-        self.sel = selectors.DefaultSelector()
-        self.sel.register(self.front, selectors.EVENT_READ, None)
-        self.upstream: dict = {}
         self.ciphertexts: dict[tuple, set[bytes]] = {}
         self.contexts: set[bytes | None] = set()
         self.gateway_pivs = 0
-        self._stop = False
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        super().__init__(gateway_port, self._note_request, self._note_response)
 
-    def _run(self) -> None:
-        while not self._stop:
-            for key, _ in self.sel.select(0.2):
-                data, addr = key.fileobj.recvfrom(65535)
-                if key.data is None:  # meter -> gateway
-                    up = self.upstream.get(addr)
-                    if up is None:
-                        up = self.upstream[addr] = socket.socket(socket.AF_INET,
-                                                                 socket.SOCK_DGRAM)
-                        self.sel.register(up, selectors.EVENT_READ, addr)
-                    self._note_request(data)
-                    up.sendto(data, self.gateway)
-                else:  # gateway -> the meter behind this relay socket
-                    self._note_response(data)
-                    self.front.sendto(data, key.data)
-
-    def _note_request(self, data: bytes) -> None:
+    def _note_request(self, data: bytes) -> bytes:
         msg = aiocoap.Message.decode(data)
         if not msg.code.is_request() or msg.opt.oscore is None:
-            return
+            return data
         u = oscore.verify_start(msg)
         ctx = u.get(oscore.COSE_KID_CONTEXT)
         self.contexts.add(ctx)
         key = (u.get(oscore.COSE_KID), ctx, u.get(oscore.COSE_PIV))
         self.ciphertexts.setdefault(key, set()).add(msg.payload)
+        return data
 
-    def _note_response(self, data: bytes) -> None:
+    def _note_response(self, data: bytes) -> bytes:
         msg = aiocoap.Message.decode(data)
         if msg.opt.oscore and msg.opt.oscore[0] & 0x07:
             self.gateway_pivs += 1  # a response under the gateway's own nonce
-
-    def close(self) -> None:
-        self._stop = True
-        self._thread.join()
-        for key in list(self.sel.get_map().values()):
-            key.fileobj.close()
+        return data
 
 
 def halves(src: Path, out: Path) -> tuple[Path, Path]:
