@@ -37,36 +37,44 @@ READINGS_PATH = ("readings",)
 FIRMWARE_PATH = ("fw",)
 
 
-def agree_context(ctx: Request1Context, seq_store: Store) -> aiocoap.Message:
-    # RFC 8613 B.2: verified under a context new to us, so possibly a
-    # replay; not processed. The protected 4.01 carries R2 (see
-    # keystore.py) and this meter's position.
-    log.info("meter %s: agreeing a new security context", ctx.meter_id)
-    seq, end = seq_store.position(ctx.meter_id)
-    return aiocoap.Message(code=aiocoap.UNAUTHORIZED, content_format=60,
-                           payload=payload.position(seq, end, int(time.time())))
+class MeterResource(resource.Resource):
+    """A resource only meters reach, inside OSCORE."""
 
-
-class ReadingsResource(resource.Resource):
     def __init__(self, gw: Gateway):
         super().__init__()
         self.gw = gw
 
     async def needs_blockwise_assembly(self, request):
-        # No reassembly, ever: a batch fits one request (the guard refuses an
-        # outer Block1; this covers one inside OSCORE, from a meter).
+        # No reassembly by aiocoap, ever: a batch fits one request (the guard
+        # refuses an outer Block1; this covers one inside OSCORE), and
+        # /fw serves its Block2 blocks one by one itself.
         return False
 
+    def refusal(self, ctx) -> aiocoap.Message | None:
+        """The answer to a request that is not (yet) a meter's, or None."""
+        if not isinstance(ctx, MeterContext):
+            self.gw.rejects[("", "unprotected")] += 1
+            return aiocoap.Message(code=aiocoap.UNAUTHORIZED, payload=b"OSCORE required")
+        if isinstance(ctx, Request1Context):
+            # RFC 8613 B.2: verified under a context new to us, so possibly a
+            # replay; not processed. The protected 4.01 carries R2 (see
+            # keystore.py) and this meter's position.
+            log.info("meter %s: agreeing a new security context", ctx.meter_id)
+            seq, end = self.gw.seq_store.position(ctx.meter_id)
+            return aiocoap.Message(code=aiocoap.UNAUTHORIZED, content_format=60,
+                                   payload=payload.position(seq, end, int(time.time())))
+        return None
+
+
+class ReadingsResource(MeterResource):
     async def render_post(self, request):
         ctx = getattr(request.remote, "security_context", None)
         if request.opt.block1 is not None:
             return aiocoap.Message(code=aiocoap.REQUEST_ENTITY_TOO_LARGE, size1=payload.MAX_PAYLOAD,
                                    payload=b"no block-wise transfer: one request carries one batch")
-        if not isinstance(ctx, MeterContext):
-            self.gw.rejects[("", "unprotected")] += 1
-            return aiocoap.Message(code=aiocoap.UNAUTHORIZED, payload=b"OSCORE required")
-        if isinstance(ctx, Request1Context):
-            return agree_context(ctx, self.gw.seq_store)
+        refused = self.refusal(ctx)
+        if refused is not None:
+            return refused
         try:
             batch = payload.parse(request.payload, self.gw.config.interval_s)
         except payload.PayloadError as e:
@@ -111,26 +119,17 @@ class ReadingsResource(resource.Resource):
                                content_format=60)
 
 
-class FirmwareResource(resource.Resource):
+class FirmwareResource(MeterResource):
     """GET /fw: the image offered to this meter, one Block2 block per
     request (RFC 7959), inside OSCORE like everything a meter asks."""
 
     MAX_SZX = 6  # 1024-byte blocks at most: one block stays one datagram
 
-    def __init__(self, gw: Gateway):
-        super().__init__()
-        self.gw = gw
-
-    async def needs_blockwise_assembly(self, request):
-        return False  # blocks are served one by one below
-
     async def render_get(self, request):
         ctx = getattr(request.remote, "security_context", None)
-        if not isinstance(ctx, MeterContext):
-            self.gw.rejects[("", "unprotected")] += 1
-            return aiocoap.Message(code=aiocoap.UNAUTHORIZED, payload=b"OSCORE required")
-        if isinstance(ctx, Request1Context):
-            return agree_context(ctx, self.gw.seq_store)
+        refused = self.refusal(ctx)
+        if refused is not None:
+            return refused
         rollout = self.gw.firmware.current()
         if rollout is None or not rollout.includes(ctx.meter_id):
             return aiocoap.Message(code=aiocoap.NOT_FOUND, payload=b"no firmware offered")

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from . import demo, fleetbench
-from .site import REPO, Site
+from .site import Site
 
 SIZES = (10, 100, 1000)
 PER_NEIGHBOURHOOD = 50
@@ -45,14 +44,6 @@ def _signed(said: str) -> int:
     return int(w[1]) + int(w[4])
 
 
-def _startup_s(site: Site) -> float:
-    """A gridveil command that does nothing: the process start to subtract."""
-    t = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "host_tools.cli", "--help"], cwd=REPO,
-                   capture_output=True, check=True)
-    return time.perf_counter() - t
-
-
 def one_size(base: Path, files: list[Path], n: int, bits: int, progress=print) -> dict:
     site = Site(base / f"n{n}", gateways=1, tls=False, bits=bits, empty_ack_delay_s=None)
     progress(f"scaling: {n} meters: setting up ({bits}-bit key, holders, MDMS, gateway) ...")
@@ -68,7 +59,7 @@ def one_size(base: Path, files: list[Path], n: int, bits: int, progress=print) -
     for h in site.holders.values():
         site.gridveil(h, "holder", "enroll", "--file", str(enrollment))
     out = {"meters": n, "neighbourhoods": (n + PER_NEIGHBOURHOOD - 1) // PER_NEIGHBOURHOOD}
-    start = _startup_s(site)
+    start = _timed(site, site.mdms, "--help")[0]  # a process start, to subtract
     try:
         for h in site.holders.values():
             site.start(h, "holder", "serve", "--port", str(h.port))
