@@ -39,7 +39,6 @@ def board_dir(target: str) -> Path:
 
 
 VERSION_LINE = re.compile(r'^FW_VERSION = "[^"]*"$', re.M)
-VERSION_FORM = re.compile(r"^[0-9A-Za-z.+-]{1,32}$")
 
 
 def build(target: str, out: Path, production: bool = False,
@@ -54,7 +53,9 @@ def build(target: str, out: Path, production: bool = False,
     if out.exists():
         shutil.rmtree(out)
     (out / "lib").mkdir(parents=True)
-    if version is not None and not VERSION_FORM.match(version):
+    from gateway.updates import VERSION  # the versions a gateway can offer
+
+    if version is not None and not VERSION.match(version):
         raise BuildError(f"version {version!r}: use up to 32 letters, digits and . + -")
     sources = [p for p in sorted(FIRMWARE.glob("*.py")) if p.name != "main.py"]
     sources += sorted(board_dir(target).glob("*.py"))
@@ -93,7 +94,7 @@ IMAGE_MAGIC = b"GVI1"
 
 def image(build_dir: Path, out: Path) -> bytes:
     """An emulator firmware image: the build's files in one bundle, which
-    the Unix board's bootloader unpacks (boards/unix/bootloader.py). An
+    the Unix board's emulated bootloader unpacks (boards/unix/otaboot.py). An
     ESP32's image is MicroPython's own .bin with the firmware frozen in."""
     parts = [IMAGE_MAGIC]
     for p in sorted(Path(build_dir).rglob("*")):

@@ -2,7 +2,7 @@
 # file in the meter's folder (its flash), behind the part of
 # esp32.Partition's interface that firmware/ota.py uses, with flash's own
 # rules (erase sets a 4 KiB block to 0xFF; a write can only clear bits).
-# otadata.json is the bootloader's record of what to boot (bootloader.py).
+# otadata.json is the bootloader's record of what to boot (otaboot.py).
 # ota_0 without a file is the build the meter was deployed with.
 import json
 
