@@ -10,5 +10,6 @@ if fsutil.exists("otadata.json"):
 
     otaboot.boot()
     # Its work is done: give its heap back (the board imports partition
-    # again if an update comes).
-    del otaboot, sys.modules["otaboot"], sys.modules["partition"]
+    # again if an update comes), and let the booted image load its own
+    # fsutil rather than keep the build's.
+    del otaboot, sys.modules["otaboot"], sys.modules["partition"], sys.modules["fsutil"]

@@ -27,6 +27,8 @@ def _unpack(name, into):
             with open(path, "wb") as out:
                 while left:
                     chunk = f.read(min(left, 512))
+                    if not chunk:
+                        raise OSError(5)  # EIO: the bundle ends inside a file
                     out.write(chunk)
                     left -= len(chunk)
 
