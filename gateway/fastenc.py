@@ -30,11 +30,14 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import os
 import queue
 import secrets
 
 import gmpy2
 from phe import EncryptedNumber, PaillierPublicKey
+
+from .procname import name_process
 
 log = logging.getLogger("gridveil.fastenc")
 
@@ -90,7 +93,7 @@ class FastEncryptor:
         self.h_s = h_s if h_s is not None else fresh_base(pub)
         self.exponent_bits = exponent_bits
         self.table = FixedBaseTable(self.h_s, pub.nsquare, exponent_bits)
-        self.pool: RandomnessPool | None = None
+        self.pool: PoolTap | None = None
 
     def encrypt(self, m: int) -> EncryptedNumber:
         if not 0 <= m <= self.pub.max_int:
@@ -102,11 +105,17 @@ class FastEncryptor:
         return EncryptedNumber(self.pub, (1 + m * self.pub.n) * r % self.pub.nsquare, 0)
 
 
-def _worker(h_s: int, nsquare: int, bits: int, out, stop) -> None:
+def _worker(h_s: int, nsquare: int, bits: int, out, stop, parent: int) -> None:
+    name_process("gridveil-pool")
+    # A value not yet in the pipe is worth nothing: never wait at exit to
+    # deliver it (after a kill, nobody reads the pipe any more).
+    out.cancel_join_thread()
     table = FixedBaseTable(h_s, nsquare, bits)
-    while not stop.is_set():
+    # Ends with the gateway, also when the gateway was killed and never set
+    # `stop`: a full queue is then never drained, and the parent is gone.
+    while not stop.is_set() and os.getppid() == parent:
         value = table.randomness()
-        while not stop.is_set():
+        while not stop.is_set() and os.getppid() == parent:
             try:
                 out.put(value, timeout=0.5)
                 break
@@ -114,21 +123,12 @@ def _worker(h_s: int, nsquare: int, bits: int, out, stop) -> None:
                 continue
 
 
-class RandomnessPool:
-    """h_s^x values made ahead by worker processes, at most `size` waiting
-    (a bounded queue: a burst cannot exhaust memory). Each value is taken
-    once; nothing is stored; a restart starts empty."""
+class PoolTap:
+    """The taking end of a randomness pool's queue, for the process that
+    encrypts (the gateway's PES process: gateway/pesprocess.py)."""
 
-    def __init__(self, enc: FastEncryptor, workers: int, size: int = 2000):
-        ctx = mp.get_context("spawn")  # never fork a process that runs threads
-        self.queue = ctx.Queue(maxsize=size)
-        self.stop_event = ctx.Event()
-        self.procs = [ctx.Process(target=_worker, daemon=True, name=f"gridveil-pool-{i}",
-                                  args=(enc.h_s, enc.pub.nsquare, enc.exponent_bits,
-                                        self.queue, self.stop_event))
-                      for i in range(workers)]
-        for p in self.procs:
-            p.start()
+    def __init__(self, values):
+        self.queue = values
         self.taken = self.dry = 0
 
     def take(self) -> int | None:
@@ -139,6 +139,29 @@ class RandomnessPool:
         except queue.Empty:
             self.dry += 1
             return None
+
+
+class RandomnessPool(PoolTap):
+    """h_s^x values made ahead by worker processes, at most `size` waiting
+    (a bounded queue: a burst cannot exhaust memory). Each value is taken
+    once; nothing is stored; a restart starts empty. The queue exists from
+    construction, so that it can be handed to another process before the
+    workers `start` with that process's h_s."""
+
+    def __init__(self, workers: int, size: int = 2000):
+        self.ctx = mp.get_context("spawn")  # never fork a process that runs threads
+        super().__init__(self.ctx.Queue(maxsize=size))
+        self.stop_event = self.ctx.Event()
+        self.workers = workers
+        self.procs: list = []
+
+    def start(self, h_s: int, nsquare: int, bits: int) -> None:
+        self.procs = [self.ctx.Process(target=_worker, daemon=True, name=f"gridveil-pool-{i}",
+                                       args=(h_s, nsquare, bits, self.queue, self.stop_event,
+                                             os.getpid()))
+                      for i in range(self.workers)]
+        for p in self.procs:
+            p.start()
 
     def close(self) -> None:
         self.stop_event.set()

@@ -19,9 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import random
-from concurrent.futures import Executor
+from collections.abc import Awaitable, Callable
 
-from .pes import PES, Batch, BatchResult
+from .pes import Batch, BatchResult
+
+# Stores a group in one commit: PES.ingest_group's contract, awaited
+# (gateway/pesprocess.py runs it in the PES's own process).
+Commit = Callable[[list[Batch]], Awaitable[list[BatchResult | Exception]]]
 
 
 class Saturated(Exception):
@@ -33,11 +37,9 @@ class Saturated(Exception):
 
 
 class GroupCommit:
-    def __init__(self, pes: PES, executor: Executor, max_group: int = 64,
-                 max_waiting: int = 4096, max_wait_s: float = 15.0,
-                 batches_per_s: float = 100.0):
-        self.pes = pes
-        self.executor = executor
+    def __init__(self, commit: Commit, max_group: int = 64, max_waiting: int = 4096,
+                 max_wait_s: float = 15.0, batches_per_s: float = 100.0):
+        self.commit = commit
         self.max_group = max_group
         self.max_waiting = max_waiting
         self.max_wait_s = max_wait_s
@@ -80,8 +82,7 @@ class GroupCommit:
                 del self._waiting[:self.max_group]
                 t0 = loop.time()
                 try:
-                    results = await loop.run_in_executor(
-                        self.executor, self.pes.ingest_group, [b for b, _ in group])
+                    results = await self.commit([b for b, _ in group])
                 except Exception as e:  # noqa: BLE001 -- the commit failed: each request hears it
                     results = [e] * len(group)
                 took = loop.time() - t0

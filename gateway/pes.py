@@ -123,11 +123,12 @@ class PES:
                 row[0], tariffs[row[1]], customer.public_key(row[2]) if row[2] else None)
         return self._meters[meter_id]
 
-    def encryptor(self, kid: str) -> FastEncryptor:
+    def encryptor(self, kid: str, h_s: int | None = None) -> FastEncryptor:
         """phe-compatible ciphertexts, ~25x faster (gateway/fastenc.py); its
-        table (7 MiB at 2048 bits) is made when an epoch is first used."""
+        table (7 MiB at 2048 bits) is made when an epoch is first used, with
+        the base h_s if given (a randomness pool's), else a fresh one."""
         if kid not in self._encryptors:
-            self._encryptors[kid] = FastEncryptor(self._pubs[kid], self.exponent_bits)
+            self._encryptors[kid] = FastEncryptor(self._pubs[kid], self.exponent_bits, h_s)
         return self._encryptors[kid]
 
     def encrypt(self, day: int, energy_wh: int) -> tuple[str, bytes]:

@@ -26,7 +26,7 @@ from .fastenc import RandomnessPool
 from .groupcommit import GroupCommit, Saturated
 from .guard import Guard
 from .keystore import Keyring, KeyStore, MeterContext, Request1Context
-from .pes import PES
+from .pesprocess import PesProcess
 from .push import Pusher, PushError
 from .ratelog import RateLog
 from .store import Store, StoreError
@@ -187,10 +187,16 @@ class Gateway:
         self.keyring = Keyring(self.keystore, self.seq_store, self.rejects)
         self.guard = Guard(self.keyring.knows, self.rejects, rate=self.config.source_rate,
                            burst=self.config.source_burst)
-        self.pes = PES(self.store, self.config.interval_s, self.config.encryption_exponent_bits)
-        self.pool = None
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pes")
-        self.commits = GroupCommit(self.pes, self.executor)
+        workers = self.config.encryption_workers
+        if workers == -1:
+            workers = max(1, (os.cpu_count() or 2) - 1)
+        # Randomness made ahead on the other cores, for the current key.
+        self.pool = RandomnessPool(workers) if workers else None
+        self.pes = PesProcess(self.home.db, self.config.interval_s,
+                              self.config.encryption_exponent_bits, self.pool)
+        self.commits = GroupCommit(self.pes.ingest_group)
+        # Sealing and the reject counters: off the event loop, in this process.
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         # Pushing waits on the network: its own thread and connection, so
         # that ingest never waits for the MDMS.
         self.pusher = None
@@ -207,13 +213,9 @@ class Gateway:
         site.add_resource(READINGS_PATH, ReadingsResource(self))
         site.add_resource(FIRMWARE_PATH, FirmwareResource(self))
         bind = (self.config.bind, self.config.port)
-        workers = self.config.encryption_workers
-        if workers == -1:
-            workers = max(1, (os.cpu_count() or 2) - 1)
-        if workers:
-            # Randomness made ahead on the other cores, for the current key.
-            enc = self.pes.encryptor(self.pes.key_id)
-            self.pool = enc.pool = RandomnessPool(enc, workers)
+        await asyncio.get_running_loop().run_in_executor(None, self.pes.start)
+        if self.pool is not None:
+            self.pool.start(self.pes.h_s, self.pes.nsquare, self.config.encryption_exponent_bits)
         # Process-wide in aiocoap; this process is the gateway alone.
         TransportTuning.EMPTY_ACK_DELAY = self.config.empty_ack_delay_s
         self.context = await aiocoap.Context.create_server_context(
@@ -275,7 +277,7 @@ class Gateway:
 
     async def flush_rejects(self) -> None:
         """Write the rejected-message counters. The counter is only touched
-        on the event loop; the database write runs on the PES thread."""
+        on the event loop; the database write runs on the store thread."""
         counts = {k: v for k, v in self.rejects.items() if v > 0}
         if not counts:
             return
@@ -295,6 +297,7 @@ class Gateway:
         await self.flush_rejects()
         self.executor.shutdown(wait=True)
         self.push_executor.shutdown(wait=True)
+        self.pes.close()
         if self.pool is not None:
             self.pool.close()
         if self.pusher is not None:

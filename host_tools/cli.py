@@ -13,6 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
+from common import LOG_FORMAT
 from common.files import ConfigError
 
 from . import customer_cli, fleet, gateway_cli, holder_cli, mdms_cli, meter_cli
@@ -138,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+                        format=LOG_FORMAT)
     if not args.verbose:
         logging.getLogger("coap-server").setLevel(logging.WARNING)
         logging.getLogger("coap").setLevel(logging.WARNING)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from . import groundtruth, loadgen, provision
 from .oscore_peer import context_for, readings_payload
-from .site import INTERVAL_S, Site, free_port
+from .site import INTERVAL_S, Site, descendants, free_port
 
 FLEET_NEIGHBOURHOOD = "fleet"
 
@@ -106,27 +106,11 @@ def vm_hwm_mib(pid: int) -> float:
     return float("nan")
 
 
-def _descendants(pid: int) -> list[int]:
-    kids: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        kids.setdefault(ppid, []).append(int(stat.parent.name))
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(kids.get(p, []))
-    return out
-
-
 def tree_cpu_s(pid: int) -> float:
     """CPU seconds a server has used so far, with its live children (the
     gateway's randomness workers; a confinement wrapper's child) (Linux)."""
     total = 0
-    for p in _descendants(pid):
+    for p in descendants(pid):
         try:
             f = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
             total += int(f[11]) + int(f[12])  # utime, stime in clock ticks

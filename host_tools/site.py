@@ -78,6 +78,34 @@ def free_port(kind=socket.SOCK_STREAM) -> int:
     raise SiteError("no free port found for a service")
 
 
+def descendants(pid: int) -> list[int]:
+    """A process and all its live descendants, by /proc (Linux): a party's
+    process tree (the gateway's PES and pool processes, a confinement
+    wrapper's child)."""
+    kids: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        kids.setdefault(ppid, []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(kids.get(p, []))
+    return out
+
+
+def process_name(pid: int) -> str | None:
+    """What the kernel calls a process (gateway/procname.py names the
+    gateway's helpers), or None once it has ended."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return None
+
+
 @dataclass
 class Party:
     name: str

@@ -1,13 +1,16 @@
 """`gridveil soak`: the whole deployment under crashes. Emulated meters
 replay a day of the sample data, compressed into a few minutes, while the
-gateway is SIGKILLed and restarted at random and meters are SIGKILLed and
-restarted at random. At the end everything is sealed and released, and
+gateway is SIGKILLed and restarted at random (every other time only its
+PES process, which the gateway starts again by itself) and meters are
+SIGKILLed and restarted at random. A killed gateway must leave no process
+behind. At the end everything is sealed and released, and
 the readings stored, the released aggregates and the released bills are
 compared with ground truth recomputed from the data files: nothing lost,
 nothing counted twice, not a Wh short. It ends by itself."""
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import time
@@ -17,7 +20,7 @@ from pathlib import Path
 from common.tariff import FLAT
 
 from . import demo, fleet, groundtruth
-from .site import INTERVAL_S, Site
+from .site import INTERVAL_S, Site, descendants, process_name
 
 # Meters retry fast: the soak's day lasts minutes, not hours.
 FAST_METER = {"ack_timeout_ms": 300, "max_retransmit": 2, "retry_ms": 300,
@@ -28,6 +31,7 @@ FAST_METER = {"ack_timeout_ms": 300, "max_retransmit": 2, "retry_ms": 300,
 class SoakResult:
     seconds: float = 0.0
     gateway_kills: int = 0
+    pes_kills: int = 0
     meter_kills: int = 0
     readings_expected: int = 0
     readings_stored: int = 0
@@ -46,8 +50,9 @@ class SoakResult:
         return max(0, self.readings_stored - self.readings_expected)
 
     def summary(self) -> str:
-        return (f"soak: {self.seconds:.0f} s, gateway killed {self.gateway_kills} times, meters"
-                f" killed {self.meter_kills} times; readings {self.readings_stored} stored of"
+        return (f"soak: {self.seconds:.0f} s, gateway killed {self.gateway_kills} times, its PES"
+                f" process {self.pes_kills} times, meters killed {self.meter_kills} times; readings"
+                f" {self.readings_stored} stored of"
                 f" {self.readings_expected}: {self.lost} lost, {self.double} double;"
                 f" energy released {self.wh_released} Wh of {self.wh_truth} Wh:"
                 f" {self.wh_truth - self.wh_released} Wh short")
@@ -88,10 +93,17 @@ def run(home: Path, files: list[Path], seconds: float = 180, seed: int | None = 
                 break
             running = [d for d, p in meters.items() if p.poll() is None]
             if now >= next_gw and now - t0 < seconds * 0.9:
-                site.stop(gw, kill=True)
-                time.sleep(rng.uniform(0.2, 2.5))  # meters queue while it is down
-                site.start(gw, "gateway", "run")
-                res.gateway_kills += 1
+                if res.gateway_kills > res.pes_kills and kill_pes(gw.proc.pid):
+                    res.pes_kills += 1
+                else:
+                    helpers = descendants(gw.proc.pid)
+                    site.stop(gw, kill=True)
+                    time.sleep(rng.uniform(0.2, 2.5))  # meters queue while it is down
+                    left = outlived(helpers, by=time.monotonic() + 5)
+                    if left:
+                        res.problems.append(f"the killed gateway left {left} running")
+                    site.start(gw, "gateway", "run")
+                    res.gateway_kills += 1
                 next_gw = time.monotonic() + rng.uniform(3, 12)
             if now >= next_meter and running and now - t0 < seconds * 0.9:
                 d = rng.choice(running)
@@ -132,6 +144,24 @@ def run(home: Path, files: list[Path], seconds: float = 180, seed: int | None = 
         return res
     finally:
         site.stop_all()
+
+
+def kill_pes(gateway_pid: int) -> bool:
+    """SIGKILL the gateway's PES process (gateway/pesprocess.py), if it has one now."""
+    for pid in descendants(gateway_pid):
+        if process_name(pid) == "gridveil-pes":
+            os.kill(pid, signal.SIGKILL)
+            return True
+    return False
+
+
+def outlived(pids: list[int], by: float) -> list[str]:
+    """The names of those processes still running at monotonic time `by`."""
+    while True:
+        left = [n for n in map(process_name, pids) if n is not None]
+        if not left or time.monotonic() > by:
+            return left
+        time.sleep(0.1)
 
 
 def stored_readings(site: Site) -> int:

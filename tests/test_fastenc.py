@@ -66,7 +66,8 @@ def drain(pool, n: int) -> list[int]:
 def test_pool_values_are_used_once_and_the_pool_refills(keys):
     pub, priv = keys
     enc = FastEncryptor(pub)
-    pool = RandomnessPool(enc, workers=2, size=300)
+    pool = RandomnessPool(workers=2, size=300)
+    pool.start(enc.h_s, pub.nsquare, enc.exponent_bits)
     try:
         deadline = time.monotonic() + 60
         while pool.queue.qsize() < 300 and time.monotonic() < deadline:

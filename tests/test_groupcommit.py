@@ -23,10 +23,18 @@ from host_tools import provision
 DAY = 86400
 
 
+def in_thread(store: PES, executor: ThreadPoolExecutor):
+    """PES.ingest_group off the event loop, as GroupCommit awaits it."""
+    async def commit(batches):
+        return await asyncio.get_running_loop().run_in_executor(executor, store.ingest_group,
+                                                                batches)
+    return commit
+
+
 def test_batches_arriving_together_share_commits_and_sum_exactly(pes):  # noqa: F811
     pes, priv = pes
     executor = ThreadPoolExecutor(max_workers=1)
-    commits = GroupCommit(pes, executor)
+    commits = GroupCommit(in_thread(pes, executor))
     batches = [Batch(m, [Reading(k, DAY0 + 900 * (k + 1), 10 * k + i, 0)], "fw", 0)
                for k in range(10) for i, m in enumerate(("m1", "m2"))]
 
@@ -90,7 +98,7 @@ def test_a_batch_refused_inside_a_group_takes_its_day_key_with_it(pes, tmp_path,
 def test_a_saturated_gateway_says_when_to_come_back(pes):  # noqa: F811
     pes, _ = pes
     executor = ThreadPoolExecutor(max_workers=1)
-    commits = GroupCommit(pes, executor, max_waiting=4)
+    commits = GroupCommit(in_thread(pes, executor), max_waiting=4)
 
     async def burst():
         return await asyncio.gather(*(commits.ingest(Batch("m1", [Reading(
@@ -108,7 +116,7 @@ def test_a_saturated_gateway_says_when_to_come_back(pes):  # noqa: F811
 @pytest.mark.parametrize("waiting,rate", [(0, 100.0), (500, 100.0), (500, 1.0), (3000, 100.0)])
 def test_retry_time_follows_the_backlog(pes, waiting, rate):  # noqa: F811
     pes, _ = pes
-    commits = GroupCommit(pes, None, batches_per_s=rate)
+    commits = GroupCommit(in_thread(pes, None), batches_per_s=rate)
     commits._waiting = [None] * waiting
     drain = waiting / rate
     seen = {commits.retry_after() for _ in range(200)}
