@@ -107,6 +107,10 @@ class FastEncryptor:
 
 def _worker(h_s: int, nsquare: int, bits: int, out, stop, parent: int) -> None:
     name_process("gridveil-pool")
+    # Made ahead means made while the gateway idles: under load the event
+    # loop and the PES come first, and the PES encrypts inline when the
+    # pool runs dry (the same work, without the queue in between).
+    os.nice(19)
     # A value not yet in the pipe is worth nothing: never wait at exit to
     # deliver it (after a kill, nobody reads the pipe any more).
     out.cancel_join_thread()
