@@ -435,8 +435,9 @@ after the other.
 {fl['meters']} meters in one process (`host_tools/loadgen.py`: each its own
 UDP socket and OSCORE context, one exchange at a time, RFC 7252
 retransmission, 30 s for a separate response, Max-Age honoured) against
-the real gateway on this machine's 2 cores, which the gateway, its pool
-worker and the generator share. No customer copies here (the first table
+the real gateway on this machine's 2 cores, which the gateway's processes
+(event loop, PES, pool worker: docs/architecture.md) and the generator
+share. No customer copies here (the first table
 has them). "generator" is the load generator's own CPU over the run's wall
 time: far from one core, it is not what limits the figures.
 

@@ -126,9 +126,9 @@ def table(rows: list[dict]) -> str:
 
 
 RPI4 = """A Raspberry Pi 4 gateway, estimated (not measured): the gateway's ingest
-is bound by one core (aiocoap's event loop and the PES thread share the GIL;
-the randomness workers on the other cores only help), so it scales with
-single-core speed. sysbench 1.0.20 `cpu --threads=1` gives
+is bound by one core (aiocoap's event loop; the PES and the randomness
+workers run in processes of their own on the other cores), so it scales
+with single-core speed. sysbench 1.0.20 `cpu --threads=1` gives
 {here:.0f} events/s on this machine's core and 1,478 on a Pi 4's Cortex-A72
 (published by leoncode.co.uk, "Raspberry Pi CPU Benchmarks"): a factor of
 {factor:.1f}. So about {pi_ingest:.0f} readings/s for a Pi 4 at 8 readings per
