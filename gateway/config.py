@@ -22,6 +22,10 @@ class GatewayConfig:
     mdms_ca: str = ""  # file the MDMS's TLS certificate must chain to (CA or pinned cert)
     push_every_s: float = 5.0
     push_batch: int = 200  # items per request to the MDMS
+    # The fleet's health (every meter's last reading, backlog, telemetry)
+    # goes with a push at most this often: a meter reports once an
+    # interval, and a thousand meters' health is about 300 KB of JSON.
+    health_every_s: float = 60.0
     # Datagrams per second (and burst) one source address and port may send
     # before the rest are dropped unread; a meter sends a few per interval.
     source_rate: float = 50.0
@@ -57,8 +61,9 @@ class GatewayConfig:
         if not 0 < self.port < 65536:
             raise ConfigError("port must be 1..65535")
         if self.grace_s < 0 or self.bill_grace_s < 0 or self.seal_every_s <= 0 \
-                or self.push_every_s <= 0:
-            raise ConfigError("grace periods must be >= 0, seal_every_s and push_every_s > 0")
+                or self.push_every_s <= 0 or self.health_every_s <= 0:
+            raise ConfigError("grace periods must be >= 0, seal_every_s, push_every_s and"
+                              " health_every_s > 0")
         check_name(self.gateway_id, "gateway_id")
         if self.encryption_exponent_bits < 448 or self.encryption_workers < -1:
             raise ConfigError("encryption_exponent_bits must be >= 448 and encryption_workers"

@@ -35,7 +35,7 @@ class PushError(Exception):
 
 class Pusher:
     def __init__(self, store: Store, key, gateway_id: str, url: str, ca_file=None,
-                 timeout: float = 60, batch: int = BATCH_ITEMS):
+                 timeout: float = 60, batch: int = BATCH_ITEMS, health_every_s: float = 60.0):
         if not url:
             raise ConfigError("this gateway has no MDMS to push to: set mdms_url with"
                               " `gridveil gateway init --mdms-url` (or in gateway.json)")
@@ -44,6 +44,8 @@ class Pusher:
         self.gateway_id = gateway_id
         self.client = JsonClient(url, ca_file or None, timeout=timeout)
         self.batch = batch
+        self.health_every_s = health_every_s
+        self._health_due = 0.0  # the first push carries it
 
     def health(self) -> dict:
         return {"at": time.time(),
@@ -69,8 +71,12 @@ class Pusher:
         return len(rows)
 
     def drain(self, progress=None) -> int:
-        """Push until the outbox is empty; returns the items pushed."""
-        total = self.push_once(with_health=True)
+        """Push until the outbox is empty, the fleet's health with the first
+        batch when it is due; returns the items pushed."""
+        with_health = time.monotonic() >= self._health_due
+        total = self.push_once(with_health=with_health)
+        if with_health:
+            self._health_due = time.monotonic() + self.health_every_s
         while self.store.outbox_count():
             total += self.push_once(with_health=False)
             if progress:

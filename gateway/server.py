@@ -203,7 +203,8 @@ class Gateway:
         if self.config.mdms_url:
             self.pusher = Pusher(Store(self.home.db), self.signing_key, self.config.gateway_id,
                                  self.config.mdms_url, self.config.mdms_ca,
-                                 batch=self.config.push_batch)
+                                 batch=self.config.push_batch,
+                                 health_every_s=self.config.health_every_s)
         self.push_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="push")
         self._tasks: list[asyncio.Task] = []
         self.context = None

@@ -1,0 +1,60 @@
+"""The gateway's push to the MDMS carries the fleet's health only when it
+is due (gateway.json health_every_s), not with every push: a thousand
+meters' health is about 300 KB, and a meter reports once an interval.
+Against a real HTTP server on loopback that records what arrives."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from test_pes import pes  # noqa: F401 -- the fixture
+
+from gateway.push import Pusher
+
+
+@pytest.fixture
+def intake():
+    bodies: list[dict] = []
+
+    class Intake(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 -- http.server's name
+            bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            out = b'{"stored": 0}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Intake)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", bodies
+    server.shutdown()
+    server.server_close()
+
+
+def test_health_goes_with_a_push_only_when_due(pes, intake):  # noqa: F811
+    pes, _ = pes
+    url, bodies = intake
+    waiting = pes.store.outbox_count()
+    assert waiting > 0  # the two meters' registrations
+    pusher = Pusher(pes.store, Ed25519PrivateKey.generate(), "gw", url, health_every_s=0.5)
+    assert pusher.drain() == waiting
+    assert bodies[0]["health"] is not None  # the first push carries it
+    assert sorted(m["meter_id"] for m in bodies[0]["health"]["meters"]) == ["m1", "m2"]
+    assert all(b["health"] is None for b in bodies[1:])
+    sent = len(bodies)
+    assert pusher.drain() == 0 and len(bodies) == sent  # nothing waiting, health not due: quiet
+    time.sleep(0.6)
+    assert pusher.drain() == 0 and len(bodies) == sent + 1  # due: health alone
+    assert bodies[-1]["items"] == [] and bodies[-1]["health"] is not None
+    # `gridveil gateway push` makes a new Pusher: its push always carries it.
+    Pusher(pes.store, Ed25519PrivateKey.generate(), "gw", url, health_every_s=3600).drain()
+    assert bodies[-1]["health"] is not None and len(bodies) == sent + 2
