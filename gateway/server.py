@@ -109,9 +109,10 @@ class ReadingsResource(MeterResource):
             self.gw.ratelog.warning("stale_interval", "meter %s: %d readings for intervals it"
                                     " had already reported; not counted", ctx.meter_id,
                                     result.stale)
-        log.info("meter %s: %d stored, %d duplicate, %d late (seq %d-%d)", ctx.meter_id,
-                 result.accepted, result.duplicates, result.late,
-                 batch.readings[0].seq, batch.readings[-1].seq)
+        log.debug("meter %s: %d stored, %d duplicate, %d late (seq %d-%d)", ctx.meter_id,
+                  result.accepted, result.duplicates, result.late,
+                  batch.readings[0].seq, batch.readings[-1].seq)
+        self.gw.ingested.add(ctx.meter_id, result)
         rollout = self.gw.firmware.current()
         offer = rollout.offer(ctx.meter_id, batch.fw_version) if rollout else None
         return aiocoap.Message(code=aiocoap.CHANGED,
@@ -145,6 +146,38 @@ class FirmwareResource(MeterResource):
                      "transfer started" if num == 0 else "last block sent")
         return aiocoap.Message(code=aiocoap.CONTENT, payload=data,
                                block2=(num, more, szx))
+
+
+class IngestSummary:
+    """What was stored, as one log line every SUMMARY_S while meters send:
+    a line per request would be a thousand a second at a fleet's peak
+    (`gridveil -v` still logs each one)."""
+
+    SUMMARY_S = 10.0
+
+    def __init__(self):
+        self.counts: Counter = Counter()
+        self.meters: set[str] = set()
+        self.since = time.monotonic()
+
+    def add(self, meter_id: str, result) -> None:
+        self.meters.add(meter_id)
+        c = self.counts
+        c["requests"] += 1
+        c["stored"] += result.accepted
+        c["duplicate"] += result.duplicates
+        c["late"] += result.late
+
+    def flush(self, final: bool = False) -> None:
+        now = time.monotonic()
+        if now - self.since < self.SUMMARY_S and not final:
+            return
+        if self.counts:
+            c = self.counts
+            log.info("last %.0f s: %d readings stored from %d meters in %d requests"
+                     " (%d duplicate, %d late)", now - self.since, c["stored"],
+                     len(self.meters), c["requests"], c["duplicate"], c["late"])
+        self.counts, self.meters, self.since = Counter(), set(), now
 
 
 class MeterSiteWrapper(OscoreSiteWrapper):
@@ -182,6 +215,7 @@ class Gateway:
         self.signing_key = signing.load_private(self.home.signing_key, passphrase)
         self.keystore = KeyStore(self.home.keystore, must_exist=True)
         self.rejects: Counter = Counter()
+        self.ingested = IngestSummary()
         self.firmware = updates.Rollouts(self.home.firmware)
         self.ratelog = RateLog(log)
         self.keyring = Keyring(self.keystore, self.seq_store, self.rejects)
@@ -275,6 +309,7 @@ class Gateway:
             for r in (self.ratelog, self.keyring.ratelog):
                 r.flush()
             self.guard.tick()
+            self.ingested.flush()
 
     async def flush_rejects(self) -> None:
         """Write the rejected-message counters. The counter is only touched
@@ -296,6 +331,7 @@ class Gateway:
         if self.context is not None:
             await self.context.shutdown()
         await self.flush_rejects()
+        self.ingested.flush(final=True)
         self.executor.shutdown(wait=True)
         self.push_executor.shutdown(wait=True)
         self.pes.close()
