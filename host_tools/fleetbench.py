@@ -96,14 +96,18 @@ def ceiling(site: Site, meters: list[tuple[str, dict]], payloads: list[list[byte
 
 
 def vm_hwm_mib(pid: int) -> float:
-    """Peak resident memory of a running process (Linux), in MiB."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
+    """Peak resident memory of a running server (Linux), in MiB: the sum
+    of each of its processes' peaks (the gateway's event loop, PES and pool
+    workers), an upper bound, as the peaks need not coincide."""
+    total = 0.0
+    for p in descendants(pid):
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1]) / 1024
+        except OSError:
+            pass  # it ended meanwhile
+    return total or float("nan")
 
 
 def tree_cpu_s(pid: int) -> float:

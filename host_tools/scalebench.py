@@ -114,7 +114,7 @@ def table(rows: list[dict]) -> str:
             " day) | seal per"
             " signed record: neighbourhood-interval or bill day (ms, day 1 / days 2–7) |"
             " release per value, both holders (ms) | released (aggregates + bills) |"
-            " gateway peak RSS (MiB) |\n"
+            " gateway peak RSS, its processes added up (MiB) |\n"
             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
     return head + "".join(
         f"| {r['meters']} | {r['neighbourhoods']} | {r['day1_readings_per_s']:.0f} |"
