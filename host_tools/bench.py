@@ -401,7 +401,10 @@ def write_markdown(path: Path, bits: int, n: int, rows, fw: dict, summary: str,
 Produced by `make bench` (`gridveil bench`, then `gridveil pageweight`); re-run it after any change on
 a hot path. The "Scaling" section comes from `make bench-scaling` (about 10
 minutes), "Gateway memory under a flood" from `gridveil flood`. Figures are
-from one run; the throughput varies by a few percent between runs.
+from one run. On this machine (a virtual machine with neighbours) the
+throughput varies by up to 20 % between runs, the ceiling included; this
+is why every comparison is a ratio of two figures measured side by side in
+the same run.
 
 - date: {dt.date.today()}; machine: {cpu}, Python {platform.python_version()}
 - Paillier key: {bits} bits (with gmpy2); {n} readings from the sample data,
