@@ -38,6 +38,7 @@ from .store import Store, StoreError
 log = logging.getLogger("gridveil.pes")
 
 START_TIMEOUT_S = 120  # the fixed-base table takes about a second at 2048 bits
+RESTART_EVERY_S = 5.0  # while a new child cannot start, groups are refused in between
 
 
 class PesProcess:
@@ -50,6 +51,7 @@ class PesProcess:
         self.h_s: int | None = None  # kept: a new child goes on with the pool's base
         self.nsquare: int | None = None
         self.starts = 0
+        self._restart_at = 0.0  # loop time before which no new start is tried
 
     def start(self) -> None:
         """Start the child and wait until it can ingest (blocking). Raises
@@ -82,9 +84,7 @@ class PesProcess:
         drain is the only caller)."""
         loop = asyncio.get_running_loop()
         if not self.alive():
-            log.warning("starting the PES process again (%s)", self._exit())
-            self.close()
-            await loop.run_in_executor(None, self.start)
+            await self._restart(loop)
         fut = loop.create_future()
         fd = self.conn.fileno()
         loop.add_reader(fd, self._answer, fut)
@@ -100,6 +100,27 @@ class PesProcess:
                 # as the next group's. Close; the next group starts afresh.
                 fut.cancel()
                 self.close()
+
+    async def _restart(self, loop) -> None:
+        """A new child, at most every RESTART_EVERY_S: one that cannot start
+        (its database gone) must not be tried, and logged, for every group."""
+        if loop.time() < self._restart_at:
+            raise StoreError("the PES process is not running")
+        first = self._restart_at == 0
+        if first:
+            log.warning("starting the PES process again (%s)", self._exit())
+        self.close()
+        try:
+            await loop.run_in_executor(None, self.start)
+        except (StoreError, OSError) as e:  # OSError: no process could be made
+            self._restart_at = loop.time() + RESTART_EVERY_S
+            if first:
+                log.error("cannot start the PES process: %s; trying again every %.0f s", e,
+                          RESTART_EVERY_S)
+            raise StoreError(f"the PES process cannot start: {e}") from None
+        if not first:
+            log.info("the PES process runs again")
+        self._restart_at = 0.0
 
     def _answer(self, fut: asyncio.Future) -> None:
         if fut.done():
