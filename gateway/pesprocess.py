@@ -50,7 +50,6 @@ class PesProcess:
         self.key_id: str | None = None
         self.h_s: int | None = None  # kept: a new child goes on with the pool's base
         self.nsquare: int | None = None
-        self.starts = 0
         self._restart_at = 0.0  # loop time before which no new start is tried
 
     def start(self) -> None:
@@ -60,21 +59,24 @@ class PesProcess:
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(
             target=_child, name="gridveil-pes", daemon=True,
-            args=(child, *self.args, self.h_s, self.pool.queue if self.pool else None,
+            args=(child, *self.args, (self.key_id, self.h_s) if self.h_s else None,
+                  self.pool.queue if self.pool else None,
                   logging.getLogger().getEffectiveLevel()))
         self.proc.start()
         child.close()  # the child's end lives in the child alone: its death is our EOF
         try:
-            if not self.conn.poll(START_TIMEOUT_S):
-                raise StoreError(f"the PES process did not start within {START_TIMEOUT_S} s")
-            ready = self.conn.recv()
+            ready = self.conn.recv() if self.conn.poll(START_TIMEOUT_S) else StoreError(
+                f"the PES process did not start within {START_TIMEOUT_S} s")
         except EOFError:
+            self.proc.join(timeout=1)
             ready = StoreError(f"the PES process ended at start ({self._exit()})")
         if isinstance(ready, Exception):
             self.close()
             raise ready
+        if self.key_id is not None and ready[0] != self.key_id:
+            log.warning("the PES process now encrypts under key %s, not %s: the randomness"
+                        " pool, made for the old key, is no longer used", ready[0], self.key_id)
         self.key_id, self.h_s, self.nsquare = ready
-        self.starts += 1
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.is_alive() and self.conn is not None
@@ -158,20 +160,24 @@ class PesProcess:
             self.proc = None
 
 
-def _child(conn, db: str, interval_s: int, exponent_bits: int, h_s: int | None, values,
-           log_level: int) -> None:
+def _child(conn, db: str, interval_s: int, exponent_bits: int,
+           base: tuple[str, int] | None, values, log_level: int) -> None:
+    """`base`: (key id, h_s) of the pool's workers, when restarted; `values`:
+    the pool's queue. Both serve only the key they were made for: h_s^x is
+    an n-th residue modulo that key's n² alone."""
     name_process("gridveil-pes")
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=log_level, format=LOG_FORMAT)
     try:
         pes = PES(Store(Path(db)), interval_s, exponent_bits)
-        enc = pes.encryptor(pes.key_id, h_s)
+        same_key = base is None or base[0] == pes.key_id
+        enc = pes.encryptor(pes.key_id, base[1] if base and same_key else None)
     except Exception as e:  # noqa: BLE001 -- the gateway reports it in one line
         conn.send(e if isinstance(e, StoreError) else
                   StoreError(f"cannot start the PES: {type(e).__name__}: {e}"))
         return
-    if values is not None:
+    if values is not None and same_key:
         enc.pool = PoolTap(values)
     conn.send((pes.key_id, enc.h_s, enc.pub.nsquare))
     try:

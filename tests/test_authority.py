@@ -6,9 +6,13 @@ tamper-evident log."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
+import os
+import signal
 import sqlite3
+import time
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -20,7 +24,9 @@ from authority.ledger import Ledger
 from authority.policy import Policy
 from common import paillier, records
 from common.files import ConfigError, read_json
-from gateway.pes import PES, Reading
+from gateway.fastenc import RandomnessPool
+from gateway.pes import PES, Batch, Reading
+from gateway.pesprocess import PesProcess
 from host_tools import provision
 
 DAY0 = 1767225600
@@ -314,6 +320,47 @@ def test_key_rotation_keeps_old_periods(tmp_path):
         assert e.value.code == "mixed_keys"
         assert auth.release_bill("m1", DAY0 + DAY, DAY0 + 2 * DAY, FLAT, days[1:]) == \
             96 * 201 * 25_000
+    finally:
+        holders.stop()
+
+
+def test_a_restarted_pes_process_uses_no_randomness_made_for_the_old_key(tmp_path):
+    """The gateway's PES process and its randomness pool start under the
+    first key; the key is rotated and the PES process dies. Its successor
+    encrypts under the new key, where the pool's values (n-th residues
+    modulo the old n²) would make ciphertexts nobody can decrypt: the
+    released sum must be exact."""
+    holders = Holders(tmp_path)
+    gw = Gateway(tmp_path, holders, meters=SIX)
+    pool = RandomnessPool(workers=1, size=50)
+    proc = PesProcess(gw.home.db, 900, 448, pool)
+    proc.start()
+    pool.start(proc.h_s, proc.nsquare, 448)
+    old_kid = proc.key_id
+    try:
+        deadline = time.monotonic() + 60
+        while pool.queue.qsize() < 20 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert pool.queue.qsize() >= 20  # values for the old key, waiting
+        new_kid = holders.new_epoch()
+        provision.rekey_gateway(gw.home.path, holders.pub_file(new_kid), (DAY0 + DAY) // DAY,
+                                holders.epoch_file(new_kid))
+        os.kill(proc.proc.pid, signal.SIGKILL)
+        proc.proc.join()
+        t = T1 + DAY
+        batches = [Batch(f"m{i}", [Reading(0, t, 300 + i, 300 + i)]) for i in range(1, 6)]
+        results = asyncio.run(proc.ingest_group(batches))
+        assert [r.accepted for r in results] == [1] * 5
+        assert (old_kid, proc.key_id) == (gw.store.key_epochs()[0][1], new_kid)
+    finally:
+        proc.close()
+        pool.close()
+    gw.seal()
+    auth = holders.start()
+    try:
+        (agg, sig) = gw.agg("big", t)
+        assert agg.key_id == new_kid
+        assert auth.release_aggregate([(agg, sig)])[0] == sum(300 + i for i in range(1, 6))
     finally:
         holders.stop()
 
