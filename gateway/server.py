@@ -263,7 +263,7 @@ class Gateway:
                         " net.core.rmem_max (sysctl) or a fleet's burst may overflow it",
                         granted, self.config.receive_buffer_bytes)
         self._tasks = [asyncio.create_task(self._seal_loop()),
-                       asyncio.create_task(self._rejects_loop())]
+                       asyncio.create_task(self._every_second())]
         if self.pusher is not None:
             self._tasks.append(asyncio.create_task(self._push_loop()))
         log.info("gateway %s listening on %s:%d for %d meters (Paillier key %s, %d randomness"
@@ -302,7 +302,9 @@ class Gateway:
             except StoreError as e:
                 log.error("cannot read the outbox: %s", e)
 
-    async def _rejects_loop(self) -> None:
+    async def _every_second(self) -> None:
+        """Housekeeping: reject counters to the database, rate-limited log
+        windows closed, old duplicates expired, the stored-readings summary."""
         while True:
             await asyncio.sleep(1.0)
             await self.flush_rejects()
