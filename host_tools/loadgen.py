@@ -40,17 +40,71 @@ class Stats:
     other: int = 0  # anything else that was not a 2.04
     first_datagrams: int = 0
     first_retransmitted: int = 0  # of each meter's first request: retransmitted at least once
+    separate: int = 0  # exchanges answered by an empty ACK first, the response later
 
     def percentile(self, p: float) -> float:
         xs = sorted(self.latencies)
         return xs[min(len(xs) - 1, int(p / 100 * len(xs)))] if xs else float("nan")
 
 
+class _Exchange:
+    """One confirmable request in flight, driven by callbacks: sent again on
+    a timer until it is answered or acknowledged (RFC 7252 4.2), then
+    waiting up to SEPARATE_TIMEOUT for a separate response. One future and
+    one timer handle per exchange, no tasks: on a machine it shares with
+    the server, the generator's own CPU is taken from the server's."""
+
+    def __init__(self, transport, datagram: bytes, stats: Stats, first: bool):
+        self.transport, self.datagram, self.stats, self.first = transport, datagram, stats, first
+        self.loop = asyncio.get_running_loop()
+        self.response = self.loop.create_future()  # the response, or None: given up
+        self.timeout = ACK_TIMEOUT * random.uniform(1, ACK_RANDOM_FACTOR)
+        self.attempt = 0
+        self.acked = False
+        self.timer = None
+
+    def send(self) -> None:
+        self.transport.sendto(self.datagram)
+        self.timer = self.loop.call_later(self.timeout, self._expired)
+
+    def _expired(self) -> None:
+        if self.response.done():
+            return
+        if self.acked:  # the separate response did not come in time
+            self.stats.late += 1
+            self.response.set_result(None)
+        elif self.attempt == MAX_RETRANSMIT:
+            self.response.set_result(None)
+        else:
+            self.attempt += 1
+            self.stats.retransmits += 1
+            if self.first and self.attempt == 1:
+                self.stats.first_retransmitted += 1
+            self.timeout *= 2
+            self.send()
+
+    def empty_ack(self) -> None:
+        if self.acked or self.response.done():
+            return
+        self.acked = True
+        self.stats.separate += 1
+        self.timer.cancel()
+        self.timer = self.loop.call_later(SEPARATE_TIMEOUT, self._expired)
+
+    def answer(self, msg: aiocoap.Message) -> None:
+        if not self.response.done():
+            self.response.set_result(msg)
+
+    def close(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+
+
 class _Endpoint(asyncio.DatagramProtocol):
     def __init__(self):
         self.transport = None
-        self.waiting: dict[bytes, asyncio.Future] = {}  # token -> response
-        self.acked: dict[int, asyncio.Event] = {}  # mid -> empty ACK seen
+        self.by_token: dict[bytes, _Exchange] = {}
+        self.by_mid: dict[int, _Exchange] = {}
 
     def connection_made(self, transport):
         self.transport = transport
@@ -61,16 +115,15 @@ class _Endpoint(asyncio.DatagramProtocol):
         except Exception:  # noqa: BLE001 -- a datagram we cannot read is ignored, as by a meter
             return
         if msg.mtype == aiocoap.ACK and msg.code == aiocoap.EMPTY:
-            ev = self.acked.get(msg.mid)
-            if ev is not None:
-                ev.set()
+            ex = self.by_mid.get(msg.mid)
+            if ex is not None:
+                ex.empty_ack()
             return
         if msg.mtype == aiocoap.CON:  # a separate response: acknowledge it
-            self.transport.sendto(aiocoap.Message(mtype=aiocoap.ACK, mid=msg.mid,
-                                                  code=aiocoap.EMPTY).encode())
-        fut = self.waiting.get(msg.token)
-        if fut is not None and not fut.done():
-            fut.set_result(msg)
+            self.transport.sendto(bytes([0x60, 0]) + msg.mid.to_bytes(2, "big"))  # empty ACK
+        ex = self.by_token.get(msg.token)
+        if ex is not None:
+            ex.answer(msg)
 
 
 class Meter(Requests):
@@ -94,40 +147,18 @@ class Meter(Requests):
     async def _exchange(self, payload: bytes):
         """One CON request with retransmission; (inner response or None, request id)."""
         outer, rid = self.protect_message(payload)
-        datagram = outer.encode()
-        loop = asyncio.get_running_loop()
-        fut = loop.create_future()
-        acked = asyncio.Event()
-        self.ep.waiting[outer.token] = fut
-        self.ep.acked[outer.mid] = acked
-        timeout = ACK_TIMEOUT * random.uniform(1, ACK_RANDOM_FACTOR)
         first, self.first = self.first, False
         if first:
             self.stats.first_datagrams += 1
-        ack_seen = asyncio.ensure_future(acked.wait())
+        ex = _Exchange(self.ep.transport, outer.encode(), self.stats, first)
+        self.ep.by_token[outer.token] = self.ep.by_mid[outer.mid] = ex
         try:
-            for attempt in range(MAX_RETRANSMIT + 1):
-                if attempt:
-                    self.stats.retransmits += 1
-                    if first and attempt == 1:
-                        self.stats.first_retransmitted += 1
-                self.ep.transport.sendto(datagram)
-                await asyncio.wait([fut, ack_seen], timeout=timeout,
-                                   return_when=asyncio.FIRST_COMPLETED)
-                if fut.done():
-                    return fut.result(), rid
-                if acked.is_set():  # empty ACK: a separate response will come
-                    try:
-                        return await asyncio.wait_for(fut, SEPARATE_TIMEOUT), rid
-                    except asyncio.TimeoutError:
-                        self.stats.late += 1
-                        return None, rid
-                timeout *= 2
-            return None, rid
+            ex.send()
+            return await ex.response, rid
         finally:
-            ack_seen.cancel()
-            self.ep.waiting.pop(outer.token, None)
-            self.ep.acked.pop(outer.mid, None)
+            ex.close()
+            self.ep.by_token.pop(outer.token, None)
+            self.ep.by_mid.pop(outer.mid, None)
 
     async def post(self, payload: bytes) -> bool:
         """Deliver one batch as a meter would: until a 2.04, within reason."""
