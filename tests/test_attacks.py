@@ -57,11 +57,10 @@ def test_one_meter_cannot_count_as_several_contributors(system):
     assert rejects(system).get(("m01", "stale_interval"), 0) == 3
     st = system.store(readonly=True)
     try:
-        (meters,) = st.db.execute("SELECT meters FROM demand WHERE neighbourhood='north' AND"
-                                  " interval_end=?", (END + 900,)).fetchone()
+        meters = st.demand_meters("north", END + 900)
     finally:
         st.close()
-    assert meters == "m01"  # one meter, once
+    assert meters == ["m01"]  # one meter, once
 
 
 def test_replayed_request_rejected_and_counted(system):
@@ -212,3 +211,26 @@ def test_block1_inside_oscore_is_refused_too(system):
             continue
         break
     assert inner.code == aiocoap.REQUEST_ENTITY_TOO_LARGE and inner.opt.size1 == 1024
+
+
+@pytest.mark.parametrize("path", [("readingz",), ("readings", "x"), ()])
+def test_a_meter_asking_for_another_path_gets_not_found(system, path):
+    """The gateway's root looks its two paths up itself (not aiocoap's
+    Site): a meter's protected POST anywhere else is 4.04 and stores
+    nothing, while the right path still works."""
+    p = peer(system, "m03")
+    before = system.accepted("m03")
+    for _ in range(2):  # the first exchange after a gateway start may be an Echo challenge
+        datagram, rid = p.protect(readings_payload("m03", [[40, END, 9, 9]]), path=path)
+        inner = p.unprotect(p.send_raw(datagram), rid)
+        if inner.code == aiocoap.UNAUTHORIZED and inner.opt.echo:
+            p.echo = inner.opt.echo
+            continue
+        break
+    assert inner.code == aiocoap.NOT_FOUND, (path, inner)
+    assert system.accepted("m03") == before
+    k = 41 + before  # a new seq and a newer interval at each run
+    inner, _ = p.post(readings_payload("m03", [[k, END + 900 * k, 9, 9]]))
+    assert inner.code == aiocoap.CHANGED
+    assert system.accepted("m03") == before + 1
+    assert "Traceback" not in system.gateway_log()
