@@ -243,13 +243,13 @@ class PES:
         return t
 
     def _add_demand(self, nbh: str, end: int, kid: str, c: bytes, meter_id: str) -> None:
+        # The meter is counted once per reading: the holders charge privacy
+        # budget per reading.
         row = self.store.demand(nbh, end)
         if row is None:
             self.store.put_demand(nbh, end, kid, c, meter_id, new=True)
         else:
-            # Once per reading: the holders charge privacy budget per reading.
-            meters = ",".join(sorted(row[2].split(",") + [meter_id]))
-            self.store.put_demand(nbh, end, kid, self._add(kid, row[1], c), meters, new=False)
+            self.store.put_demand(nbh, end, kid, self._add(kid, row[1], c), meter_id, new=False)
 
     def _add_bill(self, meter_id: str, day: int, band: int, kid: str, c: bytes,
                   interval_end: int) -> None:

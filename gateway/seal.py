@@ -53,13 +53,13 @@ def seal(store: Store, key, gateway_id: str, interval_s: int, grace_s: int,
         return clocks.get(nbh, 0) if clock == "data" else wall
 
     with store.transaction():
-        for nbh, end, c, meters, key_id in store.open_demand():
+        for nbh, end, c, key_id in store.open_demand():
             if not seal_all and end + grace_s > current(nbh):
                 continue
-            names = tuple(meters.split(","))
+            names = tuple(store.demand_meters(nbh, end))
             rec = records.AggregateRecord(gateway_id, nbh, end - interval_s, end, len(set(names)), c,
                                           key_id, names)
-            store.seal_demand(nbh, end, end - interval_s, c, meters, key_id,
+            store.seal_demand(nbh, end, end - interval_s, c, ",".join(names), key_id,
                               signed_item("aggregate", key, rec))
             result.aggregates += 1
         for meter_id, day, version, nbh in store.unsigned_bill_days():

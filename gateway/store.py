@@ -61,9 +61,20 @@ CREATE TABLE IF NOT EXISTS demand (
     interval_end INTEGER NOT NULL,
     key_id TEXT NOT NULL,
     ciphertext BLOB NOT NULL,
-    meters TEXT NOT NULL,                      -- the contributing meters, comma-separated
+    meters TEXT NOT NULL,  -- '', or (before demand_meters) the meters, comma-separated
     PRIMARY KEY (neighbourhood, interval_end)
 );
+-- the meters counted in an open (neighbourhood, interval), one row per
+-- reading (the key holders charge privacy budget per reading): one small
+-- insert per reading, where rewriting a sorted list of a thousand meters
+-- each time was the PES's largest cost after encryption
+CREATE TABLE IF NOT EXISTS demand_meters (
+    neighbourhood TEXT NOT NULL,
+    interval_end INTEGER NOT NULL,
+    meter_id TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS demand_meters_by_interval
+    ON demand_meters (neighbourhood, interval_end, meter_id);
 CREATE TABLE IF NOT EXISTS sealed (
     neighbourhood TEXT NOT NULL,
     interval_end INTEGER NOT NULL,
@@ -305,17 +316,29 @@ class Store:
         return self.db.execute("SELECT 1 FROM sealed WHERE neighbourhood=? AND interval_end=?",
                                (nbh, end)).fetchone() is not None
 
-    def demand(self, nbh: str, end: int) -> tuple[str, bytes, str] | None:
-        """(key id, ciphertext, meters) of an open (neighbourhood, interval)."""
-        return self.db.execute("SELECT key_id, ciphertext, meters FROM demand WHERE"
+    def demand(self, nbh: str, end: int) -> tuple[str, bytes] | None:
+        """(key id, ciphertext) of an open (neighbourhood, interval)."""
+        return self.db.execute("SELECT key_id, ciphertext FROM demand WHERE"
                                " neighbourhood=? AND interval_end=?", (nbh, end)).fetchone()
 
-    def put_demand(self, nbh: str, end: int, kid: str, c: bytes, meters: str, new: bool) -> None:
+    def put_demand(self, nbh: str, end: int, kid: str, c: bytes, meter_id: str,
+                   new: bool) -> None:
+        """The interval's new sum, with meter_id counted once more in it."""
         if new:
-            self.db.execute("INSERT INTO demand VALUES (?, ?, ?, ?, ?)", (nbh, end, kid, c, meters))
+            self.db.execute("INSERT INTO demand VALUES (?, ?, ?, ?, '')", (nbh, end, kid, c))
         else:
-            self.db.execute("UPDATE demand SET ciphertext=?, meters=? WHERE neighbourhood=?"
-                            " AND interval_end=?", (c, meters, nbh, end))
+            self.db.execute("UPDATE demand SET ciphertext=? WHERE neighbourhood=?"
+                            " AND interval_end=?", (c, nbh, end))
+        self.db.execute("INSERT INTO demand_meters VALUES (?, ?, ?)", (nbh, end, meter_id))
+
+    def demand_meters(self, nbh: str, end: int) -> list[str]:
+        """The meters counted in an open interval, once per reading, sorted."""
+        row = self.db.execute("SELECT meters FROM demand WHERE neighbourhood=? AND"
+                              " interval_end=?", (nbh, end)).fetchone()
+        older = row[0].split(",") if row and row[0] else []  # counted before the upgrade
+        return sorted(older + [m for (m,) in self.db.execute(
+            "SELECT meter_id FROM demand_meters WHERE neighbourhood=? AND interval_end=?",
+            (nbh, end))])
 
     def bill_band(self, meter_id: str, day: int, band: int) -> bytes | None:
         row = self.db.execute("SELECT ciphertext FROM bill_days WHERE meter_id=? AND day=?"
@@ -377,9 +400,9 @@ class Store:
         return dict(self.db.execute("SELECT neighbourhood, MIN(COALESCE(last_end, 0)) FROM meters"
                                     " GROUP BY neighbourhood").fetchall())
 
-    def open_demand(self) -> list[tuple[str, int, bytes, str, str]]:
-        """(neighbourhood, interval end, ciphertext, meters, key id), oldest first."""
-        return self.db.execute("SELECT neighbourhood, interval_end, ciphertext, meters, key_id"
+    def open_demand(self) -> list[tuple[str, int, bytes, str]]:
+        """(neighbourhood, interval end, ciphertext, key id), oldest first."""
+        return self.db.execute("SELECT neighbourhood, interval_end, ciphertext, key_id"
                                " FROM demand ORDER BY interval_end").fetchall()
 
     def seal_demand(self, nbh: str, end: int, start: int, c: bytes, meters: str, key_id: str,
@@ -388,6 +411,8 @@ class Store:
                         (nbh, end, start, c, meters, key_id,
                          base64.b64decode(signed_item["signature"]), now()))
         self.db.execute("DELETE FROM demand WHERE neighbourhood=? AND interval_end=?", (nbh, end))
+        self.db.execute("DELETE FROM demand_meters WHERE neighbourhood=? AND interval_end=?",
+                        (nbh, end))
         self.outbox_add(signed_item)
 
     def neighbourhoods(self) -> list[str]:

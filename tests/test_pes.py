@@ -97,3 +97,34 @@ def test_merged_reading_counts_in_its_last_interval_for_demand_and_bill(pes):
     assert decrypt_demand(pes, priv, DAY0 + 3600) == 30
     (c,) = pes.store.db.execute("SELECT ciphertext FROM bill_days WHERE meter_id='m1'").fetchone()
     assert priv.decrypt(paillier.from_bytes(priv.public_key, c)) == 35
+
+
+def test_an_interval_counted_before_the_upgrade_seals_with_all_its_meters(pes):
+    """A gateway upgraded while an interval is open: the meters its old
+    code listed in demand.meters and those counted since in demand_meters
+    all reach the sealed record, once per reading, sorted; the sum is exact."""
+    import base64 as b64
+
+    from common import records
+    from gateway import seal
+
+    pes, priv = pes
+    end = DAY0 + 900
+    pes.ingest("m2", [Reading(0, end, 40, 40)], None, None)
+    db = pes.store.db
+    # What the old code had written: the list in the row, no demand_meters rows.
+    db.execute("UPDATE demand SET meters='m2' WHERE interval_end=?", (end,))
+    db.execute("DELETE FROM demand_meters")
+    pes.ingest("m1", [Reading(0, end, 2, 2), Reading(1, end + 900, 3, 5)], None, None)
+    assert pes.store.demand_meters("n", end) == ["m1", "m2"]
+    key = Ed25519PrivateKey.generate()
+    assert seal.seal(pes.store, key, "gw", 900, 0, seal_all=True).aggregates == 2
+    sealed = {}
+    for _, item in pes.store.outbox_batch(100):
+        if item.get("kind") == "aggregate":
+            rec = records.parse(b64.b64decode(item["record"]))
+            sealed[rec.interval_end] = rec
+    assert sealed[end].meters == ("m1", "m2") and sealed[end].contributors == 2
+    assert priv.decrypt(paillier.from_bytes(priv.public_key, sealed[end].ciphertext)) == 42
+    assert sealed[end + 900].meters == ("m1",)
+    assert db.execute("SELECT COUNT(*) FROM demand_meters").fetchone()[0] == 0
