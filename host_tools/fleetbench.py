@@ -129,6 +129,7 @@ def _figures(wall: float, stats: loadgen.Stats, cpu: float, requests: int, batch
             else server_cpu * 1000 / requests, "wall_s": wall, "requests_per_s": requests / wall,
             "readings_per_s": requests * batch / wall, "p50_ms": stats.percentile(50) * 1000,
             "p99_ms": stats.percentile(99) * 1000, "retransmits": stats.retransmits,
+            "separate": stats.separate,
             "first_retransmitted": stats.first_retransmitted,
             "first_datagrams": stats.first_datagrams, "timeouts": stats.timeouts,
             "late": stats.late,
