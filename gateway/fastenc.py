@@ -8,7 +8,7 @@ h_s = h^n mod n² is fixed per process (h = -y² mod n for a random y) and x
 is a fresh random exponent of `exponent_bits` bits. h_s^x is still an n-th
 residue, so decryption (c^λ) removes it exactly as before. With h_s fixed,
 h_s^x is a product of precomputed powers: a table of h_s^(j·2^(w·i)) turns
-a 448-bit exponent into 56 multiplications.
+a 448-bit exponent into 45 multiplications (w = 10).
 
 Security: the ciphertexts are as hiding as Paillier's as long as h_s^x for
 a short random x is indistinguishable from a random n-th residue. With x
@@ -42,7 +42,12 @@ from .procname import name_process
 log = logging.getLogger("gridveil.fastenc")
 
 DEFAULT_EXPONENT_BITS = 448
-WINDOW = 8  # bits per table row: 256 entries a row, 56 rows at 448 bits (about 7 MiB)
+# Bits per table row: 1024 entries a row, 45 rows at 448 bits, about 22 MiB
+# at 2048 bits, built in about 0.25 s. Measured here: 0.23 ms a power,
+# against 0.28 ms with 8-bit rows (7 MiB); 11 bits doubles the table again
+# for nothing more (it fits no cache either way, and the rows are fewer by
+# only four).
+WINDOW = 10
 
 
 def fresh_base(pub: PaillierPublicKey) -> int:

@@ -125,7 +125,7 @@ class PES:
 
     def encryptor(self, kid: str, h_s: int | None = None) -> FastEncryptor:
         """phe-compatible ciphertexts, ~25x faster (gateway/fastenc.py); its
-        table (7 MiB at 2048 bits) is made when an epoch is first used, with
+        table (22 MiB at 2048 bits) is made when an epoch is first used, with
         the base h_s if given (a randomness pool's), else a fresh one."""
         if kid not in self._encryptors:
             self._encryptors[kid] = FastEncryptor(self._pubs[kid], self.exponent_bits, h_s)

@@ -454,7 +454,7 @@ response later (RFC 7252 5.2.2), which costs both sides two more datagrams.
 
 The gateway's peak resident memory over these runs, its processes' peaks
 added up: {fl['gateway_peak_rss_mib']:.0f} MiB (the fixed-base table is about
-7 MiB, one in the PES process and one in each pool worker).
+22 MiB, one in the PES process and one in each pool worker).
 Batches that arrive together share one commit (`gateway/groupcommit.py`);
 when more than 15 s of work is waiting the gateway answers 5.03 with a
 Max-Age in the second half of the time the backlog needs.
