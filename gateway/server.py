@@ -34,6 +34,7 @@ from .store import Store, StoreError
 log = logging.getLogger("gridveil.gateway")
 
 READINGS_PATH = ("readings",)
+PUSH_BACKOFF_MAX_S = 60.0  # the longest wait between pushes while the MDMS is unreachable
 FIRMWARE_PATH = ("fw",)
 
 
@@ -305,17 +306,22 @@ class Gateway:
     async def _push_loop(self) -> None:
         loop = asyncio.get_running_loop()
         failing = False
+        wait = self.config.push_every_s
         while True:
-            await asyncio.sleep(self.config.push_every_s)
+            await asyncio.sleep(wait)
             try:
                 await loop.run_in_executor(self.push_executor, self.pusher.drain)
                 if failing:
                     log.info("pushing to the MDMS works again")
                 failing = False
+                wait = self.config.push_every_s
             except PushError as e:
                 if not failing:  # one line per outage, not one per attempt
                     log.warning("cannot push to the MDMS, will retry: %s", e)
                 failing = True
+                # Each attempt reads, encodes and signs a whole batch: while
+                # the MDMS is away, try less and less often, up to a minute.
+                wait = min(wait * 2, max(PUSH_BACKOFF_MAX_S, self.config.push_every_s))
             except StoreError as e:
                 log.error("cannot read the outbox: %s", e)
 

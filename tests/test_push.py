@@ -58,3 +58,59 @@ def test_health_goes_with_a_push_only_when_due(pes, intake):  # noqa: F811
     # `gridveil gateway push` makes a new Pusher: its push always carries it.
     Pusher(pes.store, Ed25519PrivateKey.generate(), "gw", url, health_every_s=3600).drain()
     assert bodies[-1]["health"] is not None and len(bodies) == sent + 2
+
+
+def test_while_the_mdms_is_away_the_gateway_tries_less_and_less_often(pes, tmp_path):  # noqa: F811
+    """Each attempt reads, encodes and signs a whole batch: against an MDMS
+    that answers 503, the daemon's push loop doubles its wait after each
+    failure; once the MDMS answers, everything waiting goes."""
+    import asyncio
+
+    from gateway.server import Gateway
+
+    pes, _ = pes
+    waiting = pes.store.outbox_count()
+    attempts: list[float] = []
+    healthy_at = time.monotonic() + 1.2
+
+    class Intake(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 -- http.server's name
+            self.rfile.read(int(self.headers["Content-Length"]))
+            attempts.append(time.monotonic())
+            ok = time.monotonic() >= healthy_at
+            out = json.dumps({"stored": 0} if ok else {"error": "down"}).encode()
+            self.send_response(200 if ok else 503)
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Intake)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    home = tmp_path / "gateway"
+    cfg = json.loads((home / "gateway.json").read_text())
+    (home / "gateway.json").write_text(json.dumps({
+        **cfg, "mdms_url": f"http://127.0.0.1:{server.server_address[1]}",
+        "push_every_s": 0.05, "encryption_workers": 0}))
+    gw = Gateway(home, passphrase="x" * 12)
+
+    async def run():
+        loop = asyncio.create_task(gw._push_loop())
+        await asyncio.sleep(3.0)
+        loop.cancel()
+
+    try:
+        asyncio.run(run())
+    finally:
+        gw.push_executor.shutdown(wait=True)
+        gw.executor.shutdown(wait=True)
+        server.shutdown()
+        server.server_close()
+    failed = [t for t in attempts if t < healthy_at]
+    gaps = [b - a for a, b in zip(failed, failed[1:], strict=False)]
+    # 0.05 s apart without the backoff: some 24 attempts in 1.2 s
+    assert 3 <= len(failed) <= 6, gaps
+    assert all(b > 1.6 * a for a, b in zip(gaps, gaps[1:], strict=False)), gaps  # each wait about doubles
+    assert pes.store.outbox_count() == 0 and waiting > 0  # then everything went
