@@ -213,9 +213,9 @@ class PES:
             if clip and r.energy_wh > clip:
                 result.clipped += 1
                 self._add_demand(info.neighbourhood, target, kid,
-                                 self.encrypt(day, clip)[1], meter_id)
+                                 self.encrypt(day, clip)[1], meter_id, r.seq)
             else:
-                self._add_demand(info.neighbourhood, target, kid, c, meter_id)
+                self._add_demand(info.neighbourhood, target, kid, c, meter_id, r.seq)
             self._add_bill(meter_id, day, info.tariff.band(target - self.interval_s), kid, c,
                            target)
             if info.customer_pub is not None:
@@ -242,14 +242,16 @@ class PES:
                 t += self.interval_s
         return t
 
-    def _add_demand(self, nbh: str, end: int, kid: str, c: bytes, meter_id: str) -> None:
+    def _add_demand(self, nbh: str, end: int, kid: str, c: bytes, meter_id: str,
+                    seq: int) -> None:
         # The meter is counted once per reading: the holders charge privacy
         # budget per reading.
         row = self.store.demand(nbh, end)
         if row is None:
-            self.store.put_demand(nbh, end, kid, c, meter_id, new=True)
+            self.store.put_demand(nbh, end, kid, c, meter_id, seq, new=True)
         else:
-            self.store.put_demand(nbh, end, kid, self._add(kid, row[1], c), meter_id, new=False)
+            self.store.put_demand(nbh, end, kid, self._add(kid, row[1], c), meter_id, seq,
+                                  new=False)
 
     def _add_bill(self, meter_id: str, day: int, band: int, kid: str, c: bytes,
                   interval_end: int) -> None:

@@ -65,16 +65,17 @@ CREATE TABLE IF NOT EXISTS demand (
     PRIMARY KEY (neighbourhood, interval_end)
 );
 -- the meters counted in an open (neighbourhood, interval), one row per
--- reading (the key holders charge privacy budget per reading): one small
--- insert per reading, where rewriting a sorted list of a thousand meters
--- each time was the PES's largest cost after encryption
+-- reading (the key holders charge privacy budget per reading), deleted when
+-- it is sealed: one small insert per reading, where rewriting a sorted list
+-- of a thousand meters each time was the PES's largest cost after
+-- encryption. One b-tree, ordered as the seal reads it.
 CREATE TABLE IF NOT EXISTS demand_meters (
     neighbourhood TEXT NOT NULL,
     interval_end INTEGER NOT NULL,
-    meter_id TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS demand_meters_by_interval
-    ON demand_meters (neighbourhood, interval_end, meter_id);
+    meter_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,                      -- the reading's
+    PRIMARY KEY (neighbourhood, interval_end, meter_id, seq)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS sealed (
     neighbourhood TEXT NOT NULL,
     interval_end INTEGER NOT NULL,
@@ -321,15 +322,16 @@ class Store:
         return self.db.execute("SELECT key_id, ciphertext FROM demand WHERE"
                                " neighbourhood=? AND interval_end=?", (nbh, end)).fetchone()
 
-    def put_demand(self, nbh: str, end: int, kid: str, c: bytes, meter_id: str,
+    def put_demand(self, nbh: str, end: int, kid: str, c: bytes, meter_id: str, seq: int,
                    new: bool) -> None:
-        """The interval's new sum, with meter_id counted once more in it."""
+        """The interval's new sum, with meter_id's reading seq counted in it."""
         if new:
             self.db.execute("INSERT INTO demand VALUES (?, ?, ?, ?, '')", (nbh, end, kid, c))
         else:
             self.db.execute("UPDATE demand SET ciphertext=? WHERE neighbourhood=?"
                             " AND interval_end=?", (c, nbh, end))
-        self.db.execute("INSERT INTO demand_meters VALUES (?, ?, ?)", (nbh, end, meter_id))
+        self.db.execute("INSERT INTO demand_meters VALUES (?, ?, ?, ?)",
+                        (nbh, end, meter_id, seq))
 
     def demand_meters(self, nbh: str, end: int) -> list[str]:
         """The meters counted in an open interval, once per reading, sorted."""

@@ -160,7 +160,10 @@ def markdown(rows: list[dict], here: float | None) -> str:
             " generator's meters send a day each at once, then six more days"
             " (`make bench-scaling`, about 10 minutes). Bytes per meter-day: the"
             " gateway's database after the first day, divided by the meters (it holds the"
-            " fixed part too), and what each further day added. Sealing is"
+            " fixed part too), and what each further day added, all of it still unsealed"
+            " (the gateway seals only between the steps here): that includes the open"
+            " intervals' bookkeeping, a row per reading naming its meter, which a"
+            " gateway deletes as it seals. Sealing is"
             " `gridveil gateway seal --all` (process start subtracted) per signed record;"
             " release is `gridveil mdms release` of the first day, both holders' partial"
             " decryptions per value.\n\n" + table(rows))
