@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -17,15 +18,15 @@ from test_pes import pes  # noqa: F401 -- the fixture
 from gateway.push import Pusher
 
 
-@pytest.fixture
-def intake():
-    bodies: list[dict] = []
+@contextmanager
+def serving(answer):
+    """A real HTTP intake on loopback: answer(body) is each POST's status."""
 
     class Intake(BaseHTTPRequestHandler):
         def do_POST(self):  # noqa: N802 -- http.server's name
-            bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            out = b'{"stored": 0}'
-            self.send_response(200)
+            status = answer(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            out = b'{"stored": 0}' if status == 200 else b'{"error": "down"}'
+            self.send_response(status)
             self.send_header("Content-Length", str(len(out)))
             self.end_headers()
             self.wfile.write(out)
@@ -35,9 +36,18 @@ def intake():
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Intake)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", bodies
-    server.shutdown()
-    server.server_close()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def intake():
+    bodies: list[dict] = []
+    with serving(lambda body: bodies.append(body) or 200) as url:
+        yield url, bodies
 
 
 def test_health_goes_with_a_push_only_when_due(pes, intake):  # noqa: F811
@@ -73,41 +83,26 @@ def test_while_the_mdms_is_away_the_gateway_tries_less_and_less_often(pes, tmp_p
     attempts: list[float] = []
     healthy_at = time.monotonic() + 1.2
 
-    class Intake(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 -- http.server's name
-            self.rfile.read(int(self.headers["Content-Length"]))
-            attempts.append(time.monotonic())
-            ok = time.monotonic() >= healthy_at
-            out = json.dumps({"stored": 0} if ok else {"error": "down"}).encode()
-            self.send_response(200 if ok else 503)
-            self.send_header("Content-Length", str(len(out)))
-            self.end_headers()
-            self.wfile.write(out)
+    def answer(body: dict) -> int:
+        attempts.append(time.monotonic())
+        return 200 if time.monotonic() >= healthy_at else 503
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Intake)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    home = tmp_path / "gateway"
-    cfg = json.loads((home / "gateway.json").read_text())
-    (home / "gateway.json").write_text(json.dumps({
-        **cfg, "mdms_url": f"http://127.0.0.1:{server.server_address[1]}",
-        "push_every_s": 0.05, "encryption_workers": 0}))
-    gw = Gateway(home, passphrase="x" * 12)
-
-    async def run():
+    async def run(gw):
         loop = asyncio.create_task(gw._push_loop())
         await asyncio.sleep(3.0)
         loop.cancel()
 
-    try:
-        asyncio.run(run())
-    finally:
-        gw.push_executor.shutdown(wait=True)
-        gw.executor.shutdown(wait=True)
-        server.shutdown()
-        server.server_close()
+    with serving(answer) as url:
+        home = tmp_path / "gateway"
+        cfg = json.loads((home / "gateway.json").read_text())
+        (home / "gateway.json").write_text(json.dumps({
+            **cfg, "mdms_url": url, "push_every_s": 0.05, "encryption_workers": 0}))
+        gw = Gateway(home, passphrase="x" * 12)
+        try:
+            asyncio.run(run(gw))
+        finally:
+            gw.push_executor.shutdown(wait=True)
+            gw.executor.shutdown(wait=True)
     failed = [t for t in attempts if t < healthy_at]
     gaps = [b - a for a, b in zip(failed, failed[1:], strict=False)]
     # 0.05 s apart without the backoff: some 24 attempts in 1.2 s
