@@ -445,7 +445,8 @@ share. No customer copies here (the first table
 has them). "generator" is the load generator's own CPU over the run's wall
 time: far from one core, so it is not what limits the figures, but on
 these 2 cores whatever it uses the gateway's processes do not get.
-"separate" counts the exchanges answered with an empty ACK first and the
+"resent" counts retransmitted requests (no answer within the ACK
+timeout); "separate" the exchanges answered with an empty ACK first and the
 response later (RFC 7252 5.2.2), which costs both sides two more datagrams.
 
 | run | wall s | req/s | readings/s | p50 ms | p99 ms | resent | separate | timeouts | 5.03 | generator |
