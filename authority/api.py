@@ -1,15 +1,22 @@
 """A key holder's HTTP API (Starlette, served by uvicorn, TLS optional):
 
     GET  /v1/keys        {"keys": {key_id: n}}: public keys, to combine partials
-    POST /v1/aggregate   {"parts": [{"record": b64, "signature": b64}, ...]}
+    POST /v1/aggregates  {"decision": {...}, "aggregates": [{"parts": [{"record": b64,
+                          "signature": b64}, ...]}, ...]}: up to 2,000 sums, each
+                         answered or refused on its own: {"results": [...]}
                          (noise is the holder's policy; a request that asks
                          for none, or for some, is refused as malformed)
-    POST /v1/bill        {"meter_id", "start", "end", "tariff": "id@version",
-                          "days": [{"record": b64, "signature": b64}, ...]}
-                         (prices come from the holder's approved tariffs, never
-                         from the request)
-    POST /v1/decision    {"subject", "approved": bool, "reason"}: log the privacy
-                         guardian's decision on a request made in the MDMS
+    POST /v1/bills       {"decision", "neighbourhoods": [...], "start", "end",
+                          "bills": [{"meter_id", "tariff": "id@version",
+                          "days": [{"record": b64, "signature": b64}, ...]}]}:
+                         every bill of those neighbourhoods for one period,
+                         all answered or all refused (prices come from the
+                         holder's approved tariffs, never from the request)
+    POST /v1/requests    {"what", "neighbourhoods", "start", "end", "note", "ref"}:
+                         propose a release to the privacy guardian (its holder
+                         only); the guardian decides at its own desk
+    GET  /v1/decisions   the guardian's signed decisions (?after=N), to attach
+                         to release requests (its holder only)
     GET  /v1/policy      this holder's release policy (k, billing, noise), so
                          the guardian sees what it would refuse before deciding
     GET  /v1/log         the decision log (?after=N&limit=M)
@@ -46,12 +53,16 @@ from common import records
 from common.asgi import BodyTooLarge, read_body
 from common.files import ConfigError, read_json, write_json
 
-from .holder import Answer, BillRequest, KeyHolder, check_name
+from .holder import Answer, BillGroup, BillRequest, KeyHolder, check_name
 from .policy import Refusal
 
 log = logging.getLogger("gridveil.holder.api")
-MAX_BODY = 4 << 20
+MAX_BODY = 16 << 20
 MAX_LOG_PAGE = 5000
+
+
+class NotHere(Exception):
+    """A guardian's endpoint asked of the utility's holder."""
 
 
 def allow(holder_dir: Path, requester: str, token_sha256: str) -> None:
@@ -86,7 +97,7 @@ def _answer_json(a: Answer) -> dict:
             "receipt": {"n": a.receipt.n, "hash": a.receipt.hash}}
 
 
-def create_app(holder: KeyHolder, tokens: dict[str, str]) -> Starlette:
+def create_app(holder: KeyHolder, tokens: dict[str, str], secure: bool = False) -> Starlette:
     worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="holder")
 
     async def run(fn, *args):
@@ -114,40 +125,67 @@ def create_app(holder: KeyHolder, tokens: dict[str, str]) -> Starlette:
                 return JSONResponse({"error": f"body over {MAX_BODY} bytes"}, 413)
             except Refusal as r:
                 return JSONResponse({"refused": r.code, "message": str(r)}, 403)
-            except (ValueError, KeyError, TypeError, AttributeError) as e:
+            except NotHere as e:
+                return JSONResponse({"error": str(e)}, 404)
+            except (ValueError, KeyError, TypeError, AttributeError, ConfigError) as e:
                 return JSONResponse({"error": f"bad request: {str(e)[:200]}"}, 400)
         return wrapped
 
     async def keys(request, who, body):
         return {"keys": holder.public_keys(), "role": holder.role}
 
-    async def aggregate(request, who, body):
-        parts = _signed(body["parts"], records.AggregateRecord)
+    def noise_free(body):
         if "dp" in body:
             raise ValueError("noise is the holder's policy, not the request's")
-        return _answer_json(await run(holder.release_aggregate, parts, who))
 
-    async def bill(request, who, body):
-        days = _signed(body["days"], records.BillDayRecord)
-        if "prices" in body:
+    async def aggregates(request, who, body):
+        noise_free(body)
+        items = body["aggregates"]
+        if not isinstance(items, list):
+            raise ValueError("aggregates must be a list")
+        signed = [_signed(i["parts"], records.AggregateRecord) for i in items]
+        results = await run(holder.release_aggregates, signed, body.get("decision"), who)
+        return {"results": [{"refused": r.code, "message": str(r)} if isinstance(r, Refusal)
+                            else _answer_json(r) for r in results]}
+
+    async def bills(request, who, body):
+        noise_free(body)
+        if "prices" in body or any("prices" in b for b in body["bills"]):
             raise ValueError("prices come from the holder's approved tariffs, not from requests")
-        req = BillRequest(str(body["meter_id"]), int(body["start"]), int(body["end"]),
-                          str(body["tariff"]), days)
-        return _answer_json(await run(holder.release_bill, req, who))
+        start, end = int(body["start"]), int(body["end"])
+        group = BillGroup(tuple(check_name(n, "neighbourhood") for n in body["neighbourhoods"]),
+                          start, end,
+                          [BillRequest(str(b["meter_id"]), start, end, str(b["tariff"]),
+                                       _signed(b["days"], records.BillDayRecord))
+                           for b in body["bills"]])
+        answers = await run(holder.release_bills, group, body.get("decision"), who)
+        return {"results": [{"meter_id": b.meter_id, **_answer_json(a)}
+                            for b, a in zip(group.bills, answers, strict=True)]}
 
-    async def decision(request, who, body):
-        if not isinstance(body.get("approved"), bool):
-            raise ValueError("approved must be true or false")
-        r = await run(holder.note_decision, who, str(body["subject"]), body["approved"],
-                      str(body["reason"]))
-        return {"receipt": {"n": r.n, "hash": r.hash}}
+    def guardian_only():
+        if holder.desk is None:
+            raise NotHere("this holder takes no requests and makes no decisions: that is"
+                              " the privacy guardian's")
+
+    async def propose(request, who, body):
+        guardian_only()
+        n = await run(holder.desk.propose, who, str(body["what"]), list(body["neighbourhoods"]),
+                      int(body["start"]), int(body["end"]), str(body.get("note", "")),
+                      str(body.get("ref", "")))
+        return {"id": n}
+
+    async def decisions(request, who, body):
+        guardian_only()
+        after = _query_int(request, "after", 0)
+        limit = max(1, min(MAX_LOG_PAGE, _query_int(request, "limit", 500)))
+        return {"decisions": await run(holder.desk.decisions, after, limit)}
 
     async def policy(request, who, body):
         return {"role": holder.role, "policy": holder.policy.to_json()}
 
     async def log_entries(request, who, body):
-        after = int(request.query_params.get("after", 0))
-        limit = max(1, min(MAX_LOG_PAGE, int(request.query_params.get("limit", MAX_LOG_PAGE))))
+        after = _query_int(request, "after", 0)
+        limit = max(1, min(MAX_LOG_PAGE, _query_int(request, "limit", MAX_LOG_PAGE)))
         return {"role": holder.role, "entries": await run(holder.ledger.entries, after, limit)}
 
     async def verify(request, who, body):
@@ -161,14 +199,26 @@ def create_app(holder: KeyHolder, tokens: dict[str, str]) -> Starlette:
         return JSONResponse({"error": "no such resource"}, 404)
 
     routes = [Route("/v1/keys", endpoint(keys, False)),
-              Route("/v1/aggregate", endpoint(aggregate, True), methods=["POST"]),
-              Route("/v1/bill", endpoint(bill, True), methods=["POST"]),
-              Route("/v1/decision", endpoint(decision, True), methods=["POST"]),
+              Route("/v1/aggregates", endpoint(aggregates, True), methods=["POST"]),
+              Route("/v1/bills", endpoint(bills, True), methods=["POST"]),
+              Route("/v1/requests", endpoint(propose, True), methods=["POST"]),
+              Route("/v1/decisions", endpoint(decisions, False)),
               Route("/v1/policy", endpoint(policy, False)),
               Route("/v1/log", endpoint(log_entries, False)),
               Route("/v1/verify", endpoint(verify, False)),
               Route("/v1/head", endpoint(head, False))]
+    if holder.desk is not None:  # the guardian's desk, in a browser (authority/deskweb.py)
+        from .deskweb import Desk
+
+        routes += Desk(holder, secure).routes()
     return Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})
+
+
+def _query_int(request: Request, name: str, default: int) -> int:
+    raw = request.query_params.get(name, str(default))
+    if not raw.isdigit() or len(raw) > 15:
+        raise ValueError(f"{name} must be a whole number")
+    return int(raw)
 
 
 def load_tokens(holder: KeyHolder) -> dict[str, str]:

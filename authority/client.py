@@ -14,12 +14,16 @@ import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from common import paillier
+from common import decisions, paillier
+from common.decisions import Decision
 from common.errors import Refusal
 from common.files import ConfigError
 from common.http import HttpError, JsonClient
 
 __all__ = ["Authority", "HolderClient", "Refusal", "token_hash"]
+
+BATCH = 200  # aggregates per request: a few hundred KB of records
+CENT = 1_000_000  # µct
 
 
 def token_hash(token: str) -> str:
@@ -54,17 +58,27 @@ class HolderClient:
     def keys(self) -> dict[str, int]:
         return {k: int(n) for k, n in self._call("GET", "/v1/keys")["keys"].items()}
 
-    def aggregate(self, parts) -> dict:
-        return self._call("POST", "/v1/aggregate", {"parts": [_item(r, s) for r, s in parts]})
+    def aggregates(self, decision: Decision, items) -> list[dict]:
+        return self._call("POST", "/v1/aggregates", {
+            "decision": decision.to_json(),
+            "aggregates": [{"parts": [_item(r, s) for r, s in parts]} for parts in items]
+        })["results"]
 
-    def bill(self, meter_id: str, start: int, end: int, tariff: str, days) -> dict:
-        return self._call("POST", "/v1/bill", {
-            "meter_id": meter_id, "start": start, "end": end, "tariff": tariff,
-            "days": [_item(r, s) for r, s in days]})
+    def bills(self, decision: Decision, neighbourhoods, start: int, end: int, bills) -> list[dict]:
+        return self._call("POST", "/v1/bills", {
+            "decision": decision.to_json(), "neighbourhoods": sorted(neighbourhoods),
+            "start": start, "end": end,
+            "bills": [{"meter_id": m, "tariff": t, "days": [_item(r, s) for r, s in days]}
+                      for m, t, days in bills]})["results"]
 
-    def note_decision(self, subject: str, approved: bool, reason: str) -> dict:
-        return self._call("POST", "/v1/decision", {"subject": subject, "approved": approved,
-                                                   "reason": reason})
+    def propose(self, what: str, neighbourhoods, start: int, end: int, note: str,
+                ref: str) -> int:
+        return int(self._call("POST", "/v1/requests", {
+            "what": what, "neighbourhoods": sorted(neighbourhoods), "start": start, "end": end,
+            "note": note, "ref": ref})["id"])
+
+    def decisions(self, after: int = 0) -> list[dict]:
+        return self._call("GET", f"/v1/decisions?after={int(after)}")["decisions"]
 
     def policy(self) -> dict:
         return self._call("GET", "/v1/policy")["policy"]
@@ -81,10 +95,19 @@ class HolderClient:
         return self._call("GET", "/v1/head")
 
 
+@dataclass(frozen=True)
+class AggregateValue:
+    wh: int
+    contributors: int
+    noisy: bool
+
+
 class Authority:
     """All holders of one deployment: one ("single") or two ("utility",
-    "guardian"). Every holder checks the policy on its own and logs its own
-    decision; a refusal by any one of them is final."""
+    "guardian"). Every holder checks the guardian's decision and the policy
+    on its own and logs its own decision; a refusal by any one of them is
+    final. Decisions come from the guardian's holder (or the single one),
+    signed there; this client only picks the one that covers a release."""
 
     def __init__(self, holders: dict[str, HolderClient]):
         if set(holders) not in ({"single"}, {"utility", "guardian"}):
@@ -94,7 +117,13 @@ class Authority:
         self.receipts: dict[str, list[Receipt]] = {role: [] for role in holders}
         self._pubs: dict[str, object] = {}
         self._pool = ThreadPoolExecutor(len(holders), thread_name_prefix="holder-call")
-        self._noisy = self.last_noisy = False
+        self._decisions: dict[int, tuple[Decision, bool]] = {}  # id -> (decision, revoked)
+        self.last_noisy = False
+
+    @property
+    def guardian(self) -> HolderClient:
+        """The holder whose desk proposes and signs decisions."""
+        return self.holders.get("guardian") or self.holders["single"]
 
     def public_key(self, key_id: str):
         if key_id not in self._pubs:
@@ -107,7 +136,46 @@ class Authority:
                 raise ConfigError(f"no key holder knows key epoch {key_id}")
         return self._pubs[key_id]
 
-    def _ask_all(self, ask) -> tuple[int, dict]:
+    # --- the guardian's decisions ---------------------------------------------
+    def propose(self, what: str, neighbourhoods, start: int, end: int, note: str,
+                ref: str) -> int:
+        return self.guardian.propose(what, neighbourhoods, start, end, note, ref)
+
+    def refresh_decisions(self) -> list[Decision]:
+        """Fetch the guardian's decisions (all of them: a revocation changes
+        an old one); returns the ones not seen before."""
+        new, after = [], 0
+        while True:
+            page = self.guardian.decisions(after)
+            for d in page:
+                revoked = bool(d.pop("revoked", False))
+                dec = decisions.parse(d)
+                if dec.id not in self._decisions:
+                    new.append(dec)
+                self._decisions[dec.id] = (dec, revoked)
+                after = max(after, dec.id)
+            if len(page) < 500:
+                return new
+
+    def decisions(self) -> list[tuple[Decision, bool]]:
+        return [self._decisions[i] for i in sorted(self._decisions)]
+
+    def _covering(self, covers) -> Decision | None:
+        for d, revoked in reversed(self.decisions()):  # the newest first
+            if not revoked and d.live() and covers(d):
+                return d
+        return None
+
+    def covering(self, covers) -> Decision | None:
+        """The newest live approval for which covers(decision) holds;
+        fetches new decisions once if none is known."""
+        found = self._covering(covers)
+        if found is None and self.refresh_decisions():
+            found = self._covering(covers)
+        return found
+
+    # --- releases ---------------------------------------------------------------
+    def _ask_all(self, ask) -> dict[str, object]:
         # The holders are separate services: ask them at once, so their
         # exponentiations run side by side.
         futures = {role: self._pool.submit(ask, h) for role, h in self.holders.items()}
@@ -119,33 +187,78 @@ class Authority:
                 refusal = refusal or r
         if refusal:
             raise refusal
+        return answers
+
+    def _value(self, answers: dict[str, dict]) -> int:
         for role, a in answers.items():
             self.receipts[role].append(Receipt(**a["receipt"]))
-        # Noisy if any holder added noise (each decides by its own policy).
-        self._noisy = any(a.get("noisy") for a in answers.values())
         first = next(iter(answers.values()))
         if set(self.holders) == {"single"}:
-            return int(first["number"]), first
+            return int(first["number"])
         pub = self.public_key(first["key_id"])
-        return paillier.combine_partials(pub, [int(a["number"]) for a in answers.values()]), first
+        return paillier.combine_partials(pub, [int(a["number"]) for a in answers.values()])
 
-    def release_aggregate(self, parts) -> tuple[int, int]:
-        """(value in Wh, contributors) of one (neighbourhood, interval) from
-        every gateway's signed part."""
-        value, first = self._ask_all(lambda h: h.aggregate(parts))
-        self.last_noisy = self._noisy
-        return value, int(first.get("contributors", 0))
+    def release_aggregates(self, items, decision: Decision | None = None,
+                           batch: int = BATCH) -> list[AggregateValue | Refusal]:
+        """One answer per item (every gateway's signed part of one
+        (neighbourhood, interval)): its value, or the refusal of the first
+        holder that refused. Each goes under `decision`, or the newest live
+        approval that covers it."""
+        out: list = [None] * len(items)
+        by_decision: dict[int, list[int]] = {}
+        chosen: dict[int, Decision] = {}
+        for i, parts in enumerate(items):
+            rec = parts[0][0]
+            d = decision or self.covering(
+                lambda d, r=rec: d.covers_aggregate(r.neighbourhood, r.interval_end))
+            if d is None:
+                out[i] = Refusal("no_decision", "no decision of the privacy guardian covers"
+                                                f" {rec.neighbourhood} at {rec.interval_end} yet")
+                continue
+            chosen[d.id] = d
+            by_decision.setdefault(d.id, []).append(i)
+        for did, idx in by_decision.items():
+            for k in range(0, len(idx), batch):
+                chunk = idx[k:k + batch]
+                answers = self._ask_all(lambda h, c=chunk, d=chosen[did]: h.aggregates(
+                    d, [items[i] for i in c]))
+                for j, i in enumerate(chunk):
+                    mine = {role: a[j] for role, a in answers.items()}
+                    refused = next((a for a in mine.values() if "refused" in a), None)
+                    if refused:
+                        role = next(r for r, a in mine.items() if a is refused)
+                        out[i] = Refusal(refused["refused"], f"{role}: {refused['message']}")
+                        continue
+                    # Noisy if any holder added noise (each decides by its own policy).
+                    out[i] = AggregateValue(self._value(mine),
+                                            int(next(iter(mine.values())).get("contributors", 0)),
+                                            any(a.get("noisy") for a in mine.values()))
+        return out
 
-    def release_bill(self, meter_id: str, start: int, end: int, tariff: str, days) -> int:
-        """One bill over [start, end) at the approved tariff `id@version`
-        that the gateway signed into every day record."""
-        return self._ask_all(lambda h: h.bill(meter_id, start, end, tariff, days))[0]
+    def release_aggregate(self, parts, decision: Decision | None = None) -> tuple[int, int]:
+        """(value in Wh, contributors) of one (neighbourhood, interval)."""
+        (a,) = self.release_aggregates([parts], decision)
+        if isinstance(a, Refusal):
+            raise a
+        self.last_noisy = a.noisy
+        return a.wh, a.contributors
 
-    def note_decision(self, subject: str, approved: bool, reason: str) -> None:
-        """Every holder logs the guardian's decision; an approval that a
-        holder cannot log is not acted on (the caller stops at the error)."""
-        for h in self.holders.values():
-            h.note_decision(subject, approved, reason)
+    def release_bills(self, neighbourhoods, start: int, end: int, bills,
+                      decision: Decision | None = None) -> dict[str, int]:
+        """Every bill of these neighbourhoods over [start, end): `bills` is
+        [(meter, tariff id@version, signed day records)]. All are released
+        or none (a Refusal). Amounts in µct, whole cents: the holders'
+        dither rounded the bill to one of its two nearest cents."""
+        nbhs = sorted(set(neighbourhoods))
+        d = decision or self.covering(lambda d: d.covers_bills(nbhs, start, end))
+        if d is None:
+            raise Refusal("no_decision", "no decision of the privacy guardian covers the bills"
+                                         f" of {', '.join(nbhs)} from {start} to {end} yet")
+        answers = self._ask_all(lambda h: h.bills(d, nbhs, start, end, bills))
+        out = {}
+        for j, (meter, _, _) in enumerate(bills):
+            out[meter] = self._value({role: a[j] for role, a in answers.items()}) // CENT * CENT
+        return out
 
     def policies(self) -> dict[str, dict]:
         return {role: h.policy() for role, h in self.holders.items()}

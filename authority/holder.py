@@ -17,13 +17,17 @@ up the contributors itself, and releases the combined sum once.
 from __future__ import annotations
 
 import logging
+import secrets
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from common import paillier, records, signing, tariff
 from common.files import ConfigError, check_name, check_owner_only, read_json, write_atomic, write_json
 
+from . import desk as desk_mod
 from . import dp, keys, threshold
+from .desk import Desk
 from .keys import KeyDir
 from .ledger import Ledger, Receipt, sign_head
 from .policy import Policy, Refusal
@@ -34,6 +38,9 @@ DAY = 86400
 ROLES = ("single", "utility", "guardian")
 MAX_BILL_DAYS = 400
 MAX_PARTS = 64  # gateways in one neighbourhood
+MAX_BATCH = 2000  # aggregates in one request
+MAX_GROUP = 5000  # bills in one group
+CENT = 1_000_000  # µct: bills are released in whole cents
 
 
 class HolderHome:
@@ -52,6 +59,8 @@ class HolderHome:
         self.transport = self.path / "transport-key.json"
         self.signing_key = self.path / "signing-key.json"  # signs the log's heads
         self.signing_pub = self.path / "signing.pub"
+        # The guardian's signing key, at the utility's holder: decisions are checked with it
+        self.guardian_pub = self.path / "guardian.pub"
         # key id -> the clipping bound this holder signed into the epoch
         self.signed_epochs = self.path / "signed-epochs.json"
         self._cache: dict[str, tuple[tuple, object]] = {}
@@ -102,6 +111,16 @@ class BillRequest:
     end: int  # exclusive
     tariff: str  # id@version in this holder's registry of approved tariffs
     days: list[tuple[records.BillDayRecord, bytes]]
+
+
+@dataclass
+class BillGroup:
+    """Every bill of some neighbourhoods over one period, released together
+    or not at all (docs/privacy.md, "No differencing")."""
+    neighbourhoods: tuple[str, ...]
+    start: int
+    end: int
+    bills: list[BillRequest]
 
 
 @dataclass(frozen=True)
@@ -210,6 +229,21 @@ def trust_gateway(home: Path, gateway_id: str, pub_file: Path) -> None:
     write_atomic(HolderHome(home).gateways / f"{gateway_id}.pub", pem)
 
 
+def trust_guardian(home: Path, pub_file: Path) -> None:
+    """The guardian's signing key, at the utility's holder: it releases only
+    what a decision signed with it allows."""
+    h = HolderHome(home)
+    meta = read_json(h.meta, "key holder settings")
+    if meta.get("role") != "utility":
+        raise ConfigError("only the utility's holder takes the guardian's key: the guardian's"
+                          " own holder (and a single holder) checks decisions with its own")
+    pem = Path(pub_file).read_bytes() if Path(pub_file).exists() else None
+    if pem is None:
+        raise ConfigError(f"the guardian's public key not found: {pub_file}")
+    signing.parse_public(pem, str(pub_file))
+    write_atomic(h.guardian_pub, pem)
+
+
 def _whole_months(start: int, end: int) -> bool:
     import datetime as dt
 
@@ -246,6 +280,19 @@ class KeyHolder:
         if not ok:  # never decide on a released-once set that the log does not back
             self.ledger.close()
             raise ConfigError(f"decision log in {self.home.ledger}: {msg}; refusing to serve")
+        # Releases need the guardian's signed decision. The guardian's holder
+        # (and a single one) makes them at its desk and checks them with its
+        # own key; the utility's checks them with the guardian's key.
+        if self.role == "utility":
+            self.desk = None
+            self.guardian_pub = signing.load_public(self.home.guardian_pub) \
+                if self.home.guardian_pub.exists() else None
+            if self.guardian_pub is None:
+                log.warning("no guardian key (`gridveil holder trust-guardian`): every release"
+                            " will be refused")
+        else:
+            self.desk = Desk(self.home.ledger, self.ledger, self._signer)
+            self.guardian_pub = self._signer.public_key()
 
     def sign_epoch(self, key_id: str) -> dict:
         """The guardian's signature that lets gateways encrypt under a key it
@@ -258,8 +305,9 @@ class KeyHolder:
         if pub.n.bit_length() < self.policy.min_key_bits:
             raise ConfigError(f"key {key_id} is under this holder's {self.policy.min_key_bits}"
                               " bits")
-        # With noise on, gateways must clip each reading to the sensitivity the
-        # noise is made for; with it off, sums stay exact (bills = aggregates).
+        # With noise on, gateways must clip each meter's share of an interval
+        # to the sensitivity the noise is made for; with it off, sums stay
+        # exact (bills = aggregates).
         clip = self.policy.dp_sensitivity_wh if self.policy.dp == "on" else 0
         signed = dict(self.home.signed_clips())
         if signed.get(key_id, clip) != clip:
@@ -272,8 +320,8 @@ class KeyHolder:
 
     def _check_clipped(self, key_id: str) -> None:
         """Noise made for a sensitivity protects only if the gateways clip each
-        reading to it. The signer of the epochs knows what it signed; the
-        other holder's noise is extra and needs no check."""
+        meter's share of an interval to it. The signer of the epochs knows
+        what it signed; the other holder's noise is extra and needs no check."""
         if self.role == "utility":
             return
         clip = self.home.signed_clips().get(key_id)
@@ -288,6 +336,8 @@ class KeyHolder:
         return sign_head(self._signer.sign, self.role, self.ledger.head())
 
     def close(self) -> None:
+        if self.desk is not None:
+            self.desk.close()
         self.ledger.close()
 
     def public_keys(self) -> dict[str, str]:
@@ -308,20 +358,15 @@ class KeyHolder:
         return "partial", threshold.partial(secret, enc.ciphertext(be_secure=False), noise)
 
     # --- decisions -------------------------------------------------------
-    def _decide(self, requester, kind, subject, marks, check, key_id, spend=()) -> Answer:
-        """Run `check`; log the decision. `spend` is filled by check with the
-        DP budget a grant spends (at most one entry)."""
-        try:
-            answer_kind, number = check()
-        except Refusal as r:
-            self.ledger.record(requester, kind, subject, False, f"{r.code}: {r}")
-            log.info("%s refused %s %s for %s: %s", self.role, kind, subject, requester, r)
-            raise
-        dp_spend = spend[0] if spend else None
-        receipt = self.ledger.record(requester, kind, subject, True,
-                                     "granted" + (" with DP noise" if dp_spend else ""),
-                                     marks, dp_spend)
-        return Answer(answer_kind, number, receipt, key_id, noisy=dp_spend is not None)
+    def _decision(self, d):
+        """The guardian's signed decision a request carries, checked (at the
+        guardian's holder also against its revocations); a Refusal if none."""
+        return desk_mod.check(d, self.guardian_pub, self.desk)
+
+    def _refuse_all(self, requester: str, kind: str, subject: str, r: Refusal) -> None:
+        self.ledger.record(requester, kind, subject, False, f"{r.code}: {r}")
+        log.info("%s refused %s %s for %s: %s", self.role, kind, subject, requester, r)
+        raise r
 
     def _verify(self, rec, signature: bytes) -> None:
         pub = self.gateways.get(rec.gateway_id)
@@ -331,18 +376,41 @@ class KeyHolder:
             raise Refusal("bad_signature", f"record is not validly signed by gateway"
                                            f" {rec.gateway_id}")
 
-    def release_aggregate(self, parts: list[tuple[records.AggregateRecord, bytes]],
-                          requester: str = "mdms") -> Answer:
-        """One (neighbourhood, interval): every gateway's signed part. Noise
-        is this holder's policy's to decide, never the requester's."""
+    # --- aggregates --------------------------------------------------------
+    def release_aggregates(self, items: list[list[tuple[records.AggregateRecord, bytes]]],
+                           decision, requester: str = "mdms") -> list[Answer | Refusal]:
+        """Several (neighbourhood, interval) sums, each from every gateway's
+        signed part, under one decision of the guardian; an answer or a
+        refusal for each, all logged in one transaction. Noise is this
+        holder's policy's to decide, never the requester's."""
+        if not 1 <= len(items) <= MAX_BATCH:
+            raise Refusal("bad_request", f"1..{MAX_BATCH} aggregates per request")
+        try:
+            dec = self._decision(decision)
+        except Refusal as r:
+            self._refuse_all(requester, "aggregate", f"aggregates:{len(items)}", r)
+        out: list[Answer | Refusal] = []
+        with self.ledger.batch():
+            for parts in items:
+                try:
+                    out.append(self._release_aggregate(parts, dec, requester))
+                except Refusal as r:
+                    out.append(r)
+        return out
+
+    def release_aggregate(self, parts, decision, requester: str = "mdms") -> Answer:
+        (a,) = self.release_aggregates([parts], decision, requester)
+        if isinstance(a, Refusal):
+            raise a
+        return a
+
+    def _release_aggregate(self, parts, dec, requester: str) -> Answer:
         if not parts or len(parts) > MAX_PARTS:
             raise Refusal("bad_request", f"an aggregate has 1..{MAX_PARTS} parts")
         first = parts[0][0]
         subject = f"agg:{first.neighbourhood}:{first.interval_end}"
-        eps = self.policy.epsilon
-        with_dp = self.policy.dp == "on"
-        total = {"contributors": 0}
-        marks = [subject]
+        meters = [m for r, _ in parts for m in r.meters]  # once per reading
+        found = {"contributors": 0, "eps": None, "most": 1}
 
         def check():
             for rec, sig in parts:
@@ -354,10 +422,18 @@ class KeyHolder:
                 self._verify(rec, sig)
             if len({r.gateway_id for r, _ in parts}) != len(parts):
                 raise Refusal("mixed_parts", "one part per gateway")
-            meters = [m for r, _ in parts for m in r.meters]  # once per reading
             if len(set(meters)) != sum(len(set(r.meters)) for r, _ in parts) or any(
                     r.contributors != len(set(r.meters)) for r, _ in parts):
                 raise Refusal("mixed_parts", "each meter in one part only")
+            if not dec.covers_aggregate(first.neighbourhood, first.interval_end):
+                raise Refusal("out_of_scope", f"{dec.in_words()} does not cover"
+                                              f" {first.neighbourhood} at {first.interval_end}")
+            step = self.policy.interval_s
+            if first.interval_end - first.interval_start != step or first.interval_end % step:
+                # One release per interval of the grid is what the day's
+                # budget is divided by; a shorter interval would spend more.
+                raise Refusal("bad_interval", f"an aggregate spans one {step} s interval of the"
+                                              " grid")
             if first.key_id not in self.epochs:
                 raise Refusal("wrong_key", f"aggregate is under unknown key {first.key_id}")
             # k counts distinct households that the guardian enrolled, not
@@ -365,7 +441,7 @@ class KeyHolder:
             # nothing, and one household's several meters count once.
             enrolled = self.home.enrollment()
             households = {enrolled[m] for m in meters if m in enrolled}
-            total["contributors"] = len(households)
+            found["contributors"] = len(households)
             if len(households) < self.policy.k:
                 raise Refusal("too_few", f"aggregate has {len(households)} enrolled households"
                                          f" ({len(set(meters))} meters); at least {self.policy.k}"
@@ -376,11 +452,12 @@ class KeyHolder:
                                                   " once")
             # Whatever the neighbourhood is called: a meter's interval goes
             # into one released aggregate at most, so no two releases differ
-            # by one household.
-            marks[1:] = [f"mi:{m}:{first.interval_end}" for m in sorted(set(meters))]
-            again = next((m for m in marks[1:] if self.ledger.was_released(m)), None)
+            # by one household, and a meter is in at most one release per
+            # interval of the grid (what the day's privacy budget rests on).
+            again = next((m for m in sorted(set(meters))
+                          if self.ledger.was_released(f"mi:{m}:{first.interval_end}")), None)
             if again:
-                raise Refusal("already_released", f"meter {again.split(':')[1]}'s interval ending"
+                raise Refusal("already_released", f"meter {again}'s interval ending"
                                                   f" {first.interval_end} is already in a released"
                                                   " aggregate")
             pub = self.home.keys.public(first.key_id)
@@ -392,41 +469,41 @@ class KeyHolder:
                 raise Refusal("bad_ciphertext", f"ciphertext is not valid for key"
                                                 f" {first.key_id}: {e}") from None
             noise = 0
-            if with_dp:
+            if self.policy.dp == "on":
                 self._check_clipped(first.key_id)
-                # Sequential composition: every release a household is in
-                # spends its lifetime budget, whatever the neighbourhood or
-                # day; once per reading it has in the sum (each clipped to
-                # the sensitivity, so r readings move the sum by r times it).
-                charge = sorted(enrolled[m] for m in meters if m in enrolled)
-                spent = [h for h in households if self.ledger.dp_spent(h) +
-                         eps * charge.count(h) > self.policy.budget]
-                if spent:
-                    raise Refusal("budget_spent", f"the privacy budget of {len(spent)} of its"
-                                                  f" households is spent ({self.policy.budget}"
-                                                  " each, over their lifetime)")
-                noise = dp.discrete_laplace(dp.scale_for(eps, self.policy.dp_sensitivity_wh))
-                spend[:] = [(charge, eps)]
+                # The gateway clips each reading to the sensitivity. A household
+                # can have several readings in one sum (several meters, or
+                # readings held back until they counted here): the noise is
+                # scaled to the most any one household has, so that every
+                # release costs each household the same epsilon, and the
+                # day's budget holds whatever the network does.
+                most = max(Counter(enrolled.get(m, "meter:" + m) for m in meters).values())
+                found["eps"], found["most"] = self.policy.epsilon, most
+                noise = dp.discrete_laplace(dp.scale_for(
+                    self.policy.epsilon, self.policy.dp_sensitivity_wh * most))
             return self._open(first.key_id, paillier.to_bytes(pub, combined), noise)
 
-        spend: list = []
-        answer = self._decide(requester, "aggregate", subject, marks, check, first.key_id,
-                              spend)
-        return Answer(answer.kind, answer.number, answer.receipt, answer.key_id,
-                      total["contributors"], answer.noisy)
+        try:
+            kind, number = check()
+        except Refusal as r:
+            self.ledger.record(requester, "aggregate", subject, False, f"{r.code}: {r}")
+            log.info("%s refused aggregate %s for %s: %s", self.role, subject, requester, r)
+            raise
+        eps = found["eps"]
+        noise = "" if eps is None else f" with DP noise (epsilon {eps} per household" + (
+            f"; scaled for {found['most']} readings of one household" if found["most"] > 1
+            else "") + ")"
+        receipt = self.ledger.record(
+            requester, "aggregate", subject, True, f"granted under decision {dec.id}{noise}",
+            [subject] + [f"mi:{m}:{first.interval_end}" for m in sorted(set(meters))],
+            (first.neighbourhood, first.interval_end, sorted(set(meters))))
+        return Answer(kind, number, receipt, first.key_id, found["contributors"], eps is not None)
 
-    def note_decision(self, requester: str, subject: str, approved: bool,
-                      reason: str) -> Receipt:
-        """Log the privacy guardian's decision on a request made in the MDMS
-        (approved or declined, with the reason), so auditors find every
-        decision in the holders' logs. An approval releases nothing by
-        itself: every value it leads to is checked and logged on its own."""
-        return self.ledger.record(requester, "decision", subject[:128], approved, reason[:500])
-
+    # --- bills ------------------------------------------------------------------
     def bill_ciphertext(self, req: BillRequest) -> tuple[str, bytes]:
-        """Check a bill request against the policy and compute its one
-        ciphertext: sum over days and bands of price x energy. Both holders
-        compute the same bytes from the same signed records."""
+        """Check one bill against the policy and compute its one ciphertext:
+        sum over days and bands of price x energy. Both holders compute the
+        same bytes from the same signed records."""
         if req.start % DAY or req.end % DAY or req.end <= req.start:
             raise Refusal("period_too_short" if req.end - req.start < DAY else "not_whole_days",
                           "a bill must cover whole UTC days (midnight to midnight)")
@@ -444,11 +521,7 @@ class KeyHolder:
         prices = approved[req.tariff].prices
         if ndays > MAX_BILL_DAYS:
             raise Refusal("period_too_long", f"a bill covers at most {MAX_BILL_DAYS} days")
-        wanted = set(range(req.start // DAY, req.end // DAY))
-        got = [r.day for r, _ in req.days]
-        if sorted(got) != sorted(wanted):
-            raise Refusal("period_gaps", "a bill needs exactly one signed day record for every"
-                                         " day of its period")
+        self._check_days(req)
         key_ids = {r.key_id for r, _ in req.days}
         if len(key_ids) != 1:
             raise Refusal("mixed_keys", "a bill's days must all be under one key epoch")
@@ -484,18 +557,105 @@ class KeyHolder:
                     raise Refusal("bad_ciphertext", str(e)) from None
         return key_id, paillier.to_bytes(pub, total)
 
-    def release_bill(self, req: BillRequest, requester: str = "mdms") -> Answer:
-        subject = f"bill:{req.meter_id}:{req.start}-{req.end}"
-        marks: list[str] = []
-        key_id = req.days[0][0].key_id if req.days else "-"
+    @staticmethod
+    def _check_days(req: BillRequest) -> None:
+        """A bill holds every record of its meter in its period, and the
+        period is over for the meter. The gateway chains each meter's days
+        (each record names the meter's previous day with readings), so no
+        day can be left out; days without a record are days the meter
+        reported nothing, and count as nothing. The period's last day must
+        have a record: a meter sends oldest first, so then everything it
+        measured in the period is in. Without that (a meter whose readings
+        are still held back, say), the bill waits, or goes out with the
+        next period's: otherwise it could be a single reading."""
+        first, end = req.start // DAY, req.end // DAY
+        days = sorted(req.days, key=lambda x: x[0].day)
+        got = [r.day for r, _ in days]
+        if len(set(got)) != len(got) or any(not first <= d < end for d in got):
+            raise Refusal("period_gaps", "a bill has one signed record per day, all inside its"
+                                         " period")
+        if any(r.prev_day is None for r, _ in days):  # records from before the chain
+            if got != list(range(first, end)):
+                raise Refusal("period_gaps", "a bill needs exactly one signed day record for"
+                                             " every day of its period")
+            return
+        if not got or got[-1] != end - 1:
+            raise Refusal("period_open", f"{req.meter_id} has no readings on the period's last"
+                                         " day: they may still arrive, so its bill waits (or goes"
+                                         " out with the next period's)")
+        links = [(days[0][0].prev_day, first - 1)] + [
+            (b.prev_day, a.day) for (a, _), (b, _) in zip(days, days[1:], strict=False)]
+        if links[0][0] >= first or any(prev != want for prev, want in links[1:]):
+            raise Refusal("period_gaps", f"a day of {req.meter_id}'s records is missing from its"
+                                         " bill")
 
-        def check():
-            kid, c = self.bill_ciphertext(req)  # validates the period first
-            marks.extend(f"bill:{req.meter_id}:{d}" for d in range(req.start // DAY,
-                                                                    req.end // DAY))
-            for m in marks:
-                if self.ledger.was_released(m):
-                    raise Refusal("already_released", f"{m} (meter, day) was already billed once")
-            return self._open(kid, c, 0)
+    def _check_group(self, g: BillGroup) -> None:
+        """The bills of a period go out together for every household the
+        neighbourhoods' released aggregates counted in it, or not at all:
+        otherwise the period's aggregates minus the released bills would be
+        the households whose bills were held back (one reading, even)."""
+        if not g.neighbourhoods:
+            raise Refusal("bad_request", "a group names its neighbourhoods")
+        if any((b.start, b.end) != (g.start, g.end) for b in g.bills):
+            raise Refusal("bad_request", "every bill of a group covers the group's period")
+        meters = [b.meter_id for b in g.bills]
+        if len(set(meters)) != len(meters):
+            raise Refusal("bad_request", "one bill per meter")
+        members = self.ledger.members(g.neighbourhoods, g.start, g.end)
+        missing = sorted(members - set(meters))
+        if missing:
+            raise Refusal("incomplete_group", f"the released aggregates of {', '.join(g.neighbourhoods)}"
+                                              f" count {len(missing)} more meter(s) in this period"
+                                              f" ({', '.join(missing[:5])}); their bills must go"
+                                              " out with these, or none")
+        for m in sorted(set(meters) - members):
+            # A meter counted in no released aggregate of these neighbourhoods:
+            # its bill would be refused (unreleased_demand) or belongs elsewhere.
+            raise Refusal("incomplete_group", f"meter {m} is in no released aggregate of"
+                                              f" {', '.join(g.neighbourhoods)} in this period")
+        for m in meters:
+            elsewhere = self.ledger.neighbourhoods_of(m, g.start, g.end) - set(g.neighbourhoods)
+            if elsewhere:
+                raise Refusal("incomplete_group", f"meter {m} is also counted in"
+                                                  f" {', '.join(sorted(elsewhere))} in this"
+                                                  " period: ask for those neighbourhoods together")
 
-        return self._decide(requester, "bill", subject, marks, check, key_id)
+    def release_bills(self, group: BillGroup, decision, requester: str = "mdms") -> list[Answer]:
+        """A group of bills, all or none, each rounded to whole cents by a
+        dither the requester cannot steer: the guardian's holder (or the
+        single one) adds a uniform random 0..1 cent under encryption, so the
+        released bill is the true one rounded up or down at random, with
+        the fraction of a cent as the chance of up."""
+        nbhs = tuple(sorted(set(group.neighbourhoods)))
+        subject = f"bills:{','.join(nbhs)[:200]}:{group.start}-{group.end}"
+        try:
+            dec = self._decision(decision)
+            if not dec.covers_bills(nbhs, group.start, group.end):
+                raise Refusal("out_of_scope", f"{dec.in_words()} does not cover bills of"
+                                              f" {', '.join(nbhs)} from {group.start} to"
+                                              f" {group.end}")
+            if not group.bills or len(group.bills) > MAX_GROUP:
+                raise Refusal("bad_request", f"a group has 1..{MAX_GROUP} bills")
+            computed, marks = [], []
+            for b in group.bills:
+                try:
+                    computed.append(self.bill_ciphertext(b))  # validates the period first
+                except Refusal as r:
+                    raise Refusal(r.code, f"{b.meter_id}: {r}") from None
+                days = [f"bill:{b.meter_id}:{d}" for d in range(b.start // DAY, b.end // DAY)]
+                again = next((m for m in days if self.ledger.was_released(m)), None)
+                if again:
+                    raise Refusal("already_released", f"{again} (meter, day) was already billed"
+                                                      " once")
+                marks += days
+            self._check_group(BillGroup(nbhs, group.start, group.end, group.bills))
+            opened = []
+            for kid, c in computed:
+                dither = secrets.randbelow(CENT) if self.role != "utility" else 0
+                opened.append((kid, *self._open(kid, c, dither)))
+        except Refusal as r:
+            self._refuse_all(requester, "bill", subject, r)
+        receipt = self.ledger.record(requester, "bill", subject, True,
+                                     f"granted under decision {dec.id}: {len(opened)} bills",
+                                     marks)
+        return [Answer(kind, number, receipt, kid) for kid, kind, number in opened]

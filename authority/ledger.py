@@ -20,6 +20,7 @@ import hashlib
 import json
 import sqlite3
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -29,9 +30,18 @@ HEAD_LABEL = "gridveil-log-head-v1"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS released (subject TEXT PRIMARY KEY, at REAL NOT NULL);
--- differential-privacy budget spent by each enrolled household over its
--- lifetime, as a fraction "num/den" so that sums stay exact
+-- before w-event privacy: the lifetime budget each household had spent, as
+-- a fraction "num/den" (kept so that an old log still verifies; no longer written)
 CREATE TABLE IF NOT EXISTS dp_spent (household TEXT PRIMARY KEY, spent TEXT NOT NULL);
+-- the meters of every released aggregate, by neighbourhood and interval:
+-- what a group of bills must cover (docs/privacy.md, "No differencing")
+CREATE TABLE IF NOT EXISTS members (
+    neighbourhood TEXT NOT NULL,
+    interval_end INTEGER NOT NULL,
+    meter TEXT NOT NULL,
+    PRIMARY KEY (neighbourhood, interval_end, meter)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS members_by_meter ON members (meter, interval_end);
 CREATE TABLE IF NOT EXISTS log (
     n INTEGER PRIMARY KEY,
     at REAL NOT NULL,
@@ -72,10 +82,12 @@ class Ledger:
     def __init__(self, path: Path):
         # One holder thread uses it (authority/api.py); the API's worker is not
         # the thread that opened it.
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                                  timeout=30)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(SCHEMA)
+        self._in_batch = False
 
     def close(self) -> None:
         self.db.close()
@@ -84,45 +96,72 @@ class Ledger:
         return self.db.execute("SELECT 1 FROM released WHERE subject=?",
                                (subject,)).fetchone() is not None
 
-    def dp_spent(self, household: str) -> Fraction:
-        row = self.db.execute("SELECT spent FROM dp_spent WHERE household=?",
-                              (household,)).fetchone()
-        return Fraction(row[0]) if row else Fraction(0)
-
-    def record(self, requester: str, kind: str, subject: str, granted: bool, reason: str,
-               marks: list[str] = (), dp_spend: tuple[list[str], Fraction] | None = None
-               ) -> Receipt:
-        """Append the decision (and mark the subjects released, and spend the
-        privacy budget, if granted) in one transaction: a release is never
-        unlogged, nor logged twice. `marks` are the things released at most
-        once (one per interval, one per (meter, interval), one per
-        meter-day); the entry's hash covers them."""
-        at = time.time()
-        marks = list(marks) if granted else []
-        dp = json.dumps([sorted(dp_spend[0]), str(dp_spend[1])]) \
-            if granted and dp_spend is not None else ""
-        marks_json = json.dumps(marks)
+    @contextmanager
+    def batch(self):
+        """Several decisions in one transaction (one fsync): each sees the
+        marks of those before it; a crash keeps all of them or none, and
+        nothing is answered before the commit."""
         self.db.execute("BEGIN IMMEDIATE")
+        self._in_batch = True
         try:
-            row = self.db.execute("SELECT hash FROM log ORDER BY n DESC LIMIT 1").fetchone()
-            prev = row[0] if row else GENESIS
-            h = entry_hash(prev, at, requester, kind, subject, granted, reason, marks_json, dp)
-            self.db.execute("INSERT INTO log (at, requester, kind, subject, granted, reason,"
-                            " marks, dp, prev, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                            (at, requester, kind, subject, int(granted), reason, marks_json, dp,
-                             prev, h))
-            n = self.db.execute("SELECT last_insert_rowid()").fetchone()[0]
-            self.db.executemany("INSERT INTO released VALUES (?, ?)", [(m, at) for m in marks])
-            if dp:
-                households, eps = dp_spend
-                for household in households:
-                    self.db.execute("INSERT OR REPLACE INTO dp_spent VALUES (?, ?)",
-                                    (household, str(self.dp_spent(household) + eps)))
+            yield
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
+        finally:
+            self._in_batch = False
+
+    def record(self, requester: str, kind: str, subject: str, granted: bool, reason: str,
+               marks: list[str] = (), members: tuple[str, int, list[str]] | None = None
+               ) -> Receipt:
+        """Append the decision (and, if granted, mark the subjects released
+        and the aggregate's members) in one transaction: a release is never
+        unlogged, nor logged twice. `marks` are the things released at most
+        once (one per interval, one per (meter, interval), one per
+        meter-day); the entry's hash covers them, and the members are what
+        its subject and marks name."""
+        at = time.time()
+        marks = list(marks) if granted else []
+        marks_json = json.dumps(marks)
+        own = not self._in_batch
+        if own:
+            self.db.execute("BEGIN IMMEDIATE")
+        try:
+            row = self.db.execute("SELECT hash FROM log ORDER BY n DESC LIMIT 1").fetchone()
+            prev = row[0] if row else GENESIS
+            h = entry_hash(prev, at, requester, kind, subject, granted, reason, marks_json, "")
+            n = self.db.execute("INSERT INTO log (at, requester, kind, subject, granted, reason,"
+                                " marks, dp, prev, hash) VALUES (?, ?, ?, ?, ?, ?, ?, '', ?, ?)",
+                                (at, requester, kind, subject, int(granted), reason, marks_json,
+                                 prev, h)).lastrowid
+            self.db.executemany("INSERT INTO released VALUES (?, ?)", [(m, at) for m in marks])
+            if granted and members is not None:
+                nbh, end, meters = members
+                self.db.executemany("INSERT OR IGNORE INTO members VALUES (?, ?, ?)",
+                                    [(nbh, end, m) for m in meters])
+            if own:
+                self.db.execute("COMMIT")
+        except BaseException:
+            if own:
+                self.db.execute("ROLLBACK")
+            raise
         return Receipt(n, h)
+
+    def members(self, neighbourhoods, after: int, upto: int) -> set[str]:
+        """Meters in released aggregates of these neighbourhoods whose
+        interval ends in (after, upto]."""
+        out: set[str] = set()
+        for nbh in neighbourhoods:
+            out.update(m for (m,) in self.db.execute(
+                "SELECT DISTINCT meter FROM members WHERE neighbourhood=? AND interval_end > ?"
+                " AND interval_end <= ?", (nbh, after, upto)))
+        return out
+
+    def neighbourhoods_of(self, meter: str, after: int, upto: int) -> set[str]:
+        return {n for (n,) in self.db.execute(
+            "SELECT DISTINCT neighbourhood FROM members WHERE meter=? AND interval_end > ?"
+            " AND interval_end <= ?", (meter, after, upto))}
 
     def entries(self, after: int = 0, limit: int = -1) -> list[dict]:
         cur = self.db.execute("SELECT * FROM log WHERE n > ? ORDER BY n LIMIT ?", (after, limit))
@@ -134,9 +173,10 @@ class Ledger:
         return Receipt(*row) if row else Receipt(0, GENESIS)
 
     def verify(self, receipts: list[Receipt] = ()) -> tuple[bool, str]:
-        """Check the chain; that the released-once set and the privacy budget
-        are exactly what the log's grants say; and that every receipt (or
-        kept head) handed out is still there."""
+        """Check the chain; that the released-once set, the aggregates'
+        members and the privacy budget of old entries are exactly what the
+        log's grants say; and that every receipt (or kept head) handed out
+        is still there."""
         prev = GENESIS
         entries = self.entries()
         by_n = {e["n"]: e["hash"] for e in entries}
@@ -144,6 +184,7 @@ class Ledger:
             if r.n and by_n.get(r.n) != r.hash:
                 return False, f"entry {r.n} from a receipt is missing or changed (log cut short?)"
         released: set[str] = set()
+        members: set[tuple[str, int, str]] = set()
         spent: dict[str, Fraction] = {}
         for e in entries:
             if e["prev"] != prev:
@@ -152,7 +193,10 @@ class Ledger:
                            bool(e["granted"]), e["reason"], e["marks"], e["dp"])
             if h != e["hash"]:
                 return False, f"entry {e['n']}: contents were changed"
-            released |= set(json.loads(e["marks"]))
+            marks = json.loads(e["marks"])
+            released |= set(marks)
+            if e["kind"] == "aggregate" and e["granted"]:
+                members |= aggregate_members(e["subject"], marks)
             if e["dp"]:
                 households, eps = json.loads(e["dp"])
                 for household in households:
@@ -162,10 +206,20 @@ class Ledger:
         if table != released:
             return False, (f"the released-once set differs from the log ({len(released - table)}"
                            f" released subjects missing, {len(table - released)} unlogged)")
+        if set(self.db.execute("SELECT neighbourhood, interval_end, meter FROM members")) != \
+                members:
+            return False, "the released aggregates' members differ from the log"
         budget = {h: Fraction(s) for h, s in self.db.execute("SELECT * FROM dp_spent")}
         if budget != {k: v for k, v in spent.items() if v}:
             return False, "the privacy budget spent differs from the log"
         return True, f"{len(entries)} entries, chain intact, state matches the log"
+
+
+def aggregate_members(subject: str, marks: list[str]) -> set[tuple[str, int, str]]:
+    """(neighbourhood, interval end, meter) of a granted aggregate, from its
+    subject agg:<nbh>:<end> and its marks mi:<meter>:<end> (names hold no ':')."""
+    _, nbh, end = subject.split(":")
+    return {(nbh, int(end), m.split(":")[1]) for m in marks if m.startswith("mi:")}
 
 
 def check_head(pub, head: dict) -> Receipt:

@@ -15,6 +15,7 @@ customer's side:
   customer's public key with RSA-OAEP; each reading is sealed under it with
   a random 96-bit nonce, and the meter id and reading seq as associated
   data, so a sealed reading cannot be moved to another meter or slot;
+  every sealed reading has the same length, whatever it holds;
 - a recovery code (128 random bits, shown once at enrollment) wraps the
   same private key a second time: HKDF-SHA-256 with two more labels splits
   the code into a recovery verifier and a wrapping key. With 128 bits
@@ -203,10 +204,18 @@ def _aad(meter_id: str, seq: int) -> bytes:
     return f"gridveil-reading-v1|{meter_id}|{seq}".encode()
 
 
+def reading_plaintext(seq: int, end: int, energy: int, register: int) -> bytes:
+    """[seq, end, energy, register] in CBOR with every number 8 bytes wide
+    (a valid, if not the shortest, encoding): every sealed copy is 37 bytes
+    before its tag, so its length says nothing about how much was used."""
+    return b"\x84" + b"".join(b"\x1b" + int(v).to_bytes(8, "big")
+                               for v in (seq, end, energy, register))
+
+
 def seal_reading(key: bytes, meter_id: str, seq: int, end: int, energy: int,
                  register: int) -> tuple[bytes, bytes]:
     nonce = secrets.token_bytes(12)
-    return nonce, AESGCM(key).encrypt(nonce, cbor2.dumps([seq, end, energy, register]),
+    return nonce, AESGCM(key).encrypt(nonce, reading_plaintext(seq, end, energy, register),
                                       _aad(meter_id, seq))
 
 

@@ -16,7 +16,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 AGGREGATE_TAG = "gridveil-aggregate-v3"
-BILL_DAY_TAG = "gridveil-billday-v4"
+BILL_DAY_TAG_V4 = "gridveil-billday-v4"  # before the chain: a bill needs every day
+BILL_DAY_TAG = "gridveil-billday-v5"
+NO_DAY = -1  # prev_day of a meter's first day
 
 
 @dataclass(frozen=True)
@@ -53,11 +55,18 @@ class BillDayRecord:
     # Ends of the aggregate intervals this day's readings were counted in: a
     # bill may count only what released aggregates count (docs/privacy.md).
     intervals: tuple[int, ...] = ()
+    # The meter's previous day with readings (NO_DAY: none). The days of a
+    # meter form a chain, so a bill cannot leave one of them out; None: a
+    # record from before the chain (v4), whose bills need every day.
+    prev_day: int | None = None
 
     def signed_bytes(self) -> bytes:
-        return cbor2.dumps([BILL_DAY_TAG, self.gateway_id, self.meter_id, self.day, self.readings,
-                            self.version, [[b, c] for b, c in self.bands], self.key_id,
-                            self.tariff, list(self.intervals)])
+        fields = [self.gateway_id, self.meter_id, self.day, self.readings, self.version,
+                  [[b, c] for b, c in self.bands], self.key_id, self.tariff,
+                  list(self.intervals)]
+        if self.prev_day is None:
+            return cbor2.dumps([BILL_DAY_TAG_V4, *fields])
+        return cbor2.dumps([BILL_DAY_TAG, *fields, self.prev_day])
 
 
 def parse(data: bytes):
@@ -67,10 +76,10 @@ def parse(data: bytes):
         a = cbor2.loads(data)
         if a[0] == AGGREGATE_TAG and len(a) == 9:
             rec = AggregateRecord(*a[1:8], tuple(str(m) for m in a[8]))
-        elif a[0] == BILL_DAY_TAG and len(a) == 10:
+        elif (a[0], len(a)) in ((BILL_DAY_TAG_V4, 10), (BILL_DAY_TAG, 11)):
             rec = BillDayRecord(a[1], a[2], a[3], a[4], a[5],
                                 tuple((int(b), bytes(c)) for b, c in a[6]), a[7], a[8],
-                                tuple(int(t) for t in a[9]))
+                                tuple(int(t) for t in a[9]), int(a[10]) if len(a) == 11 else None)
         else:
             raise ValueError("unknown record type")
     except ValueError:

@@ -81,7 +81,7 @@ def seal(store: Store, key, gateway_id: str, interval_s: int, grace_s: int,
 def bill_record(store: Store, gateway_id: str, meter_id: str, day: int,
                 version: int) -> records.BillDayRecord:
     rows = store.bill_day_bands(meter_id, day)
+    intervals, prev_day = store.bill_intervals(meter_id, day)
     return records.BillDayRecord(gateway_id, meter_id, day, sum(r[2] for r in rows), version,
                                  tuple((b, c) for b, c, _, _ in rows), rows[0][3],
-                                 store.meter_tariff(meter_id).ref,
-                                 store.bill_intervals(meter_id, day))
+                                 store.meter_tariff(meter_id).ref, intervals, prev_day)

@@ -105,6 +105,7 @@ CREATE TABLE IF NOT EXISTS bill_signed (
     version INTEGER NOT NULL DEFAULT 0,
     signature BLOB,
     intervals TEXT NOT NULL DEFAULT '',        -- ends of the aggregates the day's readings are in
+    prev_day INTEGER,                          -- the meter's previous day with readings (-1: none)
     PRIMARY KEY (meter_id, day)
 );
 -- customers' sealed copies: per (meter, day) data keys wrapped to the
@@ -158,6 +159,9 @@ class Store:
                 cols = {r[1] for r in self.db.execute("PRAGMA table_info(meters)")}
                 if "telemetry" not in cols:  # a database from before telemetry
                     self.db.execute("ALTER TABLE meters ADD COLUMN telemetry TEXT")
+                cols = {r[1] for r in self.db.execute("PRAGMA table_info(bill_signed)")}
+                if "prev_day" not in cols:  # from before the chain: its days sign as v4
+                    self.db.execute("ALTER TABLE bill_signed ADD COLUMN prev_day INTEGER")
         except sqlite3.Error as e:
             raise StoreError(f"cannot open gateway database {self.path}: {e}") from None
 
@@ -356,17 +360,24 @@ class Store:
             self.db.execute("UPDATE bill_days SET ciphertext=?, readings=readings+1"
                             " WHERE meter_id=? AND day=? AND band=?", (c, meter_id, day, band))
         # A change after signing makes a new version that must be signed again.
-        self.db.execute("INSERT INTO bill_signed (meter_id, day, intervals) VALUES (?, ?, ?)"
+        # A new day links to the meter's previous one: a meter's days only
+        # ever move forward (a late reading counts in the next open interval).
+        self.db.execute("INSERT INTO bill_signed (meter_id, day, intervals, prev_day)"
+                        " VALUES (?, ?, ?, (SELECT COALESCE(MAX(day), -1) FROM bill_signed"
+                        "  WHERE meter_id=? AND day < ?))"
                         " ON CONFLICT(meter_id, day) DO UPDATE SET"
                         " version = version + (signature IS NOT NULL), signature = NULL,"
                         " intervals = CASE WHEN instr(',' || intervals || ',', ',' || ? || ',')"
                         " THEN intervals ELSE intervals || ',' || ? END",
-                        (meter_id, day, str(interval_end), str(interval_end), str(interval_end)))
+                        (meter_id, day, str(interval_end), meter_id, day, str(interval_end),
+                         str(interval_end)))
 
-    def bill_intervals(self, meter_id: str, day: int) -> tuple[int, ...]:
-        (text,) = self.db.execute("SELECT intervals FROM bill_signed WHERE meter_id=? AND day=?",
-                                  (meter_id, day)).fetchone()
-        return tuple(sorted(int(t) for t in text.split(",") if t))
+    def bill_intervals(self, meter_id: str, day: int) -> tuple[tuple[int, ...], int | None]:
+        """(the aggregates' interval ends the day's readings are in, the
+        meter's previous day with readings)."""
+        text, prev = self.db.execute("SELECT intervals, prev_day FROM bill_signed WHERE"
+                                     " meter_id=? AND day=?", (meter_id, day)).fetchone()
+        return tuple(sorted(int(t) for t in text.split(",") if t)), prev
 
     def next_day_key_no(self, meter_id: str, day: int) -> int:
         return self.db.execute("SELECT COALESCE(MAX(key_no) + 1, 0) FROM customer_day_keys"

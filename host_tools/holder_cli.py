@@ -23,7 +23,12 @@ def cmd_init(args):
 
     policy = Policy(k=args.k, billing=args.billing, min_bill_days=args.min_bill_days,
                     min_key_bits=args.min_key_bits, dp=args.dp)
+    if args.role == "utility" and not args.guardian_key:
+        raise ConfigError("the utility's holder releases only what the privacy guardian decides:"
+                          " give the guardian holder's signing.pub with --guardian-key")
     raw = holder.create(home(args), args.role, policy, _passphrase(args))
+    if args.guardian_key:
+        holder.trust_guardian(home(args), Path(args.guardian_key))
     dealer.save_transport_pub(Path(args.export), raw, args.role)
     if args.export_signing_key:
         import shutil
@@ -87,6 +92,103 @@ def cmd_trust(args):
     print(f"records signed by gateway {args.gateway_id} are now accepted")
 
 
+def cmd_trust_guardian(args):
+    from authority import holder
+
+    holder.trust_guardian(home(args), Path(args.public_key))
+    print("this holder now releases only what decisions signed with that key allow")
+
+
+def _utc(text: str, what: str) -> int:
+    from common.decisions import parse_time
+
+    try:
+        return parse_time(text)
+    except ValueError as e:
+        raise ConfigError(f"{what} must be a date or a time, UTC: {e}") from None
+
+
+def _at_desk(args, act):
+    """act(the guardian's desk) at this holder, then close it."""
+    from authority.holder import HolderHome, KeyHolder
+    from common.files import read_json
+
+    if read_json(HolderHome(home(args)).meta, "key holder settings").get("role") == "utility":
+        raise ConfigError("requests and decisions are the privacy guardian's: run this at the"
+                          " guardian's holder")
+    holder = KeyHolder(home(args), _passphrase(args))
+    try:
+        return act(holder.desk)
+    finally:
+        holder.close()
+
+
+def cmd_requests(args):
+    from common.decisions import ANY
+    from common.decisions import show_time as _when
+
+    rows = _at_desk(args, lambda desk: desk.proposals(pending_only=not args.all))
+    if not rows:
+        print("no request waits for a decision" if not args.all else "no requests yet")
+    for p in reversed(rows):
+        where = "any neighbourhood" if ANY in p["neighbourhoods"] else ", ".join(p["neighbourhoods"])
+        state = "waiting" if p["decision"] is None else f"decided (decision {p['decision']})"
+        print(f"request {p['id']} [{state}] from {p['requester']} ({p['ref'] or '-'}): release"
+              f" {p['what']} of {where} from {_when(p['start'])} to {_when(p['end'])} UTC")
+        if p["note"]:
+            print(f"    the requester says: {p['note']}")
+
+
+def cmd_decide(args):
+    d = _at_desk(args, lambda desk: desk.decide(args.request, args.approve, args.reason or ""))
+    print(f"signed: {d.in_words()}" + (f"; reason: {d.reason}" if d.reason else ""))
+
+
+def cmd_standing(args):
+    start, end = _utc(args.start, "--from"), _utc(args.end, "--to")
+    expires = _utc(args.expires, "--expires") if args.expires else 0
+    d = _at_desk(args, lambda desk: desk.standing(args.what, args.neighbourhoods.split(","),
+                                                  start, end, expires, args.reason or ""))
+    print(f"signed: {d.in_words()}")
+
+
+def cmd_revoke(args):
+    d = _at_desk(args, lambda desk: desk.revoke(args.decision))
+    print(f"revoked: {d.in_words()}; this holder refuses it from now on")
+
+
+def cmd_decisions(args):
+    from common import decisions
+
+    rows = _at_desk(args, lambda desk: desk.decisions())
+    for d in rows:
+        revoked = d.pop("revoked")
+        print(decisions.parse(d).in_words() + (" [REVOKED]" if revoked else ""))
+    if not rows:
+        print("no decisions yet")
+
+
+def cmd_desk_password(args):
+    import getpass
+    import sys
+
+    from authority import deskweb
+    from authority.holder import HolderHome
+    from common.files import read_json
+
+    h = HolderHome(home(args))
+    if read_json(h.meta, "key holder settings").get("role") == "utility":
+        raise ConfigError("the desk is the privacy guardian's: set its password at the"
+                          " guardian's holder")
+    pw = read_secret_file(args.password_file, "GRIDVEIL_DESK_PASSWORD", "password")
+    if pw is None:
+        if not sys.stdin.isatty():
+            raise ConfigError("give the password with --password-file or $GRIDVEIL_DESK_PASSWORD")
+        pw = getpass.getpass("desk password: ")
+    deskweb.set_password(h.path, pw)
+    print(f"desk password set: log in at https://<this holder>/desk (from {h.path})")
+
+
 def cmd_allow(args):
     from authority import api
 
@@ -102,7 +204,7 @@ def cmd_serve(args):
 
     holder = KeyHolder(home(args), _passphrase(args))
     cert, key = tls_files(args, home(args))
-    app = api.create_app(holder, api.load_tokens(holder))
+    app = api.create_app(holder, api.load_tokens(holder), secure=bool(cert))
     serve(app, args.bind, args.port, cert, key,
           ready=lambda url: print(f"READY {url}", flush=True))
 
@@ -189,7 +291,9 @@ def register(subparsers) -> None:
     x.set_defaults(func=cmd_keygen)
 
     a = sub(subparsers, "holder", "one key holder: init, import-key, sign-epoch, tariff-approve,"
-                                  " enroll, trust-gateway, allow, serve, head, log, verify")
+                                  " enroll, trust-gateway, trust-guardian, allow, serve, head,"
+                                  " log, verify; the guardian: requests, decide, standing,"
+                                  " revoke, decisions")
     s = a.add_subparsers(dest="action", required=True, metavar="ACTION")
     x = sub(s, "init", "create this holder's home, policy and transport key")
     x.add_argument("--role", required=True, choices=("utility", "guardian", "single"))
@@ -208,6 +312,8 @@ def register(subparsers) -> None:
                         " gateways; auditors check log heads with it)")
     x.add_argument("--export", required=True,
                    help="where to write the transport public key for the dealer")
+    x.add_argument("--guardian-key", help="the utility's holder: the guardian holder's"
+                                          " signing.pub, which signs every release decision")
     passphrase_args(x)
     tls_args(x, init=True)
     x.set_defaults(func=cmd_init)
@@ -229,6 +335,45 @@ def register(subparsers) -> None:
     x.add_argument("gateway_id")
     x.add_argument("public_key", help="the gateway's signing.pub")
     x.set_defaults(func=cmd_trust)
+    x = sub(s, "trust-guardian", "the utility's holder: the guardian's signing key, whose"
+                                 " decisions it releases under")
+    x.add_argument("public_key", help="the guardian holder's signing.pub")
+    x.set_defaults(func=cmd_trust_guardian)
+    x = sub(s, "requests", "the guardian: release requests waiting for a decision")
+    x.add_argument("--all", action="store_true", help="decided ones too")
+    passphrase_args(x)
+    x.set_defaults(func=cmd_requests)
+    x = sub(s, "decide", "the guardian: approve or decline a request, signed with this holder's"
+                         " key")
+    x.add_argument("request", type=int)
+    g = x.add_mutually_exclusive_group(required=True)
+    g.add_argument("--approve", action="store_true", dest="approve")
+    g.add_argument("--decline", action="store_false", dest="approve")
+    x.add_argument("--reason", help="why (required to decline; the requester sees it)")
+    passphrase_args(x)
+    x.set_defaults(func=cmd_decide)
+    x = sub(s, "standing", "the guardian: approve routine releases ahead of any request")
+    x.add_argument("what", choices=("aggregates", "bills"))
+    x.add_argument("--neighbourhoods", default="*",
+                   help="comma-separated, or * for any (default)")
+    x.add_argument("--from", dest="start", required=True, help="UTC date or time it starts at")
+    x.add_argument("--to", dest="end", required=True, help="UTC date or time it ends at")
+    x.add_argument("--expires", help="UTC date or time after which it no longer counts")
+    x.add_argument("--reason", help="why, for the log")
+    passphrase_args(x)
+    x.set_defaults(func=cmd_standing)
+    x = sub(s, "revoke", "the guardian: withdraw a decision (this holder refuses it from now on)")
+    x.add_argument("decision", type=int)
+    passphrase_args(x)
+    x.set_defaults(func=cmd_revoke)
+    x = sub(s, "decisions", "the guardian: every decision signed here")
+    passphrase_args(x)
+    x.set_defaults(func=cmd_decisions)
+    x = sub(s, "desk-password", "the guardian: set the password of the desk page this holder"
+                                " serves at /desk")
+    x.add_argument("--password-file", help="file with the password (or $GRIDVEIL_DESK_PASSWORD;"
+                                           " else asked for on a terminal)")
+    x.set_defaults(func=cmd_desk_password)
     x = sub(s, "allow", "let a requester (the MDMS) call the API with its token")
     x.add_argument("requester")
     g = x.add_mutually_exclusive_group(required=True)

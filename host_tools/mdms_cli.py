@@ -85,18 +85,25 @@ def cmd_release(args):
     from mdms import config, report
     from mdms.releases import release_all
 
+    period = args.period_days or args.period
+    if period not in (None, "month") and (not str(period).isdigit() or
+                                          not 1 <= int(period) <= 400):
+        raise ConfigError(f"--period must be \"month\" or 1..400 days, not {period!r}")
+    period = period if period in (None, "month") else int(period)
     store = _store(args)
     try:
-        rel = release_all(store, config.authority(home(args)), args.period_days)
+        rel = release_all(store, config.authority(home(args)), period)
     finally:
         store.close()
     if args.json:
         Path(args.json).write_text(json.dumps(rel.to_json()))
     print(report.format_demand(rel.aggregates) if rel.aggregates else "no aggregates released")
     print()
-    print(report.format_bills(rel.bills, args.period_days) if rel.bills else "no bills released")
+    print(report.format_bills(rel.bills, rel.period) if rel.bills else "no bills released")
     for r in rel.refusals:
         print(f"refused: {r}")
+    for w in rel.waiting:
+        print(f"waiting: {w}")
 
 
 def cmd_status(args):
@@ -156,8 +163,11 @@ def register(subparsers) -> None:
                    help="reverse proxies whose X-Forwarded-For is believed, comma-separated"
                         " (default: none; never list addresses clients can reach from)")
     x.set_defaults(func=cmd_serve)
-    x = sub(s, "release", "release what is due through the key holders, and print it")
-    x.add_argument("--period-days", type=int, default=1, help="billing period in days (default 1)")
+    x = sub(s, "release", "release what the privacy guardian's decisions allow, through the key"
+                          " holders, and print it")
+    x.add_argument("--period", help="billing period: month (calendar months, UTC) or a number of"
+                                    " days (default: what the key holders' policies bill by)")
+    x.add_argument("--period-days", type=int, help="the same, in days (as --period N)")
     x.add_argument("--json", help="also write what was released to this file")
     x.set_defaults(func=cmd_release)
     x = sub(s, "status", "gateways, meters and what the MDMS holds")

@@ -119,8 +119,9 @@ class Party:
 class Site:
     def __init__(self, base: Path, gateways: int = 2, tls: bool = True, confined: bool = True,
                  db_url: str | None = None, bits: int = 2048, k: int = 5, mdms_port: int = 0,
-                 empty_ack_delay_s: float | None = 0.5):
+                 empty_ack_delay_s: float | None = 0.5, standing: bool = True):
         self.base = Path(base)
+        self.standing = standing  # the guardian approves routine releases ahead of time
         # The emulated meters below wait 1 s for an ACK (ack_timeout_ms), so
         # the gateway sends its empty ACK sooner than its 1 s default; None
         # keeps the default (the bench's load generator waits 2 s, as the
@@ -133,9 +134,11 @@ class Site:
         self.k = k
         self.exchange = self.base / "exchange"
         self.logs = self.base / "logs"
+        # The guardian's holder first: the utility's takes its signing key,
+        # which every release decision must carry.
         self.holders = {role: Party(f"holder-{role}", self.base / f"holder-{role}",
                                     {"GRIDVEIL_HOLDER_PASSPHRASE": secrets.token_urlsafe(24)})
-                        for role in ("utility", "guardian")}
+                        for role in ("guardian", "utility")}
         self.mdms = Party("mdms", self.base / "mdms", port=mdms_port)
         self.gateways = {f"gw{i}": Party(f"gateway-{i}", self.base / f"gateway-{i}",
                                          {"GRIDVEIL_GATEWAY_PASSPHRASE":
@@ -234,13 +237,15 @@ class Site:
         # bills (the default is whole calendar months), and adds no noise, so
         # that the cross-check can be exact (the default is noise on).
         tariffs = [REPO / "data" / "tariffs" / "flat.json"] + ([tariff_file] if tariff_file else [])
+        guardian_key = self.exchange / "holder-guardian.signing.pub"
         for role, h in self.holders.items():
             h.port = free_port()
             self.gridveil(h, "holder", "init", "--role", role, "--k", str(self.k), "--billing",
                           "days", "--dp", "off", "--min-key-bits", str(min(self.bits, 2048)),
                           "--export",
                           str(self.exchange / f"{h.name}.transport.json"), "--export-signing-key",
-                          str(self.exchange / f"{h.name}.signing.pub"), *self.tls_args(h))
+                          str(self.exchange / f"{h.name}.signing.pub"), *self.tls_args(h),
+                          *(["--guardian-key", str(guardian_key)] if role == "utility" else []))
             self.gridveil(h, "holder", "tariff-approve", *map(str, tariffs))
         out = self.gridveil(None, "keygen", "--bits", str(self.bits), "--out",
                             str(self.exchange / "keys"),
@@ -256,6 +261,13 @@ class Site:
         epoch_sig = self.exchange / "keys" / f"{self.key_id}.epoch.json"
         self.gridveil(self.holders["guardian"], "holder", "sign-epoch", "--key-id", self.key_id,
                       "--out", str(epoch_sig))
+        if self.standing:
+            # The demo's guardian approves every routine release ahead of time,
+            # at its own holder; a real one decides its own policy (deploy.md).
+            for what in ("aggregates", "bills"):
+                self.gridveil(self.holders["guardian"], "holder", "standing", what, "--from",
+                              "2000-01-01", "--to", "2100-01-01", "--reason",
+                              "the demo: every routine release")
         # 2. the MDMS, with a token for each holder that only the MDMS knows
         self.mdms.port = self.mdms.port or free_port()
         self.gridveil(self.mdms, "mdms", "init", *(["--db", self.db_url] if self.db_url else []),

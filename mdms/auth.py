@@ -1,8 +1,7 @@
 """Passwords, sessions, CSRF and login throttling for the web app.
 
 - Passwords (and customers' login verifiers) are hashed with scrypt
-  (n = 2^14, r = 8, p = 1: 16 MiB per hash, memory-hard) and compared in
-  constant time.
+  (common/passwords.py) and compared in constant time.
 - A session is a random 256-bit token in an HttpOnly, SameSite=Strict
   cookie (Secure when served over HTTPS); the database keeps only its
   SHA-256, with the role and a per-session CSRF token.
@@ -16,15 +15,16 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import hmac
 import secrets
 import time
 
+from common.passwords import check_secret, hash_secret
+
 from .store import MdmsStore
 
-SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+__all__ = ["Sessions", "Throttle", "check_secret", "hash_secret"]
+
 SESSION_S = 8 * 3600
 MAX_FAILURES = 5
 MAX_FAILURES_PER_CLIENT = 20
@@ -32,23 +32,6 @@ WINDOW_S = 15 * 60
 LOCK_S = 5 * 60
 COOKIE = "gv_session"
 LOGIN_CSRF_COOKIE = "gv_login_csrf"
-
-
-def hash_secret(secret: bytes) -> str:
-    salt = secrets.token_bytes(16)
-    h = hashlib.scrypt(secret, salt=salt, dklen=32, **SCRYPT)
-    return (f"scrypt${SCRYPT['n']}${SCRYPT['r']}${SCRYPT['p']}$"
-            f"{base64.b64encode(salt).decode()}${base64.b64encode(h).decode()}")
-
-
-def check_secret(secret: bytes, stored: str) -> bool:
-    try:
-        _, n, r, p, salt, h = stored.split("$")
-        got = hashlib.scrypt(secret, salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p),
-                             dklen=32)
-    except (ValueError, TypeError):
-        return False
-    return hmac.compare_digest(got, base64.b64decode(h))
 
 
 class Throttle:

@@ -179,7 +179,14 @@ def routes(web: Web):
         return web.render(request, "operator.html", **fleet.view(web.store, time.time()),
                           utc=utc, thresholds=(fleet.LATE_S // 60, fleet.SILENT_S // 3600))
 
+    async def sync_decisions() -> None:
+        """Releases the guardian approved at its holder since the last look
+        (sync asks the holders: off the event loop)."""
+        if web.store.requests("pending", limit=1):
+            await run_in_threadpool(synced_pending)
+
     async def analyst(request: Request):
+        await sync_decisions()
         rows = web.store.released_aggregates()
         hourly, profile, peaks = releases.demand_views(rows)
         asked = web.store.requests(kind="aggregates", limit=10)
@@ -207,12 +214,20 @@ def routes(web: Web):
         params = {}
         if kind == "bills":
             raw = str(form.get("period_days") or "1").strip()
-            if not raw.isdigit() or not 1 <= int(raw) <= 400:
-                return await billing(request, error=f"The period must be a whole number of days"
-                                                    f" from 1 to 400, not {raw[:20]!r}.",
-                                     status=400)
-            params = {"period_days": int(raw)}
-        web.store.add_request(kind, params, request.state.session["username"])
+            if raw == "month":
+                params = {"period": "month"}
+            elif not raw.isdigit() or not 1 <= int(raw) <= 400:
+                return await billing(request, error=f"The period must be \"month\" or a whole"
+                                                    f" number of days from 1 to 400, not"
+                                                    f" {raw[:20]!r}.", status=400)
+            else:
+                params = {"period": int(raw)}
+        rid = web.store.add_request(kind, params, request.state.session["username"])
+        try:
+            # The guardian decides at its own key holder; we only propose.
+            await run_in_threadpool(releases.propose, web.store, web.authority(), rid)
+        except ConfigError as e:
+            log.warning("request %d could not reach the guardian's holder yet: %s", rid, e)
         return RedirectResponse("/analyst" if kind == "aggregates" else "/billing",
                                 status_code=303)
 
@@ -235,6 +250,8 @@ def routes(web: Web):
         return out, (q.get("from") or ""), (q.get("to") or "")
 
     async def billing(request: Request, error: str = "", status: int = 200):
+        if not error:
+            await sync_decisions()
         bills, start, end = _bills(request)
         asked = web.store.requests(kind="bills", limit=10)
         return web.render(request, "billing.html", status, bills=bills, start=start, end=end,
@@ -295,38 +312,23 @@ def routes(web: Web):
             e = scope.Scope(error=f"The key holders' policies could not be read ({e}), so what"
                                   " approving releases cannot be shown; each holder still"
                                   " checks every value.")
-            return [{**r, "scope": e} for r in pending]
-        return [{**r, "scope": scope.describe(web.store, policies, r)} for r in pending]
+            return [{**r, "scope": e, "params_json": json.loads(r["params"])} for r in pending]
+        return [{**r, "scope": scope.describe(web.store, policies, r),
+                 "params_json": json.loads(r["params"])} for r in pending]
 
-    async def guardian(request: Request, error: str = "", status: int = 200):
-        # The scope asks every holder for its policy: off the event loop.
-        pending = await run_in_threadpool(pending_with_scope)
-        return web.render(request, "guardian.html", status, pending=pending, error=error,
-                          done=web.store.requests("decided", limit=50), utc=utc)
-
-    async def guardian_decide(request: Request):
-        form = await request.form()
+    def synced_pending() -> list[dict]:
         try:
-            rid = int(form.get("id", ""))
-        except ValueError:
-            return RedirectResponse("/guardian", status_code=303)
-        who = request.state.session["username"]
-        reason = " ".join(str(form.get("reason", "")).split())[:500]
-        try:
-            # Decryptions take seconds: off the event loop, so other pages stay live.
-            if form.get("decision") == "approve":
-                await run_in_threadpool(releases.approve, web.store, web.authority(), rid, who)
-            elif not reason:
-                return await guardian(request, f"Request #{rid} was not declined: say why, so"
-                                               " the requester knows what to change.", 400)
-            else:
-                await run_in_threadpool(releases.decline, web.store, web.authority(), rid, who,
-                                        reason)
+            releases.sync(web.store, web.authority())
         except ConfigError as e:
-            log.error("request %s: the key holders could not be asked: %s", rid, e)
-            return await guardian(request, f"Request #{rid}: the key holders could not be"
-                                           f" reached ({e}); try again later.", 503)
-        return RedirectResponse("/guardian", status_code=303)
+            log.warning("the guardian's decisions could not be fetched: %s", e)
+        return pending_with_scope()
+
+    async def guardian(request: Request):
+        # The scope asks every holder for its policy, and finding decisions
+        # may release values: off the event loop.
+        pending = await run_in_threadpool(synced_pending)
+        return web.render(request, "guardian.html", pending=pending,
+                          done=web.store.requests("decided", limit=50), utc=utc)
 
     return [("/", index, ["GET"]), ("/login", login_page, ["GET"]), ("/login", login, ["POST"]),
             ("/logout", logout, ["POST"]), ("/admin", admin, ["GET"]),
@@ -338,4 +340,4 @@ def routes(web: Web):
             ("/billing/bills.csv", bills_csv, ["GET"]),
             ("/billing/request", request_release, ["POST"]), ("/auditor", auditor, ["GET"]),
             ("/auditor/log.csv", audit_csv, ["GET"]),
-            ("/guardian", guardian, ["GET"]), ("/guardian/decide", guardian_decide, ["POST"])]
+            ("/guardian", guardian, ["GET"])]

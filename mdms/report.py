@@ -30,12 +30,15 @@ def format_demand(aggregates: dict[tuple[str, int], int]) -> str:
     return "\n".join(lines)
 
 
-def format_bills(bills: dict[tuple[str, int], int], period_days: int = 1) -> str:
+def format_bills(bills: dict[tuple[str, int], int], period: int | str = 1) -> str:
+    """Bills in whole cents (the key holders round each at random to one of
+    its two nearest cents)."""
+    from .releases import period_of
+
     lines = ["meter     period                      amount"]
     for (meter, day), uct in sorted(bills.items()):
         first = dt.date(1970, 1, 1) + dt.timedelta(days=day)
-        last = first + dt.timedelta(days=period_days - 1)
-        span = str(first) if period_days == 1 else f"{first} .. {last}"
-        lines.append(f"{meter:<9} {span:<24} {uct / 100_000_000:>9.2f} EUR"
-                     f"  ({uct / 1_000_000:.4f} ct)")
+        last = first + dt.timedelta(days=period_of(day, period, anchor=day)[1] - day - 1)
+        span = str(first) if first == last else f"{first} .. {last}"
+        lines.append(f"{meter:<9} {span:<24} {uct / 100_000_000:>9.2f} EUR")
     return "\n".join(lines)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from common import records
 
-from .releases import bill_chunks
+from .releases import bill_groups
 from .store import MdmsStore
 
 
@@ -44,7 +44,8 @@ def _strictest(policies: dict[str, dict]) -> dict:
     return {"k": max(p["k"] for p in ps),
             "min_bill_days": max(p["min_bill_days"] for p in ps),
             "calendar_month": any(p["billing"] == "calendar-month" for p in ps),
-            "dp": [(role, p["dp_epsilon"]) for role, p in policies.items() if p["dp"] == "on"]}
+            "dp": [(role, p["dp_epsilon_per_day"]) for role, p in policies.items()
+                   if p["dp"] == "on"]}
 
 
 def _aggregates(store: MdmsStore, rule: dict, out: Scope) -> None:
@@ -70,27 +71,24 @@ def _aggregates(store: MdmsStore, rule: dict, out: Scope) -> None:
                                f" {rule['k']} households would be refused.")
 
 
-def _bills(store: MdmsStore, period_days: int, rule: dict, out: Scope) -> None:
-    chunks = list(bill_chunks(store, period_days))
-    if not chunks:
-        out.lines.append(f"No meter has {period_days} signed day(s) not billed yet;"
+def _bills(store: MdmsStore, period, rule: dict, out: Scope) -> None:
+    ready, notes = bill_groups(store, period)
+    out.refused += notes
+    if not ready:
+        out.lines.append("No billing period is complete for every household it would bill;"
                          " approving releases nothing now.")
         return
-    meters = {m for m, _ in chunks}
-    first = min(c[0]["day"] for _, c in chunks)
-    last = max(c[-1]["day"] for _, c in chunks)
-    out.lines.append(f"{len(chunks)} bill total(s) for {len(meters)} meter(s), one per"
-                     f" {period_days} day(s), covering {_date(first)} to {_date(last)}."
-                     " Each is one sum of money; no reading is revealed.")
-    if period_days < rule["min_bill_days"]:
+    bills = sum(len(g[3]) for g in ready)
+    first, last = min(g[1] for g in ready), max(g[2] for g in ready)
+    out.lines.append(f"{bills} bill total(s) in {len(ready)} group(s) of neighbourhoods, covering"
+                     f" {_date(first)} to {_date(last - 1)}; each group's bills go out together."
+                     " Each is one sum of money, in whole cents; no reading is revealed.")
+    days = {g[2] - g[1] for g in ready}
+    if min(days) < rule["min_bill_days"]:
         out.refused.append(f"All of them: the policy asks for at least {rule['min_bill_days']}"
                            " day(s) per bill.")
-    elif rule["calendar_month"]:
-        partial = sum(1 for _, c in chunks
-                      if _date(c[0]["day"]).day != 1 or _date(c[0]["day"] + period_days).day != 1)
-        if partial:
-            out.refused.append(f"{partial} bill(s) not covering whole calendar months: the"
-                               " policy bills by calendar month only.")
+    elif rule["calendar_month"] and period != "month":
+        out.refused.append("All of them: the policy bills by calendar month only.")
 
 
 def describe(store: MdmsStore, policies: dict[str, dict], request: dict) -> Scope:
@@ -100,9 +98,10 @@ def describe(store: MdmsStore, policies: dict[str, dict], request: dict) -> Scop
     if request["kind"] == "aggregates":
         _aggregates(store, rule, out)
         out.noise = ("Noise: " + "; ".join(f"the {role} key holder adds random noise to each"
-                                           f" total (privacy budget epsilon {eps} per release)"
+                                           f" total (epsilon {eps} per meter over any day)"
                                            for role, eps in rule["dp"])
                      if rule["dp"] else "Noise: none; the totals are exact.")
     else:
-        _bills(store, int(json.loads(request["params"]).get("period_days", 1)), rule, out)
+        params = json.loads(request["params"])
+        _bills(store, params.get("period", params.get("period_days", 1)), rule, out)
     return out

@@ -406,6 +406,13 @@ class MdmsStore:
                 (r["record"], r["signature"]))
         return out
 
+    def released_parts(self) -> list[dict]:
+        """Every gateway's part of every released aggregate: which meters
+        each released (neighbourhood, interval) counted."""
+        return self.db.rows("SELECT p.neighbourhood, p.interval_end, p.record FROM aggregate_parts p"
+                            " JOIN released_aggregates r ON r.neighbourhood = p.neighbourhood AND"
+                            " r.interval_end = p.interval_end ORDER BY p.interval_end")
+
     def signed_bill_days(self) -> list[dict]:
         return self.db.rows("SELECT d.meter_id, d.day, d.record, d.signature FROM bill_days d"
                             " ORDER BY d.meter_id, d.day")
@@ -440,7 +447,10 @@ class MdmsStore:
     def request(self, rid: int, pending_only: bool = True) -> dict | None:
         rows = self.db.rows("SELECT * FROM requests WHERE id=?" +
                             (" AND status='pending'" if pending_only else ""), (rid,))
-        return rows[0] if rows else None
+        return {**rows[0], "params_json": json.loads(rows[0]["params"])} if rows else None
+
+    def set_request_params(self, rid: int, params: dict) -> None:
+        self.db.execute("UPDATE requests SET params=? WHERE id=?", (json.dumps(params), rid))
 
     def requests(self, status: str | None = None, kind: str | None = None,
                  limit: int = 100) -> list[dict]:

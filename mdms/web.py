@@ -47,7 +47,6 @@ ROLE_MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/auditor"): frozenset({"auditor"}),
     ("GET", "/auditor/log.csv"): frozenset({"auditor"}),
     ("GET", "/guardian"): frozenset({"guardian"}),
-    ("POST", "/guardian/decide"): frozenset({"guardian"}),
     ("GET", "/portal/app"): frozenset({"customer"}),
     ("GET", "/api/portal/data"): frozenset({"customer"}),
     ("POST", "/api/portal/password"): frozenset({"customer"}),

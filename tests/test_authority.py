@@ -16,7 +16,7 @@ import time
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from helpers.holders import Gateway, Holders, gridveil
+from helpers.holders import Gateway, Holders, cents, gridveil, group
 
 from authority.client import Refusal
 from authority.holder import DAY
@@ -33,6 +33,7 @@ DAY0 = 1767225600
 T1 = DAY0 + 900
 FLAT = "flat@1"  # approved at every holder; 25,000 µct/Wh
 SIX = {f"m{i}": "big" if i <= 5 else "small" for i in range(1, 7)}  # "small": m6 alone
+BIG = [f"m{i}" for i in range(1, 6)]
 
 
 def feed_day(pes, meters, base=100, day0=DAY0, seq0=0):
@@ -155,38 +156,45 @@ def test_same_interval_twice_after_a_late_reading(env):
         auth.release_aggregate([moved_part := gw.agg("big", DAY0 + DAY + 900)])
     assert e.value.code == "too_few" and moved_part[0].meters == ("m6",)
     with pytest.raises(Refusal) as e:
-        auth.release_bill("m6", DAY0 + DAY, DAY0 + 2 * DAY, FLAT, gw.bill_days("m6"))
+        auth.release_bills(["big"], DAY0 + DAY, DAY0 + 2 * DAY,
+                           group(gw, ["m6"], DAY0 + DAY, DAY0 + 2 * DAY))
     assert e.value.code == "unreleased_demand"
 
 
 def test_bill_policy(env):
+    """Each bill's own checks, as the refusal of the group that carries it
+    (a group goes out whole or not at all)."""
     _, gw, pes, auth = env
     feed_day(pes, range(1, 6))
     gw.seal()
     m1, m2 = gw.bill_days("m1"), gw.bill_days("m2")
     with pytest.raises(Refusal) as e:  # before the day's aggregates are released
-        auth.release_bill("m1", DAY0, DAY0 + DAY, FLAT, m1)
+        auth.release_bills(["big"], DAY0, DAY0 + DAY, group(gw, BIG, DAY0, DAY0 + DAY))
     assert e.value.code == "unreleased_demand"
     release_demand(auth, gw)
-    assert auth.release_bill("m1", DAY0, DAY0 + DAY, FLAT, m1) == 96 * 101 * 25_000
     later = dataclasses.replace(m2[0][0], day=m2[0][0].day + 1)
     bad = {
-        "already_released": ("m1", DAY0, DAY0 + DAY, FLAT, m1),
-        "period_too_short": ("m2", DAY0, DAY0 + 3600, FLAT, m2),  # one hour
-        "not_whole_days": ("m2", DAY0 + 3600, DAY0 + DAY + 3600, FLAT, m2),
-        "mixed_meters": ("m2", DAY0, DAY0 + DAY, FLAT, m1),
-        "unknown_tariff": ("m2", DAY0, DAY0 + DAY, "cheap@1", m2),
-        "mixed_tariffs": ("m2", DAY0, DAY0 + DAY, FLAT, [(dataclasses.replace(
+        "period_too_short": (DAY0, DAY0 + 3600, ("m2", FLAT, m2)),  # one hour
+        "not_whole_days": (DAY0 + 3600, DAY0 + DAY + 3600, ("m2", FLAT, m2)),
+        "mixed_meters": (DAY0, DAY0 + DAY, ("m2", FLAT, m1)),
+        "unknown_tariff": (DAY0, DAY0 + DAY, ("m2", "cheap@1", m2)),
+        "mixed_tariffs": (DAY0, DAY0 + DAY, ("m2", FLAT, [(dataclasses.replace(
             m2[0][0], tariff="tou-3band@1"), records.sign(gw.key, dataclasses.replace(
-                m2[0][0], tariff="tou-3band@1")))]),
-        "period_gaps": ("m2", DAY0, DAY0 + 3 * DAY, FLAT,
-                        m2 + [(dataclasses.replace(later, day=later.day + 1),
-                               records.sign(gw.key, later))]),
+                m2[0][0], tariff="tou-3band@1")))])),
+        "period_gaps": (DAY0, DAY0 + 3 * DAY, ("m2", FLAT, m2 + [(dataclasses.replace(
+            later, day=later.day + 1), records.sign(gw.key, later))])),
     }
-    for code, req in bad.items():
+    for code, (start, end, bill) in bad.items():
         with pytest.raises(Refusal) as e:
-            auth.release_bill(*req)
+            auth.release_bills(["big"], start, end, group(gw, BIG, start, end,
+                                                          replace={"m2": bill}))
         assert e.value.code == code, code
+    amounts = auth.release_bills(["big"], DAY0, DAY0 + DAY, group(gw, BIG, DAY0, DAY0 + DAY))
+    for i in range(1, 6):
+        assert amounts[f"m{i}"] in cents(96 * (100 + i) * 25_000)
+    with pytest.raises(Refusal) as e:
+        auth.release_bills(["big"], DAY0, DAY0 + DAY, group(gw, BIG, DAY0, DAY0 + DAY))
+    assert e.value.code == "already_released"
 
 
 def test_parts_from_several_gateways_are_combined_once(tmp_path):
@@ -229,7 +237,8 @@ def test_threshold_one_share_decrypts_nothing(tmp_path):
     auth = holders.start()
     try:
         pub = auth.public_key(rec.key_id)
-        a = auth.holders["utility"].aggregate([(rec, sig)])
+        decision = auth.covering(lambda d: d.covers_aggregate("big", T1))
+        (a,) = auth.holders["utility"].aggregates(decision, [[(rec, sig)]])
         assert a["kind"] == "partial"
         with pytest.raises(ValueError):
             paillier.combine_partials(pub, [int(a["number"])])
@@ -238,7 +247,7 @@ def test_threshold_one_share_decrypts_nothing(tmp_path):
             d = read_json(holders.homes[role] / "keys" / f"{rec.key_id}.share.json", "share",
                           secret=True)
             assert d["encrypted"] and "secret" not in d
-        b = auth.holders["guardian"].aggregate([(rec, sig)])
+        (b,) = auth.holders["guardian"].aggregates(decision, [[(rec, sig)]])
         assert paillier.combine_partials(pub, [int(a["number"]), int(b["number"])]) == \
             sum(100 + i for i in range(1, 6))
     finally:
@@ -314,12 +323,12 @@ def test_key_rotation_keeps_old_periods(tmp_path):
         assert auth.release_aggregate([a0])[0] == sum(100 + i for i in range(1, 6))
         assert auth.release_aggregate([a1])[0] == sum(200 + i for i in range(1, 6))
         release_demand(auth, gw, days=(0, 1))
-        days = gw.bill_days("m1")
         with pytest.raises(Refusal) as e:  # one bill cannot span two key epochs
-            auth.release_bill("m1", DAY0, DAY0 + 2 * DAY, FLAT, days)
+            auth.release_bills(["big"], DAY0, DAY0 + 2 * DAY, group(gw, BIG, DAY0, DAY0 + 2 * DAY))
         assert e.value.code == "mixed_keys"
-        assert auth.release_bill("m1", DAY0 + DAY, DAY0 + 2 * DAY, FLAT, days[1:]) == \
-            96 * 201 * 25_000
+        amounts = auth.release_bills(["big"], DAY0 + DAY, DAY0 + 2 * DAY,
+                                     group(gw, BIG, DAY0 + DAY, DAY0 + 2 * DAY))
+        assert amounts["m1"] in cents(96 * 201 * 25_000)
     finally:
         holders.stop()
 
@@ -365,40 +374,46 @@ def test_a_restarted_pes_process_uses_no_randomness_made_for_the_old_key(tmp_pat
         holders.stop()
 
 
-def test_differential_privacy_noise_and_budget(tmp_path):
-    """The holders' policy puts noise on every release and spends each
-    household's lifetime budget; nobody asks for it, nobody can opt out."""
+def test_differential_privacy_noise_on_every_release_and_a_budget_that_renews(tmp_path):
+    """The holders' policy puts noise on every release; nobody asks for it,
+    nobody can opt out, and it never runs out: each release spends the
+    day's epsilon divided by the day's intervals, and a meter is in at most
+    one release per interval, so any day of releases spends at most the
+    day's epsilon, however many days go by."""
     holders = Holders(tmp_path, dp="on")
-    for role in holders.roles:
-        holders.set_policy(role, dp_epsilon="1/2", dp_budget_per_household="2",
-                           dp_sensitivity_wh=4000)
     gw = Gateway(tmp_path, holders, meters=SIX)
-    feed_day(PES(gw.store, 900), range(1, 6))
+    pes = PES(gw.store, 900)
+    for d in range(3):  # three whole days: more releases than a day's budget allows
+        feed_day(pes, range(1, 6), day0=DAY0 + d * DAY, seq0=96 * d)
     gw.seal()
     auth = holders.start()
     try:
         truth = sum(100 + i for i in range(1, 6))
-        noisy = [auth.release_aggregate([gw.agg("big", T1 + 900 * j)])[0]
-                 for j in range(4)]  # 4 x 1/2 = each household's whole budget
-        assert auth.last_noisy
-        assert any(v != truth for v in noisy)  # noise of scale 8000: equal 4 times is ~1e-7
-        with pytest.raises(Refusal) as e:  # another interval, same households: spent
-            auth.release_aggregate([gw.agg("big", T1 + 900 * 4)])
-        assert e.value.code == "budget_spent"
+        answers = auth.release_aggregates([[gw.agg("big", DAY0 + 900 * (j + 1))]
+                                           for j in range(3 * 96)])
+        assert all(a.noisy for a in answers) and len(answers) == 3 * 96
+        values = [a.wh for a in answers]
+        # Noise of scale 2500 x 96 / 1 per holder: the mean of 288 is far
+        # from any one of them, and within a few standard errors of the truth.
+        assert sum(v != truth for v in values) > 280
+        spread = (sum((v - truth) ** 2 for v in values) / len(values)) ** 0.5
+        assert 2500 * 96 < spread < 4 * 2500 * 96
+        assert abs(sum(values) / len(values) - truth) < 5 * spread / len(values) ** 0.5
     finally:
         holders.stop()
     for role in holders.roles:
-        led = Ledger(holders.homes[role] / "authority.db")
-        assert all(led.dp_spent(f"house-m{i}") == 2 for i in range(1, 6))
-        assert led.verify()[0]
-        led.close()
+        entries = Ledger(holders.homes[role] / "authority.db").entries()
+        grants = [e for e in entries if e["kind"] == "aggregate" and e["granted"]]
+        assert len(grants) == 3 * 96
+        assert all("epsilon 1/96 per household)" in e["reason"] for e in grants)
 
 
 def test_policy_cannot_be_weakened_below_safe_floor(tmp_path):
-    for bad in ({"k": 2}, {"min_bill_days": 0}, {"dp_epsilon": "0"}, {"dp_epsilon": "9"},
-                {"dp_epsilon": "1", "dp_budget_per_household": "1/2"}, {"dp_sensitivity_wh": 0},
-                {"dp_epsilon": "lots"}, {"dp": "ask"}, {"billing": "weekly"},
-                {"min_key_bits": 100}):
+    for bad in ({"k": 2}, {"min_bill_days": 0}, {"dp_epsilon_per_day": "0"},
+                {"dp_epsilon_per_day": "11"}, {"dp_sensitivity_wh": 0},
+                {"dp_epsilon_per_day": "lots"}, {"dp": "ask"}, {"billing": "weekly"},
+                {"min_key_bits": 100}, {"interval_s": 7}, {"interval_s": 1000},
+                {"dp_budget_per_household": "2000"}):
         with pytest.raises(ConfigError):
             Policy.from_json(bad)
     holders = Holders(tmp_path)
@@ -409,15 +424,13 @@ def test_policy_cannot_be_weakened_below_safe_floor(tmp_path):
 
 
 @pytest.mark.parametrize("attack", ["edit", "delete", "reorder", "truncate", "unrelease",
-                                    "refund budget"])
+                                    "drop a member"])
 def test_audit_log_detects_tampering(tmp_path, attack):
-    from fractions import Fraction
-
     path = tmp_path / "ledger.db"
     led = Ledger(path)
     receipts = [led.record("mdms", "aggregate", f"agg:x:{i}", i % 2 == 0,
-                           "granted" if i % 2 == 0 else "too_few", [f"agg:x:{i}"],
-                           (["house-1"], Fraction(1, 2)) if i == 4 else None)
+                           "granted" if i % 2 == 0 else "too_few",
+                           [f"agg:x:{i}", f"mi:m1:{i}", f"mi:m2:{i}"], ("x", i, ["m1", "m2"]))
                 for i in range(5)]
     assert led.verify(receipts)[0]
     led.close()
@@ -431,8 +444,8 @@ def test_audit_log_detects_tampering(tmp_path, attack):
         con.execute("DELETE FROM log WHERE n=5")  # the chain alone cannot see this
     elif attack == "unrelease":  # to release agg:x:0 a second time
         con.execute("DELETE FROM released WHERE subject='agg:x:0'")
-    elif attack == "refund budget":
-        con.execute("DELETE FROM dp_spent")
+    elif attack == "drop a member":  # to leave a household out of a group of bills
+        con.execute("DELETE FROM members WHERE meter='m2' AND interval_end=4")
     else:
         a = con.execute(f"SELECT {cols} FROM log WHERE n=2").fetchone()
         b = con.execute(f"SELECT {cols} FROM log WHERE n=4").fetchone()

@@ -43,16 +43,22 @@ def test_api_rejects_missing_tokens_and_garbage(holder):
     holders, cert = holder
     url, token = holders.urls["utility"], holders.token
     assert url.startswith("https://")  # the home's certificate is served by default
-    cases = [("/v1/aggregate", b"{}", None, 401), ("/v1/aggregate", b"{}", "wrong", 401),
-             ("/v1/aggregate", b"not json", token, 400),
-             ("/v1/aggregate", json.dumps({"parts": [{"record": "AAAA", "signature": ""}]})
-              .encode(), token, 400),
-             ("/v1/aggregate", json.dumps({"parts": "x"}).encode(), token, 400),
-             ("/v1/bill", json.dumps({"meter_id": "m1"}).encode(), token, 400),
-             ("/v1/decision", json.dumps({"subject": "request:1 bills", "approved": "yes",
-                                          "reason": ""}).encode(), token, 400),
+    cases = [("/v1/aggregates", b"{}", None, 401), ("/v1/aggregates", b"{}", "wrong", 401),
+             ("/v1/aggregates", b"not json", token, 400),
+             ("/v1/aggregates", json.dumps({"aggregates": [{"parts": [
+                 {"record": "AAAA", "signature": ""}]}]}).encode(), token, 400),
+             ("/v1/aggregates", json.dumps({"aggregates": "x"}).encode(), token, 400),
+             ("/v1/aggregates", json.dumps({"aggregates": [{"parts": "x"}]}).encode(), token,
+              400),
+             ("/v1/bills", json.dumps({"meter_id": "m1"}).encode(), token, 400),
+             ("/v1/bills", json.dumps({"neighbourhoods": ["../x"], "start": 0, "end": 86400,
+                                       "bills": []}).encode(), token, 400),
+             # The guardian's desk is not the utility's holder's to serve.
+             ("/v1/requests", json.dumps({"what": "bills", "neighbourhoods": ["a"],
+                                          "start": 0, "end": 1}).encode(), token, 404),
+             # The MDMS's token cannot log a decision: there is no such call.
              ("/v1/decision", json.dumps({"subject": "request:1 bills", "approved": True,
-                                          "reason": "ok"}).encode(), None, 401),
+                                          "reason": "ok"}).encode(), token, 404),
              ("/v1/nothing", b"{}", token, 404)]
     for path, body, tok, status in cases:
         with pytest.raises(urllib.error.HTTPError) as e:
@@ -64,9 +70,9 @@ def test_api_rejects_missing_tokens_and_garbage(holder):
     host, port = url[len("https://"):].split(":")
     conn = http.client.HTTPSConnection(host, int(port), context=tls.client_context(cert),
                                        timeout=30)
-    conn.putrequest("POST", "/v1/aggregate")
+    conn.putrequest("POST", "/v1/aggregates")
     conn.putheader("Authorization", f"Bearer {token}")
-    conn.putheader("Content-Length", str(5 << 20))
+    conn.putheader("Content-Length", str(17 << 20))
     conn.endheaders(b"[[[[")
     assert conn.getresponse().status == 413
     conn.close()

@@ -16,6 +16,9 @@ REPO = Path(__file__).resolve().parents[1]
 COMMANDS = [[], ["keygen"], ["holder"], ["holder", "init"], ["holder", "import-key"],
             ["holder", "tariff-approve"], ["holder", "trust-gateway"], ["holder", "allow"],
             ["holder", "serve"], ["holder", "head"], ["holder", "log"], ["holder", "verify"],
+            ["holder", "trust-guardian"], ["holder", "requests"], ["holder", "decide"],
+            ["holder", "standing"], ["holder", "revoke"], ["holder", "decisions"],
+            ["holder", "desk-password"],
             ["gateway"], ["gateway", "init"],
             ["gateway", "run"], ["gateway", "seal"], ["gateway", "push"], ["gateway", "status"],
             ["gateway", "rekey"], ["gateway", "customer-add"], ["tariff"], ["tariff", "add"],
@@ -40,9 +43,11 @@ def gridveil(*args, home=None, env=None):
 def holder_and_key(tmp_path):
     """Holders in tmp/hu and tmp/hg, a 512-bit key dealt to both; the
     guardian imported its share and signed the epoch for the gateways."""
-    for role in ("utility", "guardian"):
+    for role in ("guardian", "utility"):  # the utility's takes the guardian's key
+        key = ["--guardian-key", str(tmp_path / "hg" / "signing.pub")] if role == "utility" \
+            else []
         assert gridveil("holder", "init", "--role", role, "--min-key-bits", "512", "--export",
-                        str(tmp_path / f"{role}.t.json"), home=tmp_path / f"h{role[0]}",
+                        str(tmp_path / f"{role}.t.json"), *key, home=tmp_path / f"h{role[0]}",
                         env=PASS).returncode == 0
     r = gridveil("keygen", "--bits", "512", "--out", str(tmp_path / "keys"), "--utility",
                  str(tmp_path / "utility.t.json"), "--guardian", str(tmp_path / "guardian.t.json"))
@@ -85,9 +90,19 @@ def test_bad_arguments(tmp_path):
                            str(tmp_path / "utility.t.json")), "at least 512")
     clean_failure(gridveil("keygen", "--bits", "512", "--out", str(tmp_path), "--utility",
                            str(tmp_path / "utility.t.json")), "the utility and the guardian")
-    clean_failure(gridveil("holder", "init", "--role", "utility", "--k", "1", "--export",
+    clean_failure(gridveil("holder", "init", "--role", "guardian", "--k", "1", "--export",
                            str(tmp_path / "x"), home=tmp_path / "h1", env=PASS), "k must")
     clean_failure(gridveil("holder", "init", "--role", "utility", "--export", str(tmp_path / "x"),
+                           home=tmp_path / "h3", env=PASS), "give the guardian holder's")
+    clean_failure(gridveil("holder", "decide", "1", "--approve", home=tmp_path / "hu", env=PASS),
+                  "run this at the guardian's holder")
+    clean_failure(gridveil("holder", "standing", "bills", "--from", "soon", "--to", "2027-01-01",
+                           home=tmp_path / "hg", env=PASS), "must be a date")
+    clean_failure(gridveil("holder", "decide", "99", "--approve", home=tmp_path / "hg", env=PASS),
+                  "there is no request 99")
+    clean_failure(gridveil("holder", "desk-password", home=tmp_path / "hg",
+                           env={"GRIDVEIL_DESK_PASSWORD": "password1234"}), "hard to guess")
+    clean_failure(gridveil("holder", "init", "--role", "guardian", "--export", str(tmp_path / "x"),
                            home=tmp_path / "h2"), "encrypted at rest")
     clean_failure(gridveil("mdms", "init", "--db", "mysql://x", home=tmp_path / "m"),
                   "sqlite:///PATH or postgresql://")
@@ -101,8 +116,8 @@ def test_missing_and_broken_files(tmp_path):
     clean_failure(gridveil("gateway", "init", "--paillier-pub", "/nope.json", "--epoch-signature",
                            "/nope", "--guardian-key", "/nope", home=gw), "not found")
     kid, pub = holder_and_key(tmp_path)
-    clean_failure(gridveil("holder", "init", "--role", "utility", "--export", str(tmp_path / "x"),
-                           home=tmp_path / "hu", env=PASS), "already exists")
+    clean_failure(gridveil("holder", "init", "--role", "guardian", "--export", str(tmp_path / "x"),
+                           home=tmp_path / "hg", env=PASS), "already exists")
     clean_failure(gridveil("gateway", "init", "--port", "5999", "--paillier-pub", str(pub),
                            *epoch_args(tmp_path), home=gw), "the signing key is encrypted at rest")
     assert gridveil("gateway", "init", "--port", "5999", "--paillier-pub", str(pub),

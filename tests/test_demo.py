@@ -19,7 +19,8 @@ def test_demo_runs_twice_and_cross_checks(tmp_path):
                            capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
         lines = r.stdout.strip().splitlines()
-        assert lines[-1] == "CROSS-CHECK OK: 10 bills and 192 aggregates match ground truth exactly"
+        assert lines[-1] == ("CROSS-CHECK OK: 10 bills to the cent and 192 aggregates to the Wh"
+                             " match ground truth")
         assert re.search(r"customer portal at https://127\.0\.0\.1:\d+/portal", r.stdout)
         assert (tmp_path / "demo" / "web-accounts.txt").stat().st_mode & 0o077 == 0
         # Every party its own process, with its own pid and home.

@@ -177,20 +177,32 @@ def test_guardian_sees_what_a_request_would_release(store):
     assert "utility key holder adds random noise" in s.noise
     s = scope.describe(store, {"utility": lenient, "guardian": strict}, req)  # k=6 decides
     assert s.lines == [] and len(s.refused) == 2
-    # Bills: 45 signed days from the 1st of a month; the calendar-month rule
-    # refuses every 7-day bill, and min_bill_days refuses 1-day bills.
+    # Bills: the six north meters' 45 signed days from the 1st of a month, and
+    # one released north quarter hour in each of those days. A group's bills
+    # go out together, so they are counted by group and period.
     day0 = 20454  # 2026-01-01
-    a.push(store, [a.billday("n0", d, 0) for d in range(day0, day0 + 45)])
-    weekly = {"kind": "bills", "params": json.dumps({"period_days": 7})}
+    days = range(day0, day0 + 45)
+    a.push(store, [a.billday(m, d, 0) for m in north for d in days] + [
+        a.signed("aggregate", records.AggregateRecord(
+            "gwA", "north", d * 86400 + 3600 - 900, d * 86400 + 3600, 6, b"c" * 16, "k1",
+            tuple(north))) for d in days] + [
+        {"kind": "sealed_through", "neighbourhood": "north", "through": (day0 + 45) * 86400}])
+    for d in days:
+        store.save_aggregate("north", d * 86400 + 3600, 1, 5, False)
+    weekly = {"kind": "bills", "params": json.dumps({"period": 7})}
     s = scope.describe(store, {"utility": Policy(billing="days").to_json(),
                                "guardian": Policy(billing="calendar-month").to_json()}, weekly)
-    assert s.lines == ["6 bill total(s) for 1 meter(s), one per 7 day(s), covering 2026-01-01"
-                       " to 2026-02-11. Each is one sum of money; no reading is revealed."]
-    assert s.refused == ["6 bill(s) not covering whole calendar months: the policy bills by"
-                         " calendar month only."]
-    monthly = {"kind": "bills", "params": json.dumps({"period_days": 31})}  # all of January
+    assert s.lines == ["36 bill total(s) in 6 group(s) of neighbourhoods, covering 2026-01-01 to"
+                       " 2026-02-11; each group's bills go out together. Each is one sum of"
+                       " money, in whole cents; no reading is revealed."]
+    assert s.refused[-1] == "All of them: the policy bills by calendar month only."
+    assert s.refused[0] == ("bills of north from 2026-02-12 wait: 6 meter(s) have not reported"
+                            " on the period's last day yet (n0, n1, n2, n3, n4)")
+    monthly = {"kind": "bills", "params": json.dumps({"period": "month"})}  # all of January
     s = scope.describe(store, {"guardian": Policy().to_json()}, monthly)
-    assert s.lines[0].startswith("1 bill total(s) for 1 meter(s)") and s.refused == []
+    assert s.lines[0].startswith("6 bill total(s) in 1 group(s)")
+    assert s.refused == ["bills of north from 2026-02-01 wait: 6 meter(s) have not reported on"
+                         " the period's last day yet (n0, n1, n2, n3, n4)"]  # February goes on
     s = scope.describe(store, {"g": Policy(billing="days", min_bill_days=2).to_json()},
                        {"kind": "bills", "params": "{}"})
     assert s.refused == ["All of them: the policy asks for at least 2 day(s) per bill."]
@@ -253,3 +265,40 @@ def test_meter_telemetry_is_shown_in_words_and_raises_alerts(store):
         "m1: noisy sensor (7.5 % rejected)",
         "m1: OSCORE sequence numbers nearly used up (it starts a new context)"]
     assert v["meters"][1]["device"] == []
+
+
+def test_a_period_whose_last_day_a_meter_missed_is_billed_with_the_next(store):
+    """Two-day billing periods. In the first, meter x reports nothing on
+    the last day (its readings are held back, or it was off): that period's
+    bills cannot go out alone, for anyone. The MDMS carries the group into
+    the next period and asks for both periods' bills together, once every
+    meter has reported on the last day of it."""
+    from mdms.releases import bill_groups
+
+    a = FakeGateway(store, "gwA")
+    meters = ["a", "b", "x"]
+    a.push(store, [meter(m, "north", f"h-{m}") for m in meters])
+    day0 = 20454
+    items, prev = [], dict.fromkeys(meters, -1)
+    for d in range(day0, day0 + 6):
+        for m in meters:
+            if m == "x" and d in (day0 + 1, day0 + 2, day0 + 3):
+                continue  # x silent: the last day of period 1, and all of period 2
+            items.append(a.signed("billday", records.BillDayRecord(
+                "gwA", m, d, 96, 0, ((0, b"c" * 16),), "k1", "flat@1",
+                (d * 86400 + 900,), prev[m])))
+            prev[m] = d
+        items.append(a.signed("aggregate", records.AggregateRecord(
+            "gwA", "north", d * 86400, d * 86400 + 900, 3, b"c" * 16, "k1", tuple(meters))))
+    a.push(store, items)
+    for d in range(day0, day0 + 6):
+        store.save_aggregate("north", d * 86400 + 900, 1, 3, False)
+    ready, notes = bill_groups(store, 2)
+    assert [(n, first, last, sorted(chunk)) for n, first, last, chunk in ready] == \
+        [(["north"], day0, day0 + 6, meters)]
+    assert [r["day"] for r in ready[0][3]["x"]] == [day0, day0 + 4, day0 + 5]
+    assert notes == []
+    # Before x came back, the group waited, carried, with a note saying why.
+    store.db.execute("DELETE FROM bill_days WHERE meter_id='x' AND day >= ?", (day0 + 4,))
+    ready, notes = bill_groups(store, 2)
+    assert ready == [] and len(notes) == 1 and "(x)" in notes[0], notes

@@ -10,11 +10,12 @@ import urllib.error
 import urllib.request
 
 import pytest
-from helpers.holders import REPO, Gateway, Holders, gridveil
-from test_authority import DAY0, FLAT, SIX, feed_day, release_demand
+from helpers.holders import REPO, Gateway, Holders, cents, gridveil, group
+from test_authority import BIG, DAY0, SIX, feed_day, release_demand
 
 from authority.client import Refusal, _item
 from authority.holder import DAY
+from authority.ledger import Ledger
 from gateway.pes import PES
 
 
@@ -53,28 +54,36 @@ def test_requester_cannot_bring_its_own_prices_or_tariff(tmp_path):
     gw = Gateway(tmp_path, holders, meters=SIX)
     feed_day(PES(gw.store, 900), range(1, 6))
     gw.seal()
-    days = gw.bill_days("m1")
     auth = holders.start()
     try:
         release_demand(auth, gw)
         # The MDMS's own prices in the request: refused as malformed, before any policy.
+        bills = group(gw, BIG, DAY0, DAY0 + DAY)
+        decision = auth.covering(lambda d: d.covers_bills(["big"], DAY0, DAY0 + DAY))
         for role in holders.roles:
-            body = json.dumps({"meter_id": "m1", "start": DAY0, "end": DAY0 + DAY,
-                               "tariff": FLAT, "prices": {"0": 2**24},
-                               "days": [_item(r, s) for r, s in days]}).encode()
-            req = urllib.request.Request(holders.urls[role] + "/v1/bill", data=body,
-                                         headers={"Authorization": f"Bearer {holders.token}"})
-            with pytest.raises(urllib.error.HTTPError) as e:
-                urllib.request.urlopen(req, timeout=30)
-            assert e.value.code == 400 and b"approved tariffs" in e.value.read()
+            for where in ("group", "bill"):
+                body = {"decision": decision.to_json(), "neighbourhoods": ["big"],
+                        "start": DAY0, "end": DAY0 + DAY,
+                        "bills": [{"meter_id": m, "tariff": t, "days": [_item(r, s) for r, s in d],
+                                   **({"prices": {"0": 2**24}} if where == "bill" else {})}
+                                  for m, t, d in bills],
+                        **({"prices": {"0": 2**24}} if where == "group" else {})}
+                req = urllib.request.Request(holders.urls[role] + "/v1/bills",
+                                             data=json.dumps(body).encode(),
+                                             headers={"Authorization": f"Bearer {holders.token}"})
+                with pytest.raises(urllib.error.HTTPError) as e:
+                    urllib.request.urlopen(req, timeout=30)
+                assert e.value.code == 400 and b"approved tariffs" in e.value.read()
         # A tariff of its own naming: not in the guardian's registry.
         with pytest.raises(Refusal) as e:
-            auth.release_bill("m1", DAY0, DAY0 + DAY, "decode@1", days)
+            auth.release_bills(["big"], DAY0, DAY0 + DAY,
+                               group(gw, BIG, DAY0, DAY0 + DAY, tariff="decode@1"))
         assert e.value.code == "unknown_tariff"
         for role in holders.roles:
             assert holders.log(role)[-1] == (0, "unknown_tariff")
         # The honest request still works: prices from the registry.
-        assert auth.release_bill("m1", DAY0, DAY0 + DAY, FLAT, days) == 96 * 101 * 25_000
+        assert auth.release_bills(["big"], DAY0, DAY0 + DAY, bills)["m1"] in \
+            cents(96 * 101 * 25_000)
     finally:
         holders.stop()
 
@@ -92,7 +101,7 @@ def test_default_policy_bills_only_whole_calendar_months(tmp_path):
         pes.ingest(f"m{i}", [Reading(d, jan1 + d * DAY + DAY, 10 * 96, 0) for d in range(32)],
                    None, None)
     gw.seal()
-    days = gw.bill_days("m1")
+    three = ["m1", "m2", "m3"]
     auth = holders.start()
     try:
         for n, e, *_ in gw.store.sealed_rows():
@@ -100,13 +109,13 @@ def test_default_policy_bills_only_whole_calendar_months(tmp_path):
         for start, n, code in ((jan1, 1, "period_too_short"), (jan1, 7, "period_too_short"),
                                (jan1 + DAY, 31, "not_whole_months")):
             with pytest.raises(Refusal) as e:
-                auth.release_bill("m1", start, start + n * DAY, FLAT,
-                                  [x for x in days if start // DAY <= x[0].day < start // DAY + n])
+                auth.release_bills(["big"], start, start + n * DAY,
+                                   group(gw, three, start, start + n * DAY))
             assert e.value.code == code, (start, n)
-        january = [x for x in days if x[0].day < jan1 // DAY + 31]
-        assert len(january) == 31
-        assert auth.release_bill("m1", jan1, jan1 + 31 * DAY, FLAT, january) == \
-            31 * 96 * 10 * 25_000
+        january = group(gw, three, jan1, jan1 + 31 * DAY)
+        assert all(len(days) == 31 for _, _, days in january)
+        assert auth.release_bills(["big"], jan1, jan1 + 31 * DAY, january)["m1"] in \
+            cents(31 * 96 * 10 * 25_000)
     finally:
         holders.stop()
 
@@ -201,21 +210,21 @@ def test_a_delayed_packet_gives_nothing_to_subtract(tmp_path):
         released = {}
         for day in (0, 1):
             start = DAY0 + day * DAY
-            for i in range(1, 6):
-                try:
-                    released[(i, day)] = auth.release_bill(
-                        f"m{i}", start, start + DAY, FLAT,
-                        [x for x in gw.bill_days(f"m{i}") if x[0].day == start // DAY])
-                except Refusal as r:
-                    assert r.code == "unreleased_demand"
+            try:
+                released[day] = auth.release_bills(["big"], start, start + DAY,
+                                                   group(gw, BIG, start, start + DAY))
+            except Refusal as r:
+                assert r.code == "unreleased_demand"
         # Day 0's bills would count the four households' unreleased intervals
-        # (and m1's bill is all in released ones... but its held readings moved
-        # to day 1): only what released aggregates hold is ever billed.
-        assert set(released) == {(1, 0)} | {(i, 1) for i in range(1, 6)}
-        assert released[(1, 0)] == held * wh[1] * 25_000
+        # (m1's alone would not: its held readings moved to day 1), and a
+        # period's bills go out all together or not at all: none of day 0's.
+        assert set(released) == {1}
         day1 = sum(v for e, v in aggs.items() if e > DAY0 + DAY)
-        assert sum(released[(i, 1)] for i in range(1, 6)) == day1 * 25_000  # nothing to subtract
         assert day1 == 96 * sum(wh.values()) + (96 - held) * wh[1]  # no Wh lost
+        # Nothing to subtract but each bill's rounding to the cent.
+        exact = {f"m{i}": (96 + (96 - held if i == 1 else 0)) * wh[i] * 25_000 for i in wh}
+        assert all(released[1][m] in cents(exact[m]) for m in exact)
+        assert sum(exact.values()) == day1 * 25_000
     finally:
         holders.stop()
 
@@ -257,6 +266,7 @@ def test_audit_state_is_the_logs_and_kept_heads_catch_a_rewritten_log(tmp_path):
     con = sqlite3.connect(g / "authority.db")
     con.execute("DELETE FROM log WHERE granted=1")
     con.execute("DELETE FROM released")
+    con.execute("DELETE FROM members")
     prev = "0" * 64
     for n, at, req, kind, subj, granted, reason, marks, dp in con.execute(
             "SELECT n, at, requester, kind, subject, granted, reason, marks, dp FROM log"
@@ -339,8 +349,10 @@ def test_requester_cannot_opt_out_of_the_guardians_noise(tmp_path):
     auth = holders.start()
     try:
         rec, sig = gw.agg("big", DAY0 + 900)
-        body = json.dumps({"parts": [_item(rec, sig)], "dp": False}).encode()
-        req = urllib.request.Request(holders.urls["guardian"] + "/v1/aggregate", data=body,
+        decision = auth.covering(lambda d: d.covers_aggregate("big", DAY0 + 900))
+        body = json.dumps({"decision": decision.to_json(), "aggregates": [
+            {"parts": [_item(rec, sig)]}], "dp": False}).encode()
+        req = urllib.request.Request(holders.urls["guardian"] + "/v1/aggregates", data=body,
                                      headers={"Authorization": f"Bearer {holders.token}"})
         with pytest.raises(urllib.error.HTTPError) as e:
             urllib.request.urlopen(req, timeout=30)
@@ -357,7 +369,7 @@ def test_requester_cannot_opt_out_of_the_guardians_noise(tmp_path):
 
 
 def test_one_households_big_interval_moves_an_aggregate_by_the_bound_only(tmp_path):
-    """The guardian's noise is made for a sensitivity (4,000 Wh): a household
+    """The guardian's noise is made for a sensitivity (2,500 Wh): a household
     that used 9,000 Wh in one interval must not stick out of the noise. The
     gateway adds min(energy, bound) to the aggregate, counts the clipping
     for the operator, and bills the whole energy."""
@@ -366,11 +378,11 @@ def test_one_households_big_interval_moves_an_aggregate_by_the_bound_only(tmp_pa
     holders = Holders(tmp_path, dp={"guardian": "on"})  # the epoch is signed with the bound
     gw = Gateway(tmp_path, holders, meters={f"m{i}": "big" for i in range(1, 6)})
     pes = PES(gw.store, 900)
-    wh = {1: [9000, 4000], **{i: [100 + i, 200 + i] for i in range(2, 6)}}
+    wh = {1: [9000, 2500], **{i: [100 + i, 200 + i] for i in range(2, 6)}}
     results = [pes.ingest(f"m{i}", [Reading(j, DAY0 + 900 * (j + 1), e, 0)
                                     for j, e in enumerate(wh[i])], None, None)
                for i in range(1, 6)]
-    assert [r.clipped for r in results] == [1, 0, 0, 0, 0]  # 4,000 is not above the bound
+    assert [r.clipped for r in results] == [1, 0, 0, 0, 0]  # 2,500 is not above the bound
     assert gw.store.counters() == {"clipped": 1}
     gw.seal()
     # Released without noise here, to see the sums exactly: the guardian turns
@@ -379,26 +391,27 @@ def test_one_households_big_interval_moves_an_aggregate_by_the_bound_only(tmp_pa
     auth = holders.start()
     try:
         got = [auth.release_aggregate([gw.agg("big", DAY0 + 900 * j)])[0] for j in (1, 2)]
-        truth = [sum(min(wh[i][j], 4000) for i in wh) for j in (0, 1)]
-        assert got == truth == [4000 + 414, 4000 + 814]
-        bill = auth.release_bill("m1", DAY0, DAY0 + DAY, FLAT, gw.bill_days("m1"))
-        assert bill == (9000 + 4000) * 25_000  # the bill counts the whole energy
+        truth = [sum(min(wh[i][j], 2500) for i in wh) for j in (0, 1)]
+        assert got == truth == [2500 + 414, 2500 + 814]
+        bills = auth.release_bills(["big"], DAY0, DAY0 + DAY, group(gw, BIG, DAY0, DAY0 + DAY))
+        assert bills["m1"] in cents((9000 + 2500) * 25_000)  # the bill counts the whole energy
     finally:
         holders.stop()
     r = gridveil(gw.home.path, "gateway", "status")
-    assert "clipped to the guardian's bound (4000 Wh) in aggregates: 1" in r.stdout
+    assert "clipped to the guardian's bound (2500 Wh) in aggregates: 1" in r.stdout
 
 
-def test_held_readings_in_one_aggregate_charge_the_budget_per_reading(tmp_path):
+def test_held_readings_in_one_aggregate_get_noise_for_all_of_them(tmp_path):
     """The utility holds one meter's packets until their intervals are
     sealed; they then count in the next open interval, beside that meter's
     own reading: three readings of one household, each up to the bound, in
     one sum. The record names the meter once per reading, and the guardian
-    charges that household three releases' worth of budget."""
+    scales that release's noise to three readings: every release costs a
+    household the same epsilon, so the day's budget holds (and never runs
+    out) whatever the network does."""
     from gateway.pes import Reading
 
     holders = Holders(tmp_path, dp={"guardian": "on"})
-    holders.set_policy("guardian", dp_budget_per_household="1")  # two releases at 1/2
     gw = Gateway(tmp_path, holders, meters={f"m{i}": "big" for i in range(1, 6)})
     pes = PES(gw.store, 900)
     for i in range(1, 6):  # interval 1 from everyone; 2 and 3 held for m1
@@ -414,16 +427,20 @@ def test_held_readings_in_one_aggregate_charge_the_budget_per_reading(tmp_path):
     assert rec.meters == ("m1", "m1", "m1", "m2", "m3", "m4", "m5") and rec.contributors == 5
     auth = holders.start()
     try:
-        auth.release_aggregate([gw.agg("big", DAY0 + 900)])  # 1/2 of m1's budget
-        with pytest.raises(Refusal) as e:
-            auth.release_aggregate([gw.agg("big", DAY0 + 900 * 4)])  # 3 x 1/2 more
-        assert e.value.code == "budget_spent"
+        auth.release_aggregate([gw.agg("big", DAY0 + 900)])
+        auth.release_aggregate([gw.agg("big", DAY0 + 900 * 4)])
+        assert auth.last_noisy
     finally:
         holders.stop()
+    grants = [e["reason"] for e in Ledger(holders.homes["guardian"] / "authority.db").entries()
+              if e["kind"] == "aggregate"]
+    assert grants[0].endswith("with DP noise (epsilon 1/96 per household)")
+    assert grants[1].endswith("(epsilon 1/96 per household; scaled for 3 readings of one"
+                              " household)")
 
 
 def test_noise_needs_an_epoch_signed_with_the_bound(tmp_path):
-    """Noise for a 4,000 Wh sensitivity means nothing if the gateways do not
+    """Noise for a 2,500 Wh sensitivity means nothing if the gateways do not
     clip: an epoch signed while the guardian's noise was off carries no
     bound, and the guardian refuses to add noise to sums under it."""
     holders = Holders(tmp_path)  # noise off when the epoch was signed: clip_wh = 0
@@ -444,3 +461,119 @@ def test_noise_needs_an_epoch_signed_with_the_bound(tmp_path):
                  holders.key_ids[-1], "--out", str(tmp_path / "again.json"),
                  env=holders.env["guardian"], check=False)
     assert r.returncode == 2 and "needs a new key epoch" in r.stderr
+
+
+def test_ciphertext_lengths_say_nothing_about_consumption(tmp_path):
+    """The utility reads every item the gateways push to its MDMS, with its
+    length. Two neighbourhoods of five households, one using nothing and
+    one 16 kWh every quarter hour: each kind of item is exactly as long for
+    both (before, a customer's sealed copy gave away whether an interval
+    was under 24 Wh, under 256 Wh or more, 96 times in 96)."""
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from common import records
+    from gateway.pes import Reading
+
+    holders = Holders(tmp_path)
+    meters = {f"z{i}": "idle" for i in range(5)} | {f"b{i}": "busy" for i in range(5)}
+    gw = Gateway(tmp_path, holders, meters=meters)
+    der = rsa.generate_private_key(public_exponent=65537, key_size=3072).public_key() \
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    for m in meters:  # each meter its own customer
+        gw.store.add_customer(f"c-{m}", der)
+        gw.store.db.execute("UPDATE meters SET customer=? WHERE meter_id=?", (f"c-{m}", m))
+    pes = PES(gw.store, 900)
+    for m in meters:
+        wh = 0 if m.startswith("z") else 16_000
+        pes.ingest(m, [Reading(j, DAY0 + 900 * (j + 1), wh, wh * (j + 1)) for j in range(96)],
+                   None, None)
+    gw.seal()
+    lengths: dict[tuple[str, str], set[tuple[str, int]]] = {}
+    for _, item in gw.store.outbox_batch(100_000):
+        for field in ("ct", "wrapped", "record"):
+            if field not in item:
+                continue
+            data = base64.b64decode(item[field])
+            if field == "record":
+                rec = records.parse(data)
+                who = rec.neighbourhood[0] if hasattr(rec, "neighbourhood") else rec.meter_id[0]
+            else:
+                who = item["meter_id"][0]
+            lengths.setdefault((item["kind"], field), set()).add(
+                ("z" if who in "zi" else "b", len(data)))
+    assert {k[0] for k in lengths} == {"copy", "daykey", "aggregate", "billday"}
+    for (kind, field), seen in lengths.items():
+        assert len({n for _, n in seen}) == 1, (kind, field, sorted(seen))
+        assert {w for w, _ in seen} == {"z", "b"}, (kind, field)
+
+
+def test_bills_held_back_for_one_household_difference_nothing_out(tmp_path):
+    """The blocked-bill attack, as the utility runs it (bills of two days
+    stand in for a month): it lets m6's first reading through, holds the
+    rest of m6's period on the network until the next period, then asks for
+    the five neighbours' bills. Their bills minus the period's aggregates
+    would be m6's one reading. The holders release a period's bills for all
+    the households its released aggregates counted, or for none; m6's bill
+    cannot go (its readings of the period's last day have not arrived), so
+    none goes. The period's bills then go out with the next period's, for
+    everyone, once m6's held readings have arrived there; and a bill that
+    leaves out a day of the meter's records is refused."""
+    from gateway.pes import Reading
+
+    holders = Holders(tmp_path, billing="days")
+    six = {f"m{i}": "big" for i in range(1, 7)}
+    gw = Gateway(tmp_path, holders, meters=six)
+    pes = PES(gw.store, 900)
+    wh = {i: 100 + i for i in range(1, 7)}
+
+    def day(i, d, js):
+        return pes.ingest(f"m{i}", [Reading(96 * d + j, DAY0 + d * DAY + 900 * (j + 1), wh[i], 0)
+                                    for j in js], None, None)
+
+    day(6, 0, [0])  # m6's first reading gets through; the rest of its period is held
+    for d in (0, 1):
+        for i in range(1, 6):
+            day(i, d, range(96))
+    gw.seal()  # days 0 and 1 are sealed without m6's held readings
+    for d in (2, 3):  # the next period: m6's backlog arrives first, then everyone is on time
+        for i in range(1, 7):
+            if i == 6 and d == 2:
+                r = pes.ingest("m6", [Reading(k, DAY0 + 900 * (k + 1), wh[6], 0)
+                                      for k in range(1, 192)], None, None)
+                assert r.late == 191
+            day(i, d, range(96))
+    gw.seal()
+    auth = holders.start()
+    try:
+        release_demand(auth, gw, days=(0, 1, 2, 3))
+        p1, p2 = DAY0, DAY0 + 2 * DAY  # periods of two days
+        five = [f"m{i}" for i in range(1, 6)]
+        # The neighbours alone: their bills minus the aggregates would be m6's reading.
+        with pytest.raises(Refusal) as e:
+            auth.release_bills(["big"], p1, p2, group(gw, five, p1, p2))
+        assert e.value.code == "incomplete_group" and "m6" in str(e.value)
+        # With m6's bill: m6 reported nothing on the period's last day.
+        with pytest.raises(Refusal) as e:
+            auth.release_bills(["big"], p1, p2, group(gw, list(six), p1, p2))
+        assert e.value.code == "period_open"
+        # Both periods together, everyone: released. m6's bill holds its whole
+        # two periods, the held readings included.
+        end = DAY0 + 4 * DAY
+        m1_days = [d for d in gw.bill_days("m1") if d[0].day < end // DAY]
+        with pytest.raises(Refusal) as e:  # ...but not with one of m1's days left out
+            auth.release_bills(["big"], p1, end, group(gw, list(six), p1, end, replace={
+                "m1": ("m1", "flat@1", m1_days[:1] + m1_days[2:])}))
+        assert e.value.code == "period_gaps"
+        bills = auth.release_bills(["big"], p1, end, group(gw, list(six), p1, end))
+        for i in range(1, 7):
+            assert bills[f"m{i}"] in cents(4 * 96 * wh[i] * 25_000)
+    finally:
+        holders.stop()
+    # Nothing of the first period alone was ever released as a bill.
+    for role in holders.roles:
+        granted = [e for e in Ledger(holders.homes[role] / "authority.db").entries()
+                   if e["kind"] == "bill" and e["granted"]]
+        assert [e["subject"] for e in granted] == [f"bills:big:{DAY0}-{DAY0 + 4 * DAY}"]

@@ -216,8 +216,11 @@
         billRows.push(cells(document.createElement("tr"), [when, e.name, kwh(e.wh),
                       (e.price / 1000).toFixed(2), euro(e.uct), ""], [2, 3, 4]));
       }
+      // A bill is released in whole cents, rounded up or down at random by
+      // the key holders (so that it says nothing finer than its total).
       const check = !tariffs.has(b.meter) ? "your tariff is not known here, so it cannot be checked"
-        : computed === b.amount_uct ? "matches your readings to the cent"
+        : Math.abs(computed - b.amount_uct) < 1e6
+          ? `matches your readings to the cent (exactly ${(computed / 1e6).toFixed(3)} ct, rounded at random)`
           : `your readings give ${euro(computed)} (a late reading counts when it arrived)`;
       const tr = cells(document.createElement("tr"), [when, "bill", "", "", euro(b.amount_uct), check], [4]);
       tr.className = "bill-total";

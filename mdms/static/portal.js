@@ -13,7 +13,8 @@
   const b64e = (buf) => btoa(String.fromCharCode(...new Uint8Array(buf)));
   const status = (msg) => { document.getElementById("status").textContent = msg; };
 
-  // Minimal CBOR reader for [seq, interval_end, energy_wh, register_wh].
+  // Minimal CBOR reader for [seq, interval_end, energy_wh, register_wh]
+  // (the gateway writes each number 8 bytes wide: every copy has one length).
   function cborUints(bytes) {
     let i = 0;
     const head = () => {

@@ -36,9 +36,10 @@ def gridveil(home: Path, *args: str, env: dict | None = None, check: bool = True
 
 class Holders:
     def __init__(self, base: Path, single: bool = False, k: int = 5, bits: int = 512,
-                 billing: str = "days", dp: str | dict = "off"):
+                 billing: str = "days", dp: str | dict = "off", standing: bool = True):
         self.base = Path(base)
-        self.roles = ("single",) if single else ("utility", "guardian")
+        # The guardian's first: the utility's holder takes its signing key.
+        self.roles = ("single",) if single else ("guardian", "utility")
         self.bits = bits
         self.homes = {r: self.base / f"holder-{r}" for r in self.roles}
         self.env = {r: {PASS_ENV: secrets.token_urlsafe(16)} for r in self.roles}
@@ -50,12 +51,22 @@ class Holders:
             gridveil(self.homes[r], "holder", "init", "--role", r, "--k", str(k), "--billing",
                      billing, "--dp", dp if isinstance(dp, str) else dp.get(r, "off"),
                      "--min-key-bits", "512", "--export",
-                     str(self.exchange / f"{r}.transport.json"), env=self.env[r])
+                     str(self.exchange / f"{r}.transport.json"),
+                     *(["--guardian-key", str(self.homes["guardian"] / "signing.pub")]
+                       if r == "utility" else []), env=self.env[r])
             gridveil(self.homes[r], "holder", "tariff-approve",
                      str(REPO / "data" / "tariffs" / "flat.json"))
             gridveil(self.homes[r], "holder", "allow", "mdms", "--token-hash",
                      token_hash(self.token))
         self.key_ids = [self.new_epoch()]
+        if standing:  # the guardian approves every release ahead of time, at its own holder
+            for what in ("aggregates", "bills"):
+                self.desk("standing", what, "--from", "2000-01-01", "--to", "2100-01-01")
+
+    def desk(self, *args: str, check: bool = True):
+        """A command at the guardian's desk (its holder; the single one)."""
+        return gridveil(self.homes[self.signer], "holder", *args, env=self.env[self.signer],
+                        check=check)
 
     def new_epoch(self) -> str:
         out = gridveil(self.exchange, "keygen", "--bits", str(self.bits), "--out",
@@ -74,7 +85,7 @@ class Holders:
     @property
     def signer(self) -> str:
         """The holder whose signature gateways need on a key epoch."""
-        return self.roles[-1]  # the guardian (or the single holder)
+        return self.roles[0]  # the guardian (or the single holder)
 
     def epoch_file(self, kid: str | None = None) -> Path:
         return self.exchange / "keys" / f"{kid or self.key_ids[-1]}.epoch.json"
@@ -117,7 +128,10 @@ class Holders:
         return Authority({r: self.client(r) for r in self.roles})
 
     def log(self, role: str) -> list[tuple[int, str]]:
-        return [(e["granted"], e["reason"].split(":")[0]) for e in self.client(role).log()]
+        """(granted, "granted" or the refusal's code) of each release decision
+        (the guardian's own decisions and revocations left out)."""
+        return [(e["granted"], "granted" if e["granted"] else e["reason"].split(":")[0])
+                for e in self.client(role).log() if e["kind"] not in ("decision", "revoke")]
 
     def stop(self) -> None:
         for p in self.procs.values():
@@ -162,3 +176,28 @@ class Gateway:
                                      (meter_id,)).fetchall()
         return [(seal_mod.bill_record(self.store, self.id, meter_id, d, v), sig)
                 for d, v, sig in rows]
+
+
+CENT = 1_000_000  # µct
+
+
+def cents(exact_uct: int) -> set[int]:
+    """What a released bill can be: the exact amount rounded down or up to
+    a whole cent, at random (the holders' dither)."""
+    return {exact_uct // CENT * CENT, -(-exact_uct // CENT) * CENT}
+
+
+def group(gateways, meters, start: int, end: int, tariff: str = "flat@1",
+          replace: dict | None = None) -> list[tuple]:
+    """[(meter, tariff, signed day records in [start, end))] for a bill
+    group; `replace` gives some meter other (meter, tariff, days)."""
+    gateways = gateways if isinstance(gateways, list | tuple) else [gateways]
+    out = []
+    for m in meters:
+        if replace and m in replace:
+            out.append(replace[m])
+            continue
+        days = [d for gw in gateways for d in gw.bill_days(m)
+                if start // 86400 <= d[0].day < end // 86400]
+        out.append((m, tariff, days))
+    return out

@@ -130,6 +130,18 @@ class System(Site):
         finally:
             s.close()
 
+    def authority(self):
+        """The key holders as the MDMS reaches them (its own settings and tokens)."""
+        from mdms import config
+
+        return config.authority(self.mdms.home)
+
+    def mdms_store(self):
+        from mdms.config import MdmsHome
+        from mdms.store import MdmsStore
+
+        return MdmsStore(MdmsHome(self.mdms.home).db_url())
+
     def cli(self, party, *args, check=True) -> subprocess.CompletedProcess:
         """`gridveil` as a party (its home), like an operator on its host."""
         home = party.home if hasattr(party, "home") else Path(party)
