@@ -35,9 +35,13 @@ def build(board):
     s = board.settings
     sec = board.secrets
     # A new context per boot (rekey.py): nothing about nonces is kept on
-    # flash, so a wiped or restored flash cannot make one repeat.
+    # flash, so a wiped or restored flash cannot make one repeat. The master
+    # secret steps once a day (the ratchet), onto flash before it is used.
+    gen = sec.get("generation")
     keys = Rekeying(unhexlify(sec["master_secret"]), unhexlify(sec["master_salt"]),
-                    unhexlify(sec["sender_id"]), unhexlify(sec["recipient_id"]))
+                    unhexlify(sec["sender_id"]), unhexlify(sec["recipient_id"]), gen,
+                    getattr(board, "save_secret", None) if gen is not None else None,
+                    s.get("key_step_readings", 96), getattr(board, "random_ready", None))
     queue = ReadingQueue(board.path("queue.log"))
     sensor = getattr(board, "sensor", None)
     register = Register(queue, s.get("interval_s", 900), s.get("checkpoint_s", 120),

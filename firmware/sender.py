@@ -113,6 +113,10 @@ class Sender:
                 return False
             self.queue.ack(batch)
             self.delivered += len(batch)
+            step = getattr(self.link.keys, "delivered_readings", None)
+            if step is not None and step(len(batch)):
+                self.log("key generation %d: a new master secret, the old one erased"
+                         % self.link.keys.generation)
             self.backoff = self.min_backoff
             self.failures_in_row = 0
         return True

@@ -72,6 +72,8 @@ class Uplink:
         for _ in range(3):
             body_out = payload() if callable(payload) else payload
             ctx = self.keys.ctx
+            if ctx is None:
+                raise UplinkError("no true randomness yet (the radio is off)")
             inner = [(coap.OPT_URI_PATH, seg.encode()) for seg in path.split("/") if seg]
             inner.extend(options)
             if echo is not None:

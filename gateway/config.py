@@ -47,6 +47,12 @@ class GatewayConfig:
     # per request (docs/benchmarks.md). Keep it below the meters'
     # ack_timeout_ms (2 s by default) or they retransmit first.
     empty_ack_delay_s: float = 1.0
+    # Key generations a meter's Request #1 may be ahead of this gateway's
+    # copy (gateway/keystore.py). A meter steps only after an agreement
+    # under its current secret, so 1 suffices; each further one costs a key
+    # derivation for every unverifiable Request #1 (a flood of forged ones).
+    # Raise it for a while only after restoring an old backup of this home.
+    key_ratchet_window: int = 1
 
     def validate(self) -> None:
         for f in fields(self):
@@ -75,6 +81,8 @@ class GatewayConfig:
             raise ConfigError("receive_buffer_bytes must be 64 KiB .. 1 GiB")
         if self.source_rate <= 0 or self.source_burst < 1:
             raise ConfigError("source_rate must be > 0 and source_burst >= 1")
+        if not 1 <= self.key_ratchet_window <= 1000:
+            raise ConfigError("key_ratchet_window must be 1..1000")
         if not 1 <= self.push_batch <= 5000:
             raise ConfigError("push_batch must be 1..5000")
         if self.mdms_url and not self.mdms_url.startswith(("http://", "https://")):

@@ -1,5 +1,20 @@
-"""The meters' OSCORE secrets (an owner-only JSON file) and the security
-contexts built from them.
+"""The meters' OSCORE master secrets and the security contexts built from
+them.
+
+At rest, in the gateway's database, each secret is sealed (AES-256-GCM)
+under a key derived with scrypt from the gateway's passphrase, which is not
+on its disk: a stolen disk holds no key that opens a reading (the table
+only says which meters this gateway serves). In memory, while the gateway
+runs, they are in the clear.
+
+Forward secrecy for recorded traffic: a meter moves to a new master secret
+every day, HKDF-derived one way from the old one (a hash ratchet,
+`next_secret`), and starts a new context agreement (RFC 8613 B.2) under it;
+the gateway follows when a Request #1 verifies under a later generation and
+overwrites the old secret. So the thief of a disk and its passphrase opens
+at most the traffic since the meter's last step, never what was recorded
+before it. Meters provisioned before the ratchet (and peers that do not
+speak B.2) keep one secret.
 
 aiocoap looks up a server context by walking every credential it has; with
 thousands of meters that is a linear scan per packet. `Keyring.find_oscore`
@@ -8,21 +23,35 @@ is a dict lookup by key id instead, and it counts what it rejects.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import secrets
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from aiocoap import oscore
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from common.files import ConfigError, read_json, write_json
+from common.files import ConfigError, check_owner_only, read_json
 
 from .ratelog import RateLog
 
 log = logging.getLogger("gridveil.keystore")
 
 SEQ_CHUNK = 100  # sender sequence numbers reserved per database write
+RATCHET_INFO = b"gridveil-ratchet-v1"
+SCRYPT = {"n": 2**15, "r": 8, "p": 1, "maxmem": 64 << 20}
+
+
+def next_secret(master_secret: bytes, master_salt: bytes) -> bytes:
+    """The ratchet's one-way step: the next generation's master secret."""
+    return HKDF(hashes.SHA256(), len(master_secret), master_salt,
+                RATCHET_INFO).derive(master_secret)
 
 
 @dataclass(frozen=True)
@@ -31,49 +60,94 @@ class MeterSecret:
     kid: bytes  # the meter's OSCORE sender id; our recipient id
     master_secret: bytes
     master_salt: bytes
+    generation: int = 0  # steps of the ratchet taken so far
+    ratchet: bool = False  # False: a meter (or peer) that keeps one secret
 
 
 class KeyStore:
-    """keystore.json: {"gateway_id": hex, "meters": {meter_id: {...}}}."""
+    """The meters' secrets, sealed in the gateway's database (gateway/store.py)
+    under a key derived from the passphrase."""
 
-    def __init__(self, path: Path, must_exist: bool = False):
-        self.path = Path(path)
-        self.gateway_id = b""
+    def __init__(self, store, passphrase: str | None):
+        if not passphrase:
+            raise ConfigError("the meters' keys are encrypted at rest: give the gateway's"
+                              " passphrase in $GRIDVEIL_GATEWAY_PASSPHRASE or with"
+                              " --passphrase-file")
+        self.store = store
+        salt = store.keystore_salt()
+        self._aead = AESGCM(hashlib.scrypt(passphrase.encode(), salt=salt, dklen=32, **SCRYPT))
+        self.gateway_id = b""  # our OSCORE sender id; unique per meter context anyway
         self.meters: dict[str, MeterSecret] = {}
-        if self.path.exists():
-            self._load()
-        elif must_exist:
-            # Serving without it would reject every meter as unknown.
-            raise ConfigError(f"meter key store {self.path} is missing: restore it from the"
-                              " backup of this gateway's home (meters cannot be served"
-                              " without their keys)")
 
-    def _load(self) -> None:
-        d = read_json(self.path, "meter key store", secret=True)
+    def load(self) -> KeyStore:
+        """Open every meter's secret (a gateway that serves them)."""
+        for meter_id, kid, generation, ratchet, sealed in self.store.meter_keys():
+            raw = self._open(meter_id, kid, generation, sealed)
+            self.meters[meter_id] = MeterSecret(meter_id, kid, raw[:16], raw[16:], generation,
+                                                bool(ratchet))
+        return self
+
+    @staticmethod
+    def _aad(meter_id: str, kid: bytes, generation: int) -> bytes:
+        return f"gridveil-meter-key-v1|{meter_id}|{kid.hex()}|{generation}".encode()
+
+    def _seal(self, m: MeterSecret) -> bytes:
+        nonce = secrets.token_bytes(12)
+        return nonce + self._aead.encrypt(nonce, m.master_secret + m.master_salt,
+                                          self._aad(m.meter_id, m.kid, m.generation))
+
+    def _open(self, meter_id: str, kid: bytes, generation: int, sealed: bytes) -> bytes:
         try:
-            self.gateway_id = bytes.fromhex(d["gateway_id"])
-            for mid, m in d["meters"].items():
-                self.meters[mid] = MeterSecret(mid, bytes.fromhex(m["kid"]),
-                                               bytes.fromhex(m["master_secret"]),
-                                               bytes.fromhex(m["master_salt"]))
+            return self._aead.decrypt(sealed[:12], sealed[12:],
+                                      self._aad(meter_id, kid, generation))
+        except (InvalidTag, ValueError):
+            raise ConfigError(f"meter {meter_id}'s key does not open with this passphrase (a"
+                              " wrong passphrase, or the key was damaged or moved)") from None
+
+    def new_meter(self, meter_id: str, kid: bytes, ratchet: bool = True
+                  ) -> tuple[MeterSecret, bytes]:
+        """A new meter's secret and its sealed form, for the database row
+        that registers the meter (Store.add_meter writes both at once, and
+        refuses a meter id or key id already in use)."""
+        m = MeterSecret(meter_id, kid, secrets.token_bytes(16), secrets.token_bytes(8), 0,
+                        ratchet)
+        return m, self._seal(m)
+
+    def advance(self, m: MeterSecret, steps: int) -> MeterSecret:
+        """The meter's secret `steps` generations on; the older one is
+        overwritten in the database (and dropped here)."""
+        secret = m.master_secret
+        for _ in range(steps):
+            secret = next_secret(secret, m.master_salt)
+        new = replace(m, master_secret=secret, generation=m.generation + steps)
+        self.store.advance_meter_key(m.kid, new.generation, self._seal(new))
+        self.meters[m.meter_id] = new
+        return new
+
+    def import_file(self, path: Path) -> int:
+        """Meters from a keystore.json of a gateway from before the keys were
+        sealed: they keep their one secret (their firmware has no ratchet).
+        The clear file is overwritten and removed once all are in."""
+        check_owner_only(path, "meter key store")
+        d = read_json(path, "meter key store", secret=True)
+        try:
+            found = [(mid, bytes.fromhex(m["kid"]), bytes.fromhex(m["master_secret"]),
+                      bytes.fromhex(m["master_salt"])) for mid, m in d["meters"].items()]
         except (KeyError, ValueError, TypeError, AttributeError) as e:
-            raise ConfigError(f"meter key store {self.path} is malformed: {e}") from None
-
-    def save(self) -> None:
-        write_json(self.path, {
-            "gateway_id": self.gateway_id.hex(),
-            "meters": {m.meter_id: {"kid": m.kid.hex(), "master_secret": m.master_secret.hex(),
-                                    "master_salt": m.master_salt.hex()}
-                       for m in self.meters.values()}}, secret=True)
-
-    def new_meter(self, meter_id: str, kid: bytes) -> MeterSecret:
-        if meter_id in self.meters:
-            raise ConfigError(f"meter {meter_id} is already in the key store")
-        if any(m.kid == kid for m in self.meters.values()):
-            raise ConfigError(f"key id {kid.hex()} is already in use")
-        m = MeterSecret(meter_id, kid, secrets.token_bytes(16), secrets.token_bytes(8))
-        self.meters[meter_id] = m
-        return m
+            raise ConfigError(f"meter key store {path} is malformed: {e}") from None
+        for mid, kid, ms, salt in found:
+            if mid not in self.meters:
+                m = MeterSecret(mid, kid, ms, salt, 0, False)
+                self.store.put_meter_key(mid, kid, 0, False, self._seal(m))
+                self.meters[mid] = m
+        with open(path, "r+b") as f:  # the best a file system allows: overwrite, then unlink
+            size = f.seek(0, 2)
+            f.seek(0)
+            f.write(b"\0" * size)
+            f.flush()
+            os.fsync(f.fileno())
+        path.unlink()
+        return len(found)
 
 
 class MeterContext(oscore.CanProtect, oscore.CanUnprotect, oscore.SecurityContextUtils):
@@ -121,9 +195,12 @@ class MeterContext(oscore.CanProtect, oscore.CanUnprotect, oscore.SecurityContex
             self._seq_bound = self.sender_sequence_number + SEQ_CHUNK
             self._seq_store.reserve_seq(self.recipient_id, self._seq_bound)
 
+    def _unprotect(self, protected_message, request_id):
+        return oscore.CanUnprotect.unprotect(self, protected_message, request_id)
+
     def unprotect(self, protected_message, request_id=None):
         try:
-            result = super().unprotect(protected_message, request_id)
+            result = self._unprotect(protected_message, request_id)
         except oscore.ReplayErrorWithEcho:
             raise  # not an attack: the normal first exchange after a restart
         except oscore.ReplayError:
@@ -154,6 +231,30 @@ class Request1Context(MeterContext):
     def __init__(self, keys: MeterKeys, id1: bytes):
         super().__init__(keys.secret, keys.gateway_id, None, keys.rejects, keys.ratelog, id1)
         self.keys = keys
+
+    def _unprotect(self, protected_message, request_id):
+        """Verified under the meter's secret, or under one of its next
+        generations: a meter that stepped its ratchet starts its new
+        agreement under the next secret, and the gateway follows it there
+        (and forgets the old one) only once a request verifies."""
+        try:
+            return super()._unprotect(protected_message, request_id)
+        except oscore.ProtectionInvalid:
+            m = self.keys.secret
+            if not m.ratchet:
+                raise
+            secret = m.master_secret
+            for step in range(1, self.keys.window + 1):
+                secret = next_secret(secret, m.master_salt)
+                self.derive_keys(m.master_salt, secret)
+                try:
+                    result = super()._unprotect(protected_message, request_id)
+                except oscore.ProtectionInvalid:
+                    continue
+                self.keys.advance(step)
+                return result
+            self.derive_keys(m.master_salt, m.master_secret)
+            raise
 
     def context_for_response(self):
         r2 = secrets.token_bytes(B2_NONCE_BYTES)
@@ -203,15 +304,26 @@ class MeterKeys:
     the B.2 context agreed in this process (at most one, plus one R2 handed
     out and not yet used, so a flood of replayed Request #1s costs one slot)."""
 
-    def __init__(self, secret: MeterSecret, gateway_id: bytes, seq_store, rejects: Counter,
-                 ratelog: RateLog):
+    def __init__(self, secret: MeterSecret, keystore: KeyStore, seq_store, rejects: Counter,
+                 ratelog: RateLog, window: int = 1):
         self.secret = secret
-        self.gateway_id = gateway_id
+        self.window = window  # generations a Request #1 may be ahead (GatewayConfig)
+        self.keystore = keystore
+        self.gateway_id = keystore.gateway_id
+        self.seq_store = seq_store
         self.rejects = rejects
         self.ratelog = ratelog
-        self.plain = MeterContext(secret, gateway_id, seq_store, rejects, ratelog)
+        self.plain = MeterContext(secret, self.gateway_id, seq_store, rejects, ratelog)
         self.current: MeterContext | None = None
         self.pending_r2: bytes | None = None
+
+    def advance(self, steps: int) -> None:
+        """The meter stepped its ratchet: follow it, and forget the old secret."""
+        self.secret = self.keystore.advance(self.secret, steps)
+        self.plain = MeterContext(self.secret, self.gateway_id, self.seq_store, self.rejects,
+                                  self.ratelog)
+        self.current, self.pending_r2 = None, None
+        log.info("meter %s: key generation %d", self.secret.meter_id, self.secret.generation)
 
     def for_kid_context(self, kid_context: bytes) -> MeterContext:
         if self.current is not None and kid_context == self.current.id_context:
@@ -225,11 +337,10 @@ class MeterKeys:
 class Keyring:
     """What aiocoap's OscoreSiteWrapper asks for server credentials."""
 
-    def __init__(self, keystore: KeyStore, seq_store, rejects: Counter):
+    def __init__(self, keystore: KeyStore, seq_store, rejects: Counter, window: int = 1):
         self.rejects = rejects
         self.ratelog = RateLog(log)
-        self._by_kid = {m.kid: MeterKeys(m, keystore.gateway_id, seq_store, rejects,
-                                         self.ratelog)
+        self._by_kid = {m.kid: MeterKeys(m, keystore, seq_store, rejects, self.ratelog, window)
                         for m in keystore.meters.values()}
 
     def knows(self, kid) -> bool:

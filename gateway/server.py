@@ -19,6 +19,7 @@ from aiocoap.numbers.constants import TransportTuning
 from aiocoap.oscore_sitewrapper import OscoreSiteWrapper
 
 from common import signing
+from common.files import ConfigError
 
 from . import payload, seal, updates
 from .config import GatewayHome
@@ -223,6 +224,23 @@ class MeterSiteWrapper(OscoreSiteWrapper):
                                   is_last=True)
 
 
+def open_keystore(home: GatewayHome, store: Store, passphrase: str | None) -> KeyStore:
+    """The meters' keys, opened with the passphrase; a keystore.json left by
+    an older gateway is sealed into the database and removed. A meter that
+    is registered without its key cannot be served: refuse to start."""
+    ks = KeyStore(store, passphrase).load()
+    if home.keystore.exists():
+        n = ks.import_file(home.keystore)
+        log.info("the keys of %d meters moved from %s into the database, sealed under the"
+                 " passphrase; the clear file is gone", n, home.keystore.name)
+    missing = sorted(store.meter_ids() - set(ks.meters))
+    if missing:
+        raise ConfigError(f"the keys of {len(missing)} registered meter(s) are missing from"
+                          f" {home.db} ({', '.join(missing[:5])}): restore this gateway's home"
+                          " from its backup; meters cannot be served without their keys")
+    return ks
+
+
 class Gateway:
     def __init__(self, home: Path, port: int | None = None, passphrase: str | None = None):
         self.home = GatewayHome(home)
@@ -232,12 +250,13 @@ class Gateway:
         self.store = Store(self.home.db)
         self.seq_store = Store(self.home.db)  # own connection for the event loop thread
         self.signing_key = signing.load_private(self.home.signing_key, passphrase)
-        self.keystore = KeyStore(self.home.keystore, must_exist=True)
+        self.keystore = open_keystore(self.home, self.seq_store, passphrase)
         self.rejects: Counter = Counter()
         self.ingested = IngestSummary()
         self.firmware = updates.Rollouts(self.home.firmware)
         self.ratelog = RateLog(log)
-        self.keyring = Keyring(self.keystore, self.seq_store, self.rejects)
+        self.keyring = Keyring(self.keystore, self.seq_store, self.rejects,
+                               self.config.key_ratchet_window)
         self.guard = Guard(self.keyring.knows, self.rejects, rate=self.config.source_rate,
                            burst=self.config.source_burst)
         workers = self.config.encryption_workers

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
+import secrets
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -122,6 +123,16 @@ CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, item TE
 -- per neighbourhood: every interval ending at or before `through` is sealed
 CREATE TABLE IF NOT EXISTS seal_marks (neighbourhood TEXT PRIMARY KEY, through INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS oscore_sender (kid BLOB PRIMARY KEY, reserved INTEGER NOT NULL);
+-- the meters' OSCORE master secrets, each sealed under the passphrase's key
+-- (gateway/keystore.py), at the generation of the meter's ratchet
+CREATE TABLE IF NOT EXISTS meter_keys (
+    kid BLOB PRIMARY KEY,
+    meter_id TEXT UNIQUE NOT NULL,
+    generation INTEGER NOT NULL,
+    ratchet INTEGER NOT NULL,
+    sealed BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS rejects (
     meter_id TEXT NOT NULL,   -- '' when the sender is unknown
     reason TEXT NOT NULL,
@@ -211,7 +222,9 @@ class Store:
 
     # --- registry -------------------------------------------------------
     def add_meter(self, meter_id: str, kid: bytes, neighbourhood: str, customer: str | None,
-                  tariff: str = "flat"):
+                  tariff: str = "flat", key: tuple[bool, bytes] | None = None):
+        """Register a meter, and with it its sealed key (ratchet, sealed):
+        one transaction, so no meter is registered without its key."""
         if tariff != "flat" and tariff not in self.tariffs():
             raise StoreError(f"unknown tariff {tariff!r}; add it with `gridveil tariff add`")
         if customer is not None and self.customer_key(customer) is None:
@@ -223,6 +236,8 @@ class Store:
         with self.transaction() as db:
             db.execute("INSERT INTO meters (meter_id, kid, neighbourhood, customer, tariff)"
                        " VALUES (?, ?, ?, ?, ?)", (meter_id, kid, neighbourhood, customer, tariff))
+            if key is not None:
+                self.put_meter_key(meter_id, kid, 0, key[0], key[1])
             self.outbox_add({"kind": "meter", "meter_id": meter_id,
                              "neighbourhood": neighbourhood, "customer": customer,
                              "tariff": tariff})
@@ -488,6 +503,33 @@ class Store:
 
     def reserve_seq(self, kid: bytes, upto: int) -> None:
         self.db.execute("INSERT OR REPLACE INTO oscore_sender VALUES (?, ?)", (kid, upto))
+
+    # --- the meters' sealed keys (gateway/keystore.py) --------------------
+    def keystore_salt(self) -> bytes:
+        """The salt of the key the meters' secrets are sealed under."""
+        self.db.execute("INSERT OR IGNORE INTO settings VALUES ('keystore_salt', ?)",
+                        (secrets.token_bytes(16),))
+        return self.db.execute("SELECT value FROM settings WHERE name='keystore_salt'"
+                               ).fetchone()[0]
+
+    def meter_keys(self) -> list[tuple[str, bytes, int, int, bytes]]:
+        """(meter, kid, generation, ratchet, sealed) of every meter."""
+        return self.db.execute("SELECT meter_id, kid, generation, ratchet, sealed FROM meter_keys"
+                               ).fetchall()
+
+    def put_meter_key(self, meter_id: str, kid: bytes, generation: int, ratchet: bool,
+                      sealed: bytes) -> None:
+        self.db.execute("INSERT INTO meter_keys VALUES (?, ?, ?, ?, ?)",
+                        (kid, meter_id, generation, int(ratchet), sealed))
+
+    def advance_meter_key(self, kid: bytes, generation: int, sealed: bytes) -> None:
+        """The meter's next generation replaces its older one (never the
+        other way round)."""
+        self.db.execute("UPDATE meter_keys SET generation=?, sealed=? WHERE kid=? AND"
+                        " generation < ?", (generation, sealed, kid, generation))
+
+    def meter_ids(self) -> set[str]:
+        return {m for (m,) in self.db.execute("SELECT meter_id FROM meters")}
 
     # --- rejected-message counters --------------------------------------
     def add_rejects(self, counts: dict[tuple[str, str], int]) -> None:

@@ -33,15 +33,15 @@ def provision_fleet(site: Site, n: int, per_neighbourhood: int | None = None,
     seals a copy of every reading)."""
     gw = site.gateways["gw1"]
     out = []
-    for i in range(1, n + 1):
-        mid = f"f{i:04d}"
-        d = site.meters_dir / mid
-        nbh = FLEET_NEIGHBOURHOOD if per_neighbourhood is None else \
-            f"{FLEET_NEIGHBOURHOOD}{(i - 1) // per_neighbourhood:02d}"
-        if not (d / "secrets.json").exists():
-            provision.provision_meter(gw.home, mid, nbh, d,
-                                      customers[(i - 1) % len(customers)] if customers else None)
-        out.append((mid, json.loads((d / "secrets.json").read_text())))
+    with provision.Provisioner(gw.home, gw.env["GRIDVEIL_GATEWAY_PASSPHRASE"]) as p:
+        for i in range(1, n + 1):
+            mid = f"f{i:04d}"
+            d = site.meters_dir / mid
+            nbh = FLEET_NEIGHBOURHOOD if per_neighbourhood is None else \
+                f"{FLEET_NEIGHBOURHOOD}{(i - 1) // per_neighbourhood:02d}"
+            if not (d / "secrets.json").exists():
+                p.meter(mid, nbh, d, customers[(i - 1) % len(customers)] if customers else None)
+            out.append((mid, json.loads((d / "secrets.json").read_text())))
     return out
 
 

@@ -10,28 +10,30 @@ from . import fleet
 from .cli_common import home, read_secret_file, sub
 
 
-def _provision_one(args, spec: dict) -> None:
-    from . import provision
-
-    provision.provision_meter(home(args), spec["meter_id"], spec["neighbourhood"],
-                              Path(spec["out"]), customer_id=spec.get("customer"),
-                              tariff_id=spec.get("tariff", "flat"), host=spec.get("gateway_host"),
-                              extra=spec.get("settings"), extra_secrets=spec.get("secrets"))
+def _provision_one(p, spec: dict) -> None:
+    p.meter(spec["meter_id"], spec["neighbourhood"], Path(spec["out"]),
+            customer_id=spec.get("customer"), tariff_id=spec.get("tariff", "flat"),
+            host=spec.get("gateway_host"), extra=spec.get("settings"),
+            extra_secrets=spec.get("secrets"), ratchet=spec.get("ratchet", True))
     print(f"meter {spec['meter_id']} registered in neighbourhood {spec['neighbourhood']};"
           f" device files in {spec['out']} (secrets.json is owner-only; keep it off shared disks)")
 
 
 def cmd_provision(args):
+    from .gateway_cli import _passphrase
+    from .provision import Provisioner
+
     if args.batch:
         specs = read_json(Path(args.batch), "meter batch")
         if not isinstance(specs, list) or not all(isinstance(x, dict) for x in specs):
             raise ConfigError(f"{args.batch}: a JSON list of meters"
                               " ({meter_id, neighbourhood, out, ...})")
-        for spec in specs:
-            try:
-                _provision_one(args, spec)
-            except KeyError as e:
-                raise ConfigError(f"{args.batch}: a meter lacks {e}") from None
+        with Provisioner(home(args), _passphrase(args)) as p:
+            for spec in specs:
+                try:
+                    _provision_one(p, spec)
+                except KeyError as e:
+                    raise ConfigError(f"{args.batch}: a meter lacks {e}") from None
         return
     if not args.meter_id or not args.neighbourhood:
         raise ConfigError("give a meter id and --neighbourhood (or --batch FILE)")
@@ -53,11 +55,12 @@ def cmd_provision(args):
             raise ConfigError("give the Wi-Fi password with --wifi-password-file or"
                               " $GRIDVEIL_WIFI_PASSWORD")
         secrets = {"wifi_ssid": args.wifi_ssid, "wifi_password": pw}
-    _provision_one(args, {"meter_id": args.meter_id, "neighbourhood": args.neighbourhood,
-                          "customer": args.customer, "tariff": args.tariff,
-                          "gateway_host": args.gateway_host, "settings": extra,
-                          "secrets": secrets,
-                          "out": args.out or str(home(args) / "provisioned" / args.meter_id)})
+    with Provisioner(home(args), _passphrase(args)) as p:
+        _provision_one(p, {"meter_id": args.meter_id, "neighbourhood": args.neighbourhood,
+                           "customer": args.customer, "tariff": args.tariff,
+                           "gateway_host": args.gateway_host, "settings": extra,
+                           "secrets": secrets,
+                           "out": args.out or str(home(args) / "provisioned" / args.meter_id)})
 
 
 def cmd_fleet(args):
@@ -199,6 +202,9 @@ def register(subparsers) -> None:
                                                 " (or $GRIDVEIL_WIFI_PASSWORD)")
     x.add_argument("--speed", type=int, default=0,
                    help="replay speed-up over real time; 0 = as fast as possible")
+    x.add_argument("--passphrase-file", help="file holding the gateway's passphrase (default:"
+                                             " $GRIDVEIL_GATEWAY_PASSPHRASE): the meter's key is"
+                                             " sealed under it")
     x.set_defaults(func=cmd_provision)
 
     x = sub(subparsers, "fleet", "run every provisioned meter on the MicroPython Unix port")

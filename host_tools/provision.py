@@ -15,8 +15,6 @@ from gateway.config import GatewayConfig, GatewayHome
 from gateway.keystore import KeyStore
 from gateway.store import Store
 
-GATEWAY_ID = b""  # the gateway's OSCORE sender id; unique per meter context anyway
-
 
 def init_gateway(home: Path, paillier_pub: Path, cfg: GatewayConfig, epoch_signature: Path,
                  guardian_key: Path, passphrase: str | None,
@@ -39,9 +37,6 @@ def init_gateway(home: Path, paillier_pub: Path, cfg: GatewayConfig, epoch_signa
         shutil.copyfile(mdms_ca, h.path / "mdms-ca.pem")  # kept in the home: read at run time
         cfg.mdms_ca = str((h.path / "mdms-ca.pem").resolve())
     h.save_config(cfg)
-    ks = KeyStore(h.keystore)
-    ks.gateway_id = GATEWAY_ID
-    ks.save()
     store = Store(h.db)
     store.add_key_epoch(pub, 0, clip_wh)
     store.close()
@@ -120,23 +115,52 @@ def _next_kid(store: Store) -> bytes:
 def provision_meter(gateway_home: Path, meter_id: str, neighbourhood: str, out_dir: Path,
                     customer_id: str | None = None, host: str | None = None,
                     extra: dict | None = None, tariff_id: str = "flat",
-                    extra_secrets: dict | None = None) -> Path:
-    """Register a meter with the gateway and write its device files to
-    out_dir (what gets flashed onto the meter). `extra` goes into
-    settings.json (board, sensor, replay); `extra_secrets` into secrets.json
-    (Wi-Fi credentials)."""
-    if not meter_id or len(meter_id) > 64 or not meter_id.isprintable() or " " in meter_id:
-        raise ConfigError("meter id must be 1..64 printable characters without spaces")
-    h = GatewayHome(gateway_home)
-    cfg = h.load_config()
-    out_dir = Path(out_dir)
-    if (out_dir / "secrets.json").exists():
-        raise ConfigError(f"{out_dir} already holds a provisioned meter")
-    ks = KeyStore(h.keystore)
-    store = Store(h.db)
-    try:
+                    extra_secrets: dict | None = None, passphrase: str | None = None,
+                    ratchet: bool = True) -> Path:
+    """One meter (see Provisioner.meter)."""
+    with Provisioner(gateway_home, passphrase) as p:
+        return p.meter(meter_id, neighbourhood, out_dir, customer_id, host, extra, tariff_id,
+                       extra_secrets, ratchet)
+
+
+class Provisioner:
+    """Registers meters with one gateway. Each meter's secret is sealed under
+    the gateway's passphrase (one key derivation for however many meters)."""
+
+    def __init__(self, gateway_home: Path, passphrase: str | None):
+        self.home = GatewayHome(gateway_home)
+        self.cfg = self.home.load_config()
+        self.store = Store(self.home.db)
+        try:
+            self.keys = KeyStore(self.store, passphrase)
+        except BaseException:
+            self.store.close()
+            raise
+
+    def __enter__(self) -> Provisioner:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.store.close()
+
+    def meter(self, meter_id: str, neighbourhood: str, out_dir: Path,
+              customer_id: str | None = None, host: str | None = None, extra: dict | None = None,
+              tariff_id: str = "flat", extra_secrets: dict | None = None,
+              ratchet: bool = True) -> Path:
+        """Register a meter with the gateway and write its device files to
+        out_dir (what gets flashed onto the meter). `extra` goes into
+        settings.json (board, sensor, replay); `extra_secrets` into
+        secrets.json (Wi-Fi credentials). With `ratchet` (our firmware) the
+        meter steps its secret daily; without, it keeps one (a peer that
+        only speaks plain OSCORE)."""
+        if not meter_id or len(meter_id) > 64 or not meter_id.isprintable() or " " in meter_id:
+            raise ConfigError("meter id must be 1..64 printable characters without spaces")
+        out_dir = Path(out_dir)
+        if (out_dir / "secrets.json").exists():
+            raise ConfigError(f"{out_dir} already holds a provisioned meter")
+        cfg, store = self.cfg, self.store
         kid = _next_kid(store)
-        secret = ks.new_meter(meter_id, kid)
+        secret, sealed = self.keys.new_meter(meter_id, kid, ratchet)
         settings = {
             "meter_id": meter_id,
             "gateway_host": host or (cfg.bind if cfg.bind not in ("0.0.0.0", "::") else "127.0.0.1"),
@@ -149,14 +173,13 @@ def provision_meter(gateway_home: Path, meter_id: str, neighbourhood: str, out_d
         write_json(out_dir / "secrets.json", {
             "master_secret": secret.master_secret.hex(),
             "master_salt": secret.master_salt.hex(),
-            "sender_id": kid.hex(), "recipient_id": ks.gateway_id.hex(),
+            "sender_id": kid.hex(), "recipient_id": self.keys.gateway_id.hex(),
+            **({"generation": 0} if ratchet else {}),
             **(extra_secrets or {})}, secret=True)
         try:
-            store.add_meter(meter_id, kid, neighbourhood, customer_id, tariff_id)
+            store.add_meter(meter_id, kid, neighbourhood, customer_id, tariff_id,
+                            (ratchet, sealed))
         except BaseException:
             shutil.rmtree(out_dir, ignore_errors=True)
             raise
-        ks.save()
-    finally:
-        store.close()
-    return out_dir
+        return out_dir

@@ -123,7 +123,9 @@ def test_missing_and_broken_files(tmp_path):
     assert gridveil("gateway", "init", "--port", "5999", "--paillier-pub", str(pub),
                     *epoch_args(tmp_path), home=gw, env=GW).returncode == 0
     clean_failure(gridveil("provision", "m1", "--neighbourhood", "n", "--replay", "/nope.csv",
-                           home=gw), "replay file not found")
+                           home=gw, env=GW), "replay file not found")
+    clean_failure(gridveil("provision", "m1", "--neighbourhood", "n", home=gw),
+                  "the meters' keys are encrypted at rest")
     clean_failure(gridveil("gateway", "push", home=gw), "is encrypted: give its passphrase")
     clean_failure(gridveil("gateway", "push", home=gw, env={"GRIDVEIL_GATEWAY_PASSPHRASE":
                                                             "not the passphrase"}),
@@ -185,21 +187,25 @@ def test_provision_never_prints_secrets(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "a customer password" not in (tmp_path / "c1.json").read_text()
     assert gridveil("gateway", "customer-add", str(tmp_path / "c1.json"), home=gw).returncode == 0
-    r = gridveil("provision", "m1", "--neighbourhood", "north", "--customer", "c1", home=gw)
+    r = gridveil("provision", "m1", "--neighbourhood", "north", "--customer", "c1", home=gw,
+                 env=GW)
     assert r.returncode == 0, r.stderr
     secrets = json.loads((gw / "provisioned" / "m1" / "secrets.json").read_text())
     assert (gw / "provisioned" / "m1" / "secrets.json").stat().st_mode & 0o077 == 0
-    assert (gw / "keystore.json").stat().st_mode & 0o077 == 0
+    assert not (gw / "keystore.json").exists()  # sealed in the database instead
+    db = b"".join(f.read_bytes() for f in gw.glob("gateway.db*"))
     for v in (secrets["master_secret"], secrets["master_salt"]):
         assert v not in r.stdout + r.stderr
-    clean_failure(gridveil("provision", "m1", "--neighbourhood", "north", home=gw), "already")
+        assert v.encode() not in db and bytes.fromhex(v) not in db
+    clean_failure(gridveil("provision", "m1", "--neighbourhood", "north", home=gw, env=GW),
+                  "already")
     # An ESP32 meter: board settings merged, Wi-Fi password read from a file.
     (tmp_path / "wifi").write_text("wifi-secret-42\n")
     (tmp_path / "board.json").write_text(json.dumps(
         {"board": {"chip": "esp32c3"}, "sensor": {"type": "pulse", "pin": 4, "imp_per_kwh": 800}}))
     r = gridveil("provision", "m2", "--neighbourhood", "north", "--board-settings",
                  str(tmp_path / "board.json"), "--wifi-ssid", "home", "--wifi-password-file",
-                 str(tmp_path / "wifi"), home=gw)
+                 str(tmp_path / "wifi"), home=gw, env=GW)
     assert r.returncode == 0, r.stderr
     assert "wifi-secret-42" not in r.stdout + r.stderr
     s2 = json.loads((gw / "provisioned" / "m2" / "secrets.json").read_text())
@@ -230,20 +236,43 @@ def test_holder_verify_detects_an_edited_log(tmp_path):
 
 
 def test_gateway_refuses_to_start_without_its_meter_keys(tmp_path):
-    """A missing keystore used to start a gateway "for 0 meters" that refused
-    every meter. Missing, cut short, or readable by others: one clear line."""
+    """A gateway whose meters' keys are gone, or do not open, cannot serve
+    them: one clear line, never a gateway "for 0 meters". A keystore.json
+    left by an older gateway is sealed into the database and removed."""
+    import sqlite3
+
     _, pub = holder_and_key(tmp_path)
     gw = tmp_path / "gw"
     assert gridveil("gateway", "init", "--port", "5999", "--paillier-pub", str(pub),
                     *epoch_args(tmp_path), home=gw, env=GW).returncode == 0
-    ks = gw / "keystore.json"
-    good = ks.read_text()
-    ks.unlink()
+    assert gridveil("provision", "m1", "--neighbourhood", "north", home=gw,
+                    env=GW).returncode == 0
+    clean_failure(gridveil("gateway", "run", home=gw,
+                           env={"GRIDVEIL_GATEWAY_PASSPHRASE": "another passphrase"}),
+                  "wrong passphrase")
+    con = sqlite3.connect(gw / "gateway.db")
+    sealed = con.execute("SELECT sealed FROM meter_keys").fetchone()[0]
+    con.execute("UPDATE meter_keys SET sealed=?", (sealed[:-1] + bytes([sealed[-1] ^ 1]),))
+    con.commit()
+    clean_failure(gridveil("gateway", "run", home=gw, env=GW), "m1's key does not open")
+    con.execute("DELETE FROM meter_keys")
+    con.commit()
+    con.close()
     clean_failure(gridveil("gateway", "run", home=gw, env=GW),
-                  "meter key store", "is missing: restore it")
-    ks.write_text(good[:len(good) // 2])
-    ks.chmod(0o600)
-    clean_failure(gridveil("gateway", "run", home=gw, env=GW), "meter key store", "not valid JSON")
-    ks.write_text(good)
-    ks.chmod(0o644)
-    clean_failure(gridveil("gateway", "run", home=gw, env=GW), "readable by others")
+                  "the keys of 1 registered meter(s) are missing", "restore this gateway's home")
+    # An older gateway's clear keystore.json: imported, sealed, gone.
+    old = gw / "keystore.json"
+    old.write_text(json.dumps({"gateway_id": "", "meters": {"m1": {
+        "kid": "01", "master_secret": "aa" * 16, "master_salt": "bb" * 8}}}))
+    old.chmod(0o600)
+    from gateway.config import GatewayHome
+    from gateway.keystore import KeyStore
+    from gateway.server import open_keystore
+    from gateway.store import Store
+
+    store = Store(gw / "gateway.db")
+    ks = open_keystore(GatewayHome(gw), store, GW["GRIDVEIL_GATEWAY_PASSPHRASE"])
+    assert ks.meters["m1"].master_secret == bytes.fromhex("aa" * 16)
+    assert not ks.meters["m1"].ratchet and not old.exists()
+    assert KeyStore(store, GW["GRIDVEIL_GATEWAY_PASSPHRASE"]).load().meters.keys() == {"m1"}
+    store.close()

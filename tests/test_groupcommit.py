@@ -64,7 +64,8 @@ def test_a_batch_refused_inside_a_group_takes_its_day_key_with_it(pes, tmp_path,
                                         serialization.PublicFormat.SubjectPublicKeyInfo)
     pes.store.add_customer("c3", der)
     gw_home = pes.store.path.parent
-    provision.provision_meter(gw_home, "m3", "n", tmp_path / "meters" / "m3", customer_id="c3")
+    provision.provision_meter(gw_home, "m3", "n", tmp_path / "meters" / "m3", customer_id="c3",
+                              passphrase="x" * 12)
     pes = PES(pes.store, 900)  # the registry as it is now
     finish = pes.store.finish_batch
 

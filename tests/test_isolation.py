@@ -41,7 +41,7 @@ def test_every_party_runs_confined_to_its_own_home(tmp_path, sample_files, postg
         # The mechanism: a party reads its own files and nothing of the others'.
         assert run_as(gw, "cat", str(gw.home / "gateway.json")) == 0
         assert run_as(gw, "cat", str(mdms.home / "mdms.json")) != 0
-        assert run_as(mdms, "cat", str(gw.home / "keystore.json")) != 0
+        assert run_as(mdms, "cat", str(gw.home / "gateway.db")) != 0
         assert run_as(mdms, "cat", str(share)) != 0
         assert run_as(utility, "cat", str(share)) != 0  # never both shares in one process
         assert run_as(guardian, "cat", str(share)) == 0

@@ -32,7 +32,8 @@ def pes(tmp_path):
                            tmp_path / "epoch.json", tmp_path / "guardian.pub", "x" * 12)
     gh = GatewayHome(tmp_path / "gateway")
     for i in (1, 2):
-        provision.provision_meter(gh.path, f"m{i}", "n", tmp_path / "meters" / f"m{i}")
+        provision.provision_meter(gh.path, f"m{i}", "n", tmp_path / "meters" / f"m{i}",
+                                  passphrase="x" * 12)
     store = Store(gh.db)
     yield PES(store, 900), priv
     store.close()

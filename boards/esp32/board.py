@@ -91,6 +91,21 @@ class Board:
     def path(self, name):
         return name
 
+    def save_secret(self, secret, generation):
+        """The ratchet's next master secret, in NVS in place of the old one."""
+        from binascii import hexlify
+
+        self.secrets["master_secret"] = hexlify(secret).decode()
+        self.secrets["generation"] = generation
+        secretstore.save(self.secrets)
+
+    def random_ready(self):
+        """os.urandom is the hardware RNG, but truly random only while the
+        radio is on (ESP-IDF: "if the RF subsystem is not enabled, the
+        hardware RNG produces pseudo-random numbers"): no OSCORE agreement
+        draws its nonce before that, so no two boots can draw the same."""
+        return self.wlan.active() or self.wlan.isconnected()
+
     def log(self, msg):
         t = self.clock.utc()
         print("[%s] %s" % ("%d" % t if t is not None else "no-time", msg))

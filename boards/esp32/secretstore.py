@@ -22,15 +22,29 @@ def _nvs():
         return None  # a port or build without NVS: the file stays
 
 
+def _put(nvs, secrets):
+    raw = json.dumps(secrets).encode()
+    nvs.set_blob("secrets", raw)
+    nvs.set_i32("secrets_len", len(raw))
+    nvs.commit()
+
+
+def save(secrets, nvs=None):
+    """The secrets as they are now (the ratchet's next master secret): one
+    NVS commit, which is atomic; without NVS, the file."""
+    nvs = nvs or _nvs()
+    if nvs is not None:
+        _put(nvs, secrets)
+    else:
+        fsutil.write_atomic(FILE, json.dumps(secrets).encode())
+
+
 def load(hint, nvs=None):
     nvs = nvs or _nvs()
     if fsutil.exists(FILE):
         secrets = fsutil.load_json(FILE, hint)
         if nvs is not None:
-            raw = json.dumps(secrets).encode()
-            nvs.set_blob("secrets", raw)
-            nvs.set_i32("secrets_len", len(raw))
-            nvs.commit()
+            _put(nvs, secrets)
             os.remove(FILE)  # only after the commit: a power cut keeps one copy
         return secrets
     if nvs is not None:

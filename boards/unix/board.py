@@ -32,6 +32,15 @@ class Board:
     def path(self, name):
         return name
 
+    def save_secret(self, secret, generation):
+        """The ratchet's next master secret, in place of the old one."""
+        import json
+        from binascii import hexlify
+
+        self.secrets["master_secret"] = hexlify(secret).decode()
+        self.secrets["generation"] = generation
+        fsutil.write_atomic("secrets.json", json.dumps(self.secrets).encode())
+
     def log(self, msg):
         # Never called with secrets; readings' values are not logged either.
         print("[%s] %s" % (self.settings.get("meter_id", "?"), msg))

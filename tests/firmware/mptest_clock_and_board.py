@@ -328,3 +328,47 @@ def test_esp32_secrets_move_into_nvs_at_first_boot():
             raise AssertionError("booted without secrets")
     finally:
         os.chdir(cwd)
+
+
+def test_esp32_draws_no_oscore_nonce_before_the_radio_is_on():
+    # ESP-IDF: the hardware RNG is truly random only while Wi-Fi (or BT) is
+    # on; before, two boots could draw the same Request #1 nonce. The meter
+    # builds its B.2 context only once the board says the radio is on.
+    import board as esp32_board
+    import esp32
+    import network
+    import rekey
+
+    cwd = os.getcwd()
+    try:
+        esp32.store.clear()
+        _esp32_dir({"type": "p1", "pin": 16})
+        network.WLAN.attempts_needed = 1
+        b = esp32_board.Board(ntp=FakeNTP(failures=0))
+        b._wifi_backoff = 0
+        k = rekey.Rekeying(b"s" * 16, b"salt", b"\x01", b"", random_ready=b.random_ready)
+        eq(b.wlan.active(), False)
+        eq(k.ctx, None)  # no nonce drawn: nothing could be sent anyway
+        b.ensure_wifi()
+        eq(b.wlan.active(), True)
+        eq(len(k.ctx.id_context), 8)
+    finally:
+        os.chdir(cwd)
+
+
+def test_esp32_ratchet_step_goes_to_nvs():
+    import board as esp32_board
+    import esp32
+
+    cwd = os.getcwd()
+    try:
+        esp32.store.clear()
+        _esp32_dir({"type": "p1", "pin": 16})
+        b = esp32_board.Board(ntp=FakeNTP(failures=0))
+        b.save_secret(b"\xab" * 16, 3)
+        again = esp32_board.Board(ntp=FakeNTP(failures=0))  # the next boot, from NVS
+        eq(again.secrets["master_secret"], "ab" * 16)
+        eq(again.secrets["generation"], 3)
+        eq(again.secrets["wifi_password"], "pw")
+    finally:
+        os.chdir(cwd)

@@ -152,7 +152,8 @@ class Gateway:
                                              bill_grace_s=0), holders.epoch_file(),
                                holders.homes[holders.signer] / "signing.pub", PASSPHRASE)
         for m, nbh in (meters or {}).items():
-            provision.provision_meter(self.home.path, m, nbh, base / "meters" / gateway_id / m)
+            provision.provision_meter(self.home.path, m, nbh, base / "meters" / gateway_id / m,
+                                      passphrase=PASSPHRASE)
         if enroll and meters:  # each meter its own household
             holders.enroll({m: f"house-{m}" for m in meters})
         holders.trust(gateway_id, self.home.signing_pub)
