@@ -17,6 +17,14 @@
                          only); the guardian decides at its own desk
     GET  /v1/decisions   the guardian's signed decisions (?after=N), to attach
                          to release requests (its holder only)
+    GET  /v1/activation  ?household=H: the meters enrolled for it, and which wait
+                         for its consent (the guardian's holder only)
+    POST /v1/activate    {"consent": {...}}: a household's first consent, with the
+                         proof of its activation code (common/consent.py);
+                         answers the guardian's signed binding for gateways
+    POST /v1/consent     {"consent": {...}}: a later consent, signed with the key
+                         the household activated with
+    GET  /v1/bindings    every signed binding (household, meters, sealing key)
     GET  /v1/policy      this holder's release policy (k, billing, noise), so
                          the guardian sees what it would refuse before deciding
     GET  /v1/log         the decision log (?after=N&limit=M)
@@ -174,6 +182,23 @@ def create_app(holder: KeyHolder, tokens: dict[str, str], secure: bool = False) 
                       str(body.get("ref", "")))
         return {"id": n}
 
+    async def activation(request, who, body):
+        guardian_only()
+        household = check_name(request.query_params.get("household", ""), "household id")
+        return await run(holder.registry.waiting, household)
+
+    async def activate(request, who, body):
+        guardian_only()
+        return {"binding": await run(holder.registry.activate, body.get("consent"))}
+
+    async def consent(request, who, body):
+        guardian_only()
+        return {"binding": await run(holder.registry.consent, body.get("consent"))}
+
+    async def bindings(request, who, body):
+        guardian_only()
+        return {"bindings": await run(holder.registry.bindings)}
+
     async def decisions(request, who, body):
         guardian_only()
         after = _query_int(request, "after", 0)
@@ -203,6 +228,10 @@ def create_app(holder: KeyHolder, tokens: dict[str, str], secure: bool = False) 
               Route("/v1/bills", endpoint(bills, True), methods=["POST"]),
               Route("/v1/requests", endpoint(propose, True), methods=["POST"]),
               Route("/v1/decisions", endpoint(decisions, False)),
+              Route("/v1/activation", endpoint(activation, False)),
+              Route("/v1/activate", endpoint(activate, True), methods=["POST"]),
+              Route("/v1/consent", endpoint(consent, True), methods=["POST"]),
+              Route("/v1/bindings", endpoint(bindings, False)),
               Route("/v1/policy", endpoint(policy, False)),
               Route("/v1/log", endpoint(log_entries, False)),
               Route("/v1/verify", endpoint(verify, False)),

@@ -80,6 +80,20 @@ class HolderClient:
     def decisions(self, after: int = 0) -> list[dict]:
         return self._call("GET", f"/v1/decisions?after={int(after)}")["decisions"]
 
+    def activation(self, household: str) -> dict:
+        from urllib.parse import quote
+
+        return self._call("GET", f"/v1/activation?household={quote(household)}")
+
+    def activate(self, consent: dict) -> dict:
+        return self._call("POST", "/v1/activate", {"consent": consent})["binding"]
+
+    def consent(self, consent: dict) -> dict:
+        return self._call("POST", "/v1/consent", {"consent": consent})["binding"]
+
+    def bindings(self) -> list[dict]:
+        return self._call("GET", "/v1/bindings")["bindings"]
+
     def policy(self) -> dict:
         return self._call("GET", "/v1/policy")["policy"]
 

@@ -14,13 +14,14 @@ needs both).
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from pathlib import Path
 
 from common import decisions
 from common.decisions import ANY, BadDecision, Decision
 from common.files import ConfigError, check_name
+
+from .ledger import connect
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS proposals (
@@ -44,10 +45,7 @@ MAX_PENDING = 1000  # proposals waiting; a flood of them is refused, not stored
 
 class Desk:
     def __init__(self, path: Path, ledger, key):
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(SCHEMA)
+        self.db = connect(path, SCHEMA)
         self.ledger = ledger
         self._key = key  # the holder's Ed25519 key: it signs log heads, epochs and decisions
 

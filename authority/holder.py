@@ -31,6 +31,7 @@ from .desk import Desk
 from .keys import KeyDir
 from .ledger import Ledger, Receipt, sign_head
 from .policy import Policy, Refusal
+from .registry import Registry
 
 log = logging.getLogger("gridveil.holder")
 
@@ -189,12 +190,23 @@ def import_key(home: Path, box_file: Path, pub_file: Path, passphrase: str | Non
     return kid
 
 
-def enroll(home: Path, meters: dict[str, str]) -> int:
-    """Enroll meters, each bound to one household. Only enrolled meters
-    count toward k, and a household counts once however many meters it has.
-    A meter stays bound to the household it was first enrolled for."""
+def enroll(home: Path, meters: dict[str, str]) -> dict[str, str]:
+    """Enroll meters, each bound to one household; a meter stays bound to
+    the household it was first enrolled for. At the guardian's holder (and a
+    single one) a meter counts toward k only once its household consents
+    (registry.py): returns the activation codes of households new to it, to
+    hand them apart from the utility. The utility's holder keeps its own
+    list, which decides nothing alone."""
     h = HolderHome(home)
-    read_json(h.meta, "key holder settings")
+    role = read_json(h.meta, "key holder settings").get("role")
+    if role != "utility":
+        ledger = Ledger(h.ledger)
+        registry = Registry(h.ledger, ledger, None)
+        try:
+            return registry.enroll(meters)
+        finally:
+            registry.close()
+            ledger.close()
     current = h.enrollment()
     for m, c in meters.items():
         check_name(m, "meter id")
@@ -203,7 +215,7 @@ def enroll(home: Path, meters: dict[str, str]) -> int:
             raise ConfigError(f"meter {m} is enrolled for household {current[m]}, not {c}")
     current.update(meters)
     write_json(h.enrolled, current)
-    return len(meters)
+    return {}
 
 
 def approve_tariff(home: Path, tariff_file: Path) -> str:
@@ -284,7 +296,7 @@ class KeyHolder:
         # (and a single one) makes them at its desk and checks them with its
         # own key; the utility's checks them with the guardian's key.
         if self.role == "utility":
-            self.desk = None
+            self.desk = self.registry = None
             self.guardian_pub = signing.load_public(self.home.guardian_pub) \
                 if self.home.guardian_pub.exists() else None
             if self.guardian_pub is None:
@@ -293,6 +305,8 @@ class KeyHolder:
         else:
             self.desk = Desk(self.home.ledger, self.ledger, self._signer)
             self.guardian_pub = self._signer.public_key()
+            # Meters count toward k with their households' consent (registry.py).
+            self.registry = Registry(self.home.ledger, self.ledger, self._signer)
 
     def sign_epoch(self, key_id: str) -> dict:
         """The guardian's signature that lets gateways encrypt under a key it
@@ -335,9 +349,19 @@ class KeyHolder:
         """The log's head, signed with this holder's key, for auditors to keep."""
         return sign_head(self._signer.sign, self.role, self.ledger.head())
 
+    def households(self, meters) -> dict[str, str]:
+        """meter -> household of the meters that count toward k: at the
+        guardian's holder, those whose households consented; at the
+        utility's, its own registry (which decides nothing alone)."""
+        if self.registry is not None:
+            return self.registry.counted(meters)
+        enrolled = self.home.enrollment()
+        return {m: enrolled[m] for m in meters if m in enrolled}
+
     def close(self) -> None:
         if self.desk is not None:
             self.desk.close()
+            self.registry.close()
         self.ledger.close()
 
     def public_keys(self) -> dict[str, str]:
@@ -436,11 +460,12 @@ class KeyHolder:
                                               " grid")
             if first.key_id not in self.epochs:
                 raise Refusal("wrong_key", f"aggregate is under unknown key {first.key_id}")
-            # k counts distinct households that the guardian enrolled, not
-            # what the gateway says: meters the utility made up count for
-            # nothing, and one household's several meters count once.
-            enrolled = self.home.enrollment()
-            households = {enrolled[m] for m in meters if m in enrolled}
+            # k counts distinct households that the guardian enrolled and that
+            # consented, not what the gateway says: meters the utility made up
+            # or proposed for others count for nothing, and one household's
+            # several meters count once.
+            enrolled = self.households(meters)
+            households = set(enrolled.values())
             found["contributors"] = len(households)
             if len(households) < self.policy.k:
                 raise Refusal("too_few", f"aggregate has {len(households)} enrolled households"

@@ -78,15 +78,20 @@ class Receipt:
     hash: str
 
 
+def connect(path: Path, schema: str) -> sqlite3.Connection:
+    """A connection to the holder's database (WAL, every commit on disk),
+    with `schema` made. One holder thread uses each (authority/api.py); the
+    API's worker is not the thread that opened it."""
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.executescript(schema)
+    return db
+
+
 class Ledger:
     def __init__(self, path: Path):
-        # One holder thread uses it (authority/api.py); the API's worker is not
-        # the thread that opened it.
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
-                                  timeout=30)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(SCHEMA)
+        self.db = connect(path, SCHEMA)
         self._in_batch = False
 
     def close(self) -> None:

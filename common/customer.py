@@ -2,12 +2,14 @@
 from algorithms that WebCrypto offers, so that a browser can do the
 customer's side:
 
-- key pair: RSA-OAEP, 3072-bit modulus, SHA-256;
+- two key pairs, made on the household's side: RSA-OAEP (3072-bit modulus,
+  SHA-256) that its sealed readings are wrapped to, and ECDSA P-256 that
+  signs its consent to the meters enrolled for it (common/consent.py);
 - from the password and one random salt, PBKDF2-HMAC-SHA-256 derives a
   master value, and HKDF-SHA-256 with two labels (and the customer id)
   splits it into two unrelated 256-bit values: an authentication verifier
   (what a login server may check) and a wrapping key (AES-GCM) for the
-  private key, which never leaves the customer's side unwrapped. With one
+  private keys, which never leave the customer's side unwrapped. With one
   salt and fixed labels, no server can make the two coincide (with two
   salts a server that sent the same salt twice got the wrapping key as
   the "verifier"), and clients refuse fewer iterations than their floor;
@@ -16,8 +18,8 @@ customer's side:
   a random 96-bit nonce, and the meter id and reading seq as associated
   data, so a sealed reading cannot be moved to another meter or slot;
   every sealed reading has the same length, whatever it holds;
-- a recovery code (128 random bits, shown once at enrollment) wraps the
-  same private key a second time: HKDF-SHA-256 with two more labels splits
+- a recovery code (128 random bits, shown once at activation) wraps the
+  same private keys a second time: HKDF-SHA-256 with two more labels splits
   the code into a recovery verifier and a wrapping key. With 128 bits
   there is nothing to guess, so no stretching is needed and the wrapped
   copy may be handed to anyone who asks. It is the only way back after a
@@ -28,11 +30,12 @@ from __future__ import annotations
 
 import base64
 import secrets
+from dataclasses import dataclass
 
 import cbor2
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
@@ -126,29 +129,51 @@ def check_strength(password: str, customer_id: str) -> None:
                           f" {verdict['guesses']:.0e} guesses). {tips}".strip())
 
 
+@dataclass
+class NewHousehold:
+    """What `create` makes on the household's side."""
+    keyfile: dict  # safe on a server: both private keys wrapped (password, recovery code)
+    verifier: bytes  # the login verifier
+    recovery_code: str  # to show the household once, never to store
+    recovery_verifier: bytes
+    seal_key: rsa.RSAPrivateKey  # opens the sealed readings
+    sign_key: ec.EllipticCurvePrivateKey  # signs the household's consents (common/consent.py)
+
+
+def _pkcs8(priv) -> bytes:
+    return priv.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption())
+
+
 def create(customer_id: str, password: str,
-           iterations: int = PBKDF2_ITERATIONS) -> tuple[dict, bytes, str, bytes]:
-    """A new key pair. Returns the customer's key file (safe to store on a
-    server: the private key inside is wrapped under the password, and again
-    under the recovery code), the login verifier, the recovery code (to show
-    the customer once, never to store) and the recovery verifier."""
+           iterations: int = PBKDF2_ITERATIONS, seal_key: rsa.RSAPrivateKey | None = None
+           ) -> NewHousehold:
+    """A household's two key pairs, made here on its side: RSA-OAEP for its
+    sealed readings, ECDSA P-256 for its consents. The key file wraps both
+    private halves under the password, and again under the recovery code.
+    (`seal_key`: an RSA key made already; tests share one for speed.)"""
     check_strength(password, customer_id)
-    priv = rsa.generate_private_key(public_exponent=65537, key_size=3072)
+    seal = seal_key or rsa.generate_private_key(public_exponent=65537, key_size=3072)
+    sign = ec.generate_private_key(ec.SECP256R1())
     salt, recovery_salt = secrets.token_bytes(16), secrets.token_bytes(16)
     verifier, wrap_key = derive_keys(password, customer_id, salt, iterations)
     code = new_recovery_code()
     recovery_verifier, recovery_wrap = recovery_keys(code, customer_id, recovery_salt)
-    pkcs8 = priv.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-                               serialization.NoEncryption())
-    return {
+    keys = (_pkcs8(seal), _pkcs8(sign))
+    keyfile = {
         "kind": "gridveil-customer-key", "customer_id": customer_id,
         "kdf": {"name": KDF_NAME, "iterations": iterations, "salt": _b64(salt)},
-        "public_key": _b64(priv.public_key().public_bytes(
+        "public_key": _b64(seal.public_key().public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)),
-        "wrapped_private_key": _wrap(wrap_key, pkcs8, customer_id),
+        "signing_public_key": _b64(sign.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)),
+        "wrapped_private_key": _wrap(wrap_key, keys[0], customer_id),
+        "wrapped_signing_key": _wrap(wrap_key, keys[1], customer_id),
         "recovery": {"salt": _b64(recovery_salt),
-                     "wrapped_private_key": _wrap(recovery_wrap, pkcs8, customer_id)},
-    }, verifier, code, recovery_verifier
+                     "wrapped_private_key": _wrap(recovery_wrap, keys[0], customer_id),
+                     "wrapped_signing_key": _wrap(recovery_wrap, keys[1], customer_id)},
+    }
+    return NewHousehold(keyfile, verifier, code, recovery_verifier, seal, sign)
 
 
 def kdf_params(kdf: dict) -> tuple[bytes, int]:
@@ -172,9 +197,10 @@ def unlock(keyfile: dict, password: str) -> rsa.RSAPrivateKey:
     return unwrap(keyfile, derive_keys(password, cid, salt, iterations)[1])
 
 
-def unwrap(keyfile: dict, wrap_key: bytes, wrapped: dict | None = None) -> rsa.RSAPrivateKey:
-    """The private key, with a wrapping key already derived (`wrapped`: the
-    recovery copy, say; by default the password's)."""
+def unwrap(keyfile: dict, wrap_key: bytes, wrapped: dict | None = None):
+    """A private key, with a wrapping key already derived (`wrapped`: the
+    signing key's copy, or the recovery copy; by default the sealing key's
+    under the password)."""
     try:
         w = wrapped or keyfile["wrapped_private_key"]
         der = AESGCM(wrap_key).decrypt(_ub64(w["nonce"]), _ub64(w["ciphertext"]),

@@ -100,6 +100,7 @@ class PES:
         self._encryptors: dict[str, FastEncryptor] = {}
         self._clip = {kid: clip for _, kid, _, clip in self.epochs}
         self._meters: dict[str, MeterInfo] = {}
+        self._registry = store.registry_version()
         self._day_keys: dict[tuple[str, int], tuple[int, bytes]] = {}
 
     @property
@@ -154,6 +155,10 @@ class PES:
         (its own writes rolled back to a savepoint; the others stand). Once
         this returns, everything in a BatchResult is on disk. If the commit
         itself fails, it raises and nothing of the group was stored."""
+        version = self.store.registry_version()
+        if version != self._registry:  # a household's key or consent changed
+            self._meters.clear()
+            self._registry = version
         # Encrypt before taking the write lock: the slow part runs outside it.
         encs: list[dict | Exception] = []
         for b in batches:

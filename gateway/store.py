@@ -39,7 +39,13 @@ CREATE TABLE IF NOT EXISTS key_epochs (
 -- which household used much in some interval)
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, n INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS tariffs (id TEXT PRIMARY KEY, definition TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS customers (customer_id TEXT PRIMARY KEY, public_key BLOB NOT NULL);
+-- households' sealing keys, from the guardian's signed bindings: a meter's
+-- readings are sealed to its household only if the household consented to it
+CREATE TABLE IF NOT EXISTS customers (
+    customer_id TEXT PRIMARY KEY,
+    public_key BLOB NOT NULL,
+    meters TEXT                                -- JSON: the meters it consented to
+);
 CREATE TABLE IF NOT EXISTS meters (
     meter_id TEXT PRIMARY KEY,
     kid BLOB UNIQUE NOT NULL,
@@ -170,6 +176,9 @@ class Store:
                 cols = {r[1] for r in self.db.execute("PRAGMA table_info(meters)")}
                 if "telemetry" not in cols:  # a database from before telemetry
                     self.db.execute("ALTER TABLE meters ADD COLUMN telemetry TEXT")
+                cols = {r[1] for r in self.db.execute("PRAGMA table_info(customers)")}
+                if "meters" not in cols:  # keys from before bindings: no consent, no copies
+                    self.db.execute("ALTER TABLE customers ADD COLUMN meters TEXT")
                 cols = {r[1] for r in self.db.execute("PRAGMA table_info(bill_signed)")}
                 if "prev_day" not in cols:  # from before the chain: its days sign as v4
                     self.db.execute("ALTER TABLE bill_signed ADD COLUMN prev_day INTEGER")
@@ -227,9 +236,6 @@ class Store:
         one transaction, so no meter is registered without its key."""
         if tariff != "flat" and tariff not in self.tariffs():
             raise StoreError(f"unknown tariff {tariff!r}; add it with `gridveil tariff add`")
-        if customer is not None and self.customer_key(customer) is None:
-            raise StoreError(f"unknown customer {customer!r}; add it with"
-                             " `gridveil gateway customer-add`")
         if self.kid_in_use(kid) or self.db.execute("SELECT 1 FROM meters WHERE meter_id=?",
                                                    (meter_id,)).fetchone():
             raise StoreError(f"meter {meter_id} (or its key id) is already registered")
@@ -255,11 +261,16 @@ class Store:
         return tariff_mod.parse(json.loads(row[1])) if row[1] else tariff_mod.FLAT
 
     def meter_registration(self, meter_id: str) -> tuple[str, str, bytes | None] | None:
-        """(neighbourhood, tariff id, customer's public key DER or None)."""
-        return self.db.execute(
-            "SELECT m.neighbourhood, m.tariff, c.public_key FROM meters m"
+        """(neighbourhood, tariff id, the household's sealing key DER, or None
+        unless its binding names this meter)."""
+        row = self.db.execute(
+            "SELECT m.neighbourhood, m.tariff, c.public_key, c.meters FROM meters m"
             " LEFT JOIN customers c ON c.customer_id = m.customer WHERE m.meter_id=?",
             (meter_id,)).fetchone()
+        if row is None:
+            return None
+        consented = row[3] is not None and meter_id in json.loads(row[3])
+        return row[0], row[1], row[2] if consented else None
 
     def meters(self) -> list[dict]:
         cur = self.db.execute("SELECT * FROM meters ORDER BY meter_id")
@@ -305,11 +316,21 @@ class Store:
                        (t.id, json.dumps(t.to_json())))
             self.outbox_add({"kind": "tariff", "definition": t.to_json()})
 
-    def add_customer(self, customer_id: str, public_key_der: bytes) -> None:
-        try:
-            self.db.execute("INSERT INTO customers VALUES (?, ?)", (customer_id, public_key_der))
-        except sqlite3.IntegrityError:
-            raise StoreError(f"customer {customer_id} already exists") from None
+    def add_customer(self, customer_id: str, public_key_der: bytes, meters: list[str]) -> None:
+        """A household's sealing key and the meters it consented to (its
+        newest binding replaces an older one)."""
+        with self.transaction() as db:
+            db.execute("INSERT INTO customers VALUES (?, ?, ?) ON CONFLICT (customer_id) DO"
+                       " UPDATE SET public_key=excluded.public_key, meters=excluded.meters",
+                       (customer_id, public_key_der, json.dumps(sorted(meters))))
+            db.execute("INSERT INTO settings VALUES ('registry', ?) ON CONFLICT (name) DO"
+                       " UPDATE SET value = CAST(value AS INTEGER) + 1", (1,))
+
+    def registry_version(self) -> int:
+        """Grows with every change of a household's key or meters: a running
+        PES reads its registrations again."""
+        row = self.db.execute("SELECT value FROM settings WHERE name='registry'").fetchone()
+        return int(row[0]) if row else 0
 
     def customer_key(self, customer_id: str) -> bytes | None:
         row = self.db.execute("SELECT public_key FROM customers WHERE customer_id=?",

@@ -1,11 +1,11 @@
-"""`gridveil customer ...`: a household's own tool: its key pair, and its
-own detailed readings fetched from the portal and decrypted here."""
+"""`gridveil customer ...`: a household's own tool: its activation (its keys
+made here, its consent signed here), and its own detailed readings fetched
+from the portal and decrypted here."""
 
 from __future__ import annotations
 
 import csv
 import sys
-from pathlib import Path
 
 from common.files import ConfigError
 
@@ -25,21 +25,25 @@ def _password(args, who: str) -> str:
     return pw
 
 
-def cmd_create(args):
-    from common.customer import PBKDF2_ITERATIONS
+def cmd_activate(args):
+    from . import customer_export
 
-    from . import provision
+    code = read_secret_file(args.code_file, "GRIDVEIL_ACTIVATION_CODE", "activation code")
+    if code is None:
+        raise ConfigError("give the activation code from the privacy guardian's letter with"
+                          " --code-file or $GRIDVEIL_ACTIVATION_CODE")
+    from common.customer import check_strength
 
-    out_dir = Path(args.out_dir)
-    for cid in args.customer_ids:
-        path, code = provision.create_customer(cid, _password(args, cid), out_dir / f"{cid}.json",
-                                               iterations=args.iterations or PBKDF2_ITERATIONS)
-        print(f"customer {cid}: {path} holds the key pair (private key wrapped under the"
-              " password); give it to the gateway (`gateway customer-add`) and the MDMS"
-              " (`mdms customer-add`)")
-        # Shown once, stored nowhere: the only way back after a forgotten password.
-        print(f"recovery code for {cid}: {code}  (write it down and keep it apart from the"
-              " password; it is shown only now)")
+    password = _password(args, args.household)
+    check_strength(password, args.household)
+    meters, recovery = customer_export.activate(
+        args.mdms, args.ca, args.household, code.strip(), password,
+        args.meters.split(",") if args.meters else None)
+    print(f"household {args.household} activated: you consented to meter(s) {', '.join(meters)};"
+          " your keys were made here and only this password (or the code below) opens them")
+    # Shown once, stored nowhere: the only way back after a forgotten password.
+    print(f"recovery code for {args.household}: {recovery}  (write it down and keep it apart"
+          " from the password; it is shown only now)")
 
 
 def cmd_export(args):
@@ -72,15 +76,20 @@ def cmd_check_portal(args):
 
 
 def register(subparsers) -> None:
-    c = sub(subparsers, "customer", "a household's tool: its key pair and its own readings")
+    c = sub(subparsers, "customer", "a household's tool: its activation and its own readings")
     s = c.add_subparsers(dest="action", required=True, metavar="ACTION")
-    x = sub(s, "create", "make customers' key pairs, wrapped under their passwords")
-    x.add_argument("customer_ids", nargs="+")
-    x.add_argument("--out-dir", default=".", help="folder for <customer>.json (default: here)")
-    x.add_argument("--iterations", type=int, help="PBKDF2 iterations (default and minimum 600,000)")
-    x.add_argument("--password-file", help=f"file with the password (or ${PASSWORD_ENV};"
+    x = sub(s, "activate", "activate your household: make its keys here, consent to its meters"
+                           " with the privacy guardian's one-time code")
+    x.add_argument("household", help="your household id, from the guardian's letter")
+    x.add_argument("--mdms", required=True, help="the portal's address, e.g. https://mdms:8443")
+    x.add_argument("--ca", help="the portal's certificate or CA, for https")
+    x.add_argument("--code-file", help="file with the activation code (or"
+                                       " $GRIDVEIL_ACTIVATION_CODE)")
+    x.add_argument("--meters", help="the meters in the guardian's letter, comma-separated:"
+                                    " nothing else is signed for")
+    x.add_argument("--password-file", help=f"file with the new password (or ${PASSWORD_ENV};"
                                            " else asked for on a terminal)")
-    x.set_defaults(func=cmd_create)
+    x.set_defaults(func=cmd_activate)
     x = sub(s, "export", "log in to the portal and decrypt your own readings here")
     x.add_argument("customer_id")
     x.add_argument("--mdms", required=True, help="the portal's address, e.g. https://mdms:8443")

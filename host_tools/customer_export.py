@@ -134,3 +134,36 @@ def check_portal(mdms_url: str, ca_file) -> list[tuple[str, str, bool]]:
         digest = hashlib.sha256(body).hexdigest()
         out.append((path, digest, digest == hashlib.sha256(ours).hexdigest()))
     return out
+
+
+def activate(mdms_url: str, ca_file, household: str, code: str, password: str,
+             meters: list[str] | None = None, seal_key=None) -> tuple[list[str], str]:
+    """The household's first activation, through the portal API, without a
+    browser: its two key pairs made here, the consent to its meters signed
+    here, the activation code proven without being sent. `meters`: the ones
+    the guardian's letter names; anything else waiting is refused here.
+    Returns (the meters it consented to, its recovery code)."""
+    from common import consent
+
+    base = mdms_url.rstrip("/")
+    opener = _opener(ca_file)
+    waiting = _call(opener, f"{base}/api/portal/activation?" +
+                    urllib.parse.urlencode({"customer": household}))
+    asked = sorted(waiting.get("to_confirm") or [])
+    if not asked:
+        raise ConfigError(f"no meter waits for {household}'s consent")
+    if meters is not None and asked != sorted(meters):
+        raise ConfigError(f"the portal asks consent for {asked}, not for {sorted(meters)} (the"
+                          " meters in the guardian's letter): not signing")
+    new = customer.create(household, password, seal_key=seal_key)
+    seal_pub = consent.spki(new.seal_key.public_key())
+    kf = new.keyfile
+    _call(opener, f"{base}/api/portal/activate", {
+        "customer": household, **{k: kf[k] for k in (
+            "kdf", "public_key", "signing_public_key", "wrapped_private_key",
+            "wrapped_signing_key")},
+        "verifier": base64.b64encode(new.verifier).decode(),
+        "recovery": {**kf["recovery"],
+                     "verifier": base64.b64encode(new.recovery_verifier).decode()},
+        "consent": consent.sign(new.sign_key, household, asked, seal_pub, code)})
+    return asked, new.recovery_code

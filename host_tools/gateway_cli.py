@@ -127,8 +127,9 @@ def cmd_customer_add(args):
     from . import provision
 
     for f in args.files:
-        cid = provision.add_customer(home(args), Path(f))
-        print(f"customer {cid}: the gateway will seal copies of their readings to them")
+        cid, meters = provision.add_customer(home(args), Path(f))
+        print(f"household {cid}: readings of {', '.join(meters) or 'no meter yet'} are sealed to"
+              " the key it made itself (the guardian's binding checked)")
 
 
 def cmd_tariff_add(args):
@@ -184,7 +185,8 @@ def register(subparsers) -> None:
     x.add_argument("--epoch-signature", required=True,
                    help="the guardian's signature on it (`gridveil holder sign-epoch`)")
     x.set_defaults(func=cmd_rekey)
-    x = sub(s, "customer-add", "take customers' public keys (files from `customer create`)")
+    x = sub(s, "customer-add", "take households' sealing keys from the guardian's signed"
+                               " bindings (`gridveil mdms bindings`)")
     x.add_argument("files", nargs="+")
     x.set_defaults(func=cmd_customer_add)
 

@@ -81,8 +81,14 @@ def cmd_enroll(args):
         meters[args.meter] = args.household
     if not meters:
         raise ConfigError("give a meter and --household, or --file")
-    n = holder.enroll(home(args), meters)
-    print(f"{n} meters enrolled: each counts toward k for its household, once")
+    codes = holder.enroll(home(args), meters)
+    print(f"{len(meters)} meters enrolled, each for its household; a household counts toward k"
+          " once, with the meters it consented to")
+    for household, code in sorted(codes.items()):
+        # Shown once, stored only as the key it stands for: the guardian hands
+        # it to the household apart from the utility (a letter, say).
+        print(f"activation code for household {household}: {code}  (hand it to the household"
+              " apart from the utility; it activates once)")
 
 
 def cmd_trust(args):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from common.files import ConfigError, read_json
+from common.files import ConfigError
 
 from .cli_common import home, read_secret_file, sub, tls_args, tls_files
 
@@ -56,16 +56,18 @@ def cmd_trust(args):
     print(f"gateway {args.gateway_id} may push to this MDMS")
 
 
-def cmd_customer_add(args):
-    from mdms.portal import register_customer
+def cmd_bindings(args):
+    """The guardian's signed bindings (household, consented meters, sealing
+    key), from its holder, as files for the gateways' `customer-add`."""
+    from common.files import write_json
+    from mdms import config
 
-    store = _store(args)
-    try:
-        for f in args.files:
-            cid = register_customer(store, read_json(Path(f), "customer registration"))
-            print(f"customer {cid} can log in to the portal")
-    finally:
-        store.close()
+    out = Path(args.out)
+    bindings = config.authority(home(args)).guardian.bindings()
+    for b in bindings:
+        write_json(out / f"{b['household']}.binding.json", b)
+    print(f"{len(bindings)} household binding(s) in {out}; hand them to the gateways:"
+          " `gridveil gateway customer-add FILE...` (each checks the guardian's signature)")
 
 
 def cmd_serve(args):
@@ -134,7 +136,7 @@ def cmd_user_add(args):
 
 
 def register(subparsers) -> None:
-    m = sub(subparsers, "mdms", "the utility's MDMS: init, holder-add, trust-gateway, customer-add,"
+    m = sub(subparsers, "mdms", "the utility's MDMS: init, holder-add, trust-gateway, bindings,"
                                 " serve, release, status, user-add")
     s = m.add_subparsers(dest="action", required=True, metavar="ACTION")
     x = sub(s, "init", "create the MDMS's home and database")
@@ -152,9 +154,10 @@ def register(subparsers) -> None:
     x.add_argument("gateway_id")
     x.add_argument("public_key", help="the gateway's signing.pub")
     x.set_defaults(func=cmd_trust)
-    x = sub(s, "customer-add", "register customers for the portal (files from `customer create`)")
-    x.add_argument("files", nargs="+")
-    x.set_defaults(func=cmd_customer_add)
+    x = sub(s, "bindings", "export the guardian's signed bindings of activated households, for"
+                           " the gateways")
+    x.add_argument("--out", required=True, help="folder for <household>.binding.json")
+    x.set_defaults(func=cmd_bindings)
     x = sub(s, "serve", "serve the intake API, the dashboard and the portal")
     x.add_argument("--bind", default="127.0.0.1")
     x.add_argument("--port", type=int, default=8080)

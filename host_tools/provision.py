@@ -5,7 +5,6 @@ and are never printed."""
 
 from __future__ import annotations
 
-import base64
 import shutil
 from pathlib import Path
 
@@ -67,40 +66,26 @@ def add_tariff(gateway_home: Path, tariff_file: Path) -> str:
     return t.id
 
 
-def create_customer(customer_id: str, password: str, out: Path,
-                    iterations: int = customer.PBKDF2_ITERATIONS) -> tuple[Path, str]:
-    """The customer's own step: a key pair whose private half is wrapped
-    under the password (and again under a recovery code), and slow hashes
-    of the two verifiers for the portal. The file holds no secret in the
-    clear; the gateway takes the public key from it, the MDMS the rest.
-    Returns the file and the recovery code, which only the customer keeps."""
-    from mdms.auth import hash_secret
+def add_customer(gateway_home: Path, binding: Path) -> tuple[str, list[str]]:
+    """A household's sealing key, from the privacy guardian's signed binding
+    (its holder's `/v1/bindings`, `gridveil mdms bindings`): the gateway
+    seals the readings of the meters the household consented to, and only
+    those, to the key the household made itself. Returns (household, meters)."""
+    from common.consent import BadConsent, check_binding
 
-    out = Path(out)
-    if out.exists():
-        raise ConfigError(f"{out} already exists")
-    keyfile, verifier, code, recovery_verifier = customer.create(customer_id, password, iterations)
-    keyfile["login_verifier_hash"] = hash_secret(verifier)
-    keyfile["recovery"]["verifier_hash"] = hash_secret(recovery_verifier)
-    write_json(out, keyfile)
-    return out, code
-
-
-def add_customer(gateway_home: Path, registration: Path) -> str:
-    """The gateway keeps a customer's public key, to seal their copies."""
-    d = read_json(registration, "customer registration")
+    h = GatewayHome(gateway_home)
     try:
-        cid = str(d["customer_id"])
-        der = base64.b64decode(d["public_key"], validate=True)
-    except (KeyError, TypeError, ValueError) as e:
-        raise ConfigError(f"{registration} is malformed: {e!r}") from None
-    customer.public_key(der)  # refuses anything but an RSA key
-    store = Store(GatewayHome(gateway_home).db)
+        cid, meters, der = check_binding(signing.load_public(h.guardian_pub),
+                                         read_json(binding, "binding"))
+        customer.public_key(der)  # refuses anything but an RSA key
+    except (BadConsent, ConfigError) as e:
+        raise ConfigError(f"{binding}: {e}") from None
+    store = Store(h.db)
     try:
-        store.add_customer(cid, der)
+        store.add_customer(cid, der, meters)
     finally:
         store.close()
-    return cid
+    return cid, meters
 
 
 def _next_kid(store: Store) -> bytes:

@@ -29,8 +29,11 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from common.files import write_atomic
 
 from . import confine, fleet
 
@@ -147,8 +150,11 @@ class Site:
         self.meters_dir = self.base / "meters"
         self.meter_gateway: dict[str, str] = {}
         self.assignment: dict[str, str] = {}  # meter -> neighbourhood
-        self.recovery_codes: dict[str, str] = {}  # customer -> code, as `customer create` showed it
-        self.customers: dict[str, str] = {}  # meter -> customer
+        self.recovery_codes: dict[str, str] = {}  # customer -> code, as `customer activate` showed it
+        self.customers: dict[str, str] = {}  # meter -> customer (sealed copies)
+        self.households: dict[str, str] = {}  # meter -> household (enrolled)
+        self.letters = self.base / "letters"  # the guardian's codes, sent apart from the utility
+        self.activated = False
         self.key_id = ""
 
     # --- running commands as a party -----------------------------------------
@@ -156,7 +162,8 @@ class Site:
         return [*self.holders.values(), self.mdms, *self.gateways.values()]
 
     def homes(self) -> list[Path]:
-        return [p.home for p in self.parties()] + [self.meters_dir]
+        # The letters are the households' (the guardian's codes): no party sees them.
+        return [p.home for p in self.parties()] + [self.meters_dir, self.letters]
 
     def wrap(self, own: Path, cmd: list[str]) -> list[str]:
         if not self.confined:
@@ -326,36 +333,62 @@ class Site:
             self.meter_gateway[meter_id] = gid
             self.assignment[meter_id] = spec["neighbourhood"]
         # The guardian (and the utility's holder too) enrolls every meter,
-        # bound to its household: only enrolled households count toward k.
+        # bound to its household; a household counts toward k once it has
+        # consented (activate_households). The guardian's codes go to each
+        # household apart from the utility: here, a letter in exchange/letters/.
+        self.households = {m: f"c{m[1:]}" for m in self.assignment}
         enrollment = self.exchange / "enrollment.json"
-        enrollment.write_text(json.dumps({m: f"c{m[1:]}" for m in self.assignment}))
+        enrollment.write_text(json.dumps(self.households))
         for h in self.holders.values():
-            self.gridveil(h, "holder", "enroll", "--file", str(enrollment))
-        if customers:  # each household makes its own key pair; one process for the demo's ten
-            regs = self.exchange / "customers"
-            made = self.gridveil(None, "customer", "create", *self.customers.values(),
-                                 "--out-dir", str(regs),
-                                 env={"GRIDVEIL_CUSTOMER_PASSWORD": DEMO_PASSWORD}, home=regs)
-            # What each household would have written down; setup_web puts them
-            # in the demo's owner-only accounts file.
-            self.recovery_codes = dict(re.findall(r"^recovery code for (\S+): (\S+)", made, re.M))
-            self.gridveil(self.mdms, "mdms", "customer-add", *sorted(map(str, regs.iterdir())))
+            out = self.gridveil(h, "holder", "enroll", "--file", str(enrollment))
+            for household, code in re.findall(r"^activation code for household (\S+): (\S+)",
+                                              out, re.M):
+                write_atomic(self.letters / f"{household}.txt", (code + "\n").encode(),
+                             secret=True)
         for gid, specs in plan.items():
             g = self.gateways[gid]
-            if customers:
-                self.gridveil(g, "gateway", "customer-add", *[
-                    str(self.exchange / "customers" / f"{s['customer']}.json") for s in specs])
             batch = self.exchange / f"{gid}.meters.json"
             batch.write_text(json.dumps(specs))
             self.gridveil(g, "provision", "--batch", str(batch))
             for s in specs:  # "flashing": the device files move to the meter
                 os.rename(s["out"], self.meters_dir / s["meter_id"])
 
+    def activate_households(self) -> None:
+        """Each household activates through the portal (the MDMS and the
+        guardian's holder must serve): its keys made on its side, its consent
+        signed there, the letter's code proven; then every gateway takes the
+        guardian's signed bindings (the households' sealing keys). Once."""
+        if self.activated:
+            return
+        mine: dict[str, list[str]] = {}
+        for m, h in self.households.items():
+            mine.setdefault(h, []).append(m)
+        ca = ["--ca", str(self.mdms_ca())] if self.tls else []
+
+        def activate(household: str) -> tuple[str, str]:
+            out = self.gridveil(None, "customer", "activate", household, "--mdms", self.mdms.url,
+                                *ca, "--code-file", str(self.letters / f"{household}.txt"),
+                                "--meters", ",".join(mine[household]),
+                                env={"GRIDVEIL_CUSTOMER_PASSWORD": DEMO_PASSWORD},
+                                home=self.letters)
+            return household, re.search(r"^recovery code for \S+: (\S+)", out, re.M).group(1)
+
+        with ThreadPoolExecutor(4) as pool:  # each makes an RSA key: side by side
+            # What each household would have written down; setup_web puts them
+            # in the demo's owner-only accounts file.
+            self.recovery_codes = dict(pool.map(activate, sorted(mine)))
+        bindings = self.exchange / "bindings"
+        self.gridveil(self.mdms, "mdms", "bindings", "--out", str(bindings))
+        for g in self.gateways.values():
+            self.gridveil(g, "gateway", "customer-add", *sorted(map(str, bindings.iterdir())))
+        self.activated = True
+
     # --- running ----------------------------------------------------------------
     def start_services(self) -> None:
         for h in self.holders.values():
             self.start(h, "holder", "serve", "--port", str(h.port))
         self.start(self.mdms, "mdms", "serve", "--port", str(self.mdms.port))
+        self.activate_households()
         for g in self.gateways.values():
             self.start(g, "gateway", "run")
 

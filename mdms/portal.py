@@ -13,11 +13,13 @@ import hmac
 import json
 import logging
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from authority.client import Refusal
 from common import customer
-from common.files import ConfigError
+from common.files import ConfigError, check_name
 from common.tariff import FLAT
 
 from . import auth
@@ -30,25 +32,6 @@ MAX_READINGS = 200_000
 
 def b64(b: bytes) -> str:
     return base64.b64encode(b).decode()
-
-
-def register_customer(store, keyfile: dict) -> str:
-    """A customer's registration file (`gridveil customer create`): the key
-    file with the private key wrapped under the password, and a slow hash
-    of the login verifier. The MDMS never sees the password."""
-    try:
-        cid = str(keyfile["customer_id"])
-        verifier_hash = str(keyfile["login_verifier_hash"])
-        entry = {k: keyfile[k] for k in ("kind", "customer_id", "kdf", "public_key",
-                                         "wrapped_private_key")}
-        if "recovery" in keyfile:  # files from before recovery codes have none
-            r = keyfile["recovery"]
-            entry["recovery"] = {k: r[k] for k in ("salt", "wrapped_private_key", "verifier_hash")}
-    except (KeyError, TypeError) as e:
-        raise ConfigError(f"customer file is malformed: missing {e}") from None
-    customer.kdf_params(entry["kdf"])  # an old or weakened file would fail in every browser
-    store.put_customer(cid, entry, verifier_hash)
-    return cid
 
 
 def _keyfile(web: Web, customer_id: str) -> dict | None:
@@ -105,18 +88,21 @@ def _b64d(value, size: int | None = None, limit: int = 8192) -> bytes:
     return raw
 
 
-def _wrapped(w) -> dict:
+def _wrapped(w, shortest: int = 1000) -> dict:
     if not isinstance(w, dict) or w.get("alg") != "AES-GCM":
-        raise BadSecrets("wrapped_private_key must be {alg: AES-GCM, nonce, ciphertext}")
+        raise BadSecrets("a wrapped key must be {alg: AES-GCM, nonce, ciphertext}")
     _b64d(w.get("nonce"), 12)
-    if len(_b64d(w.get("ciphertext"))) < 1000:
-        raise BadSecrets("the wrapped private key is too short to hold an RSA key")
+    if len(_b64d(w.get("ciphertext"))) < shortest:
+        raise BadSecrets("the wrapped private key is too short to hold its key")
     return {"alg": "AES-GCM", "nonce": str(w["nonce"]), "ciphertext": str(w["ciphertext"])}
+
+
+SIGNING_KEY_BYTES = 100  # a P-256 key in PKCS#8 (with the tag) is longer than this
 
 
 def new_secrets(entry: dict, body: dict) -> tuple[dict, str]:
     """A customer's key file entry with what the browser re-wrapped: the
-    private key under a new password (and, after a recovery, under a new
+    private keys under a new password (and, after a recovery, under a new
     recovery code), and the new login verifier's hash. The server cannot
     check the wrapping (it has no key); the browser unwrapped it once more
     before sending. Raises BadSecrets."""
@@ -127,6 +113,8 @@ def new_secrets(entry: dict, body: dict) -> tuple[dict, str]:
     except (KeyError, TypeError, ConfigError) as e:
         raise BadSecrets(f"kdf: {e}") from None
     new = {**entry, "kdf": kdf, "wrapped_private_key": _wrapped(body.get("wrapped_private_key"))}
+    if "signing_public_key" in entry:  # an account from an activation holds both keys
+        new["wrapped_signing_key"] = _wrapped(body.get("wrapped_signing_key"), SIGNING_KEY_BYTES)
     if "recovery" in body:
         r = body["recovery"]
         if not isinstance(r, dict) or len(_b64d(r.get("salt"))) < 16:
@@ -134,7 +122,23 @@ def new_secrets(entry: dict, body: dict) -> tuple[dict, str]:
         new["recovery"] = {"salt": str(r["salt"]),
                            "wrapped_private_key": _wrapped(r.get("wrapped_private_key")),
                            "verifier_hash": auth.hash_secret(_b64d(r.get("verifier"), 32))}
+        if "signing_public_key" in entry:
+            new["recovery"]["wrapped_signing_key"] = _wrapped(r.get("wrapped_signing_key"),
+                                                              SIGNING_KEY_BYTES)
     return new, auth.hash_secret(_b64d(body.get("verifier"), 32))
+
+
+def new_account(cid: str, body: dict) -> tuple[dict, str]:
+    """A household's account from its activation: public keys, both private
+    keys wrapped (password, recovery code), verifiers' hashes. Raises
+    BadSecrets."""
+    for k in ("public_key", "signing_public_key"):
+        if len(_b64d(body.get(k))) < 60:
+            raise BadSecrets(f"{k} must be a public key (SubjectPublicKeyInfo, base64)")
+    entry = {"kind": "gridveil-customer-key", "customer_id": cid,
+             "public_key": str(body["public_key"]),
+             "signing_public_key": str(body["signing_public_key"])}
+    return new_secrets(entry, body)
 
 
 def routes(web: Web):
@@ -185,11 +189,14 @@ def routes(web: Web):
         kf = _keyfile(web, cid)
         if kf is not None and "recovery" in kf:
             r = kf["recovery"]
-            return JSONResponse({"salt": r["salt"], "wrapped_private_key": r["wrapped_private_key"]})
+            return JSONResponse({k: r[k] for k in ("salt", "wrapped_private_key",
+                                                   "wrapped_signing_key") if k in r})
         mac = hmac.new(web.store.secret("portal-decoy"), b"recovery|" + cid.encode(),
                        hashlib.sha512).digest()
         return JSONResponse({"salt": b64(mac[:16]), "wrapped_private_key": {
-            "alg": "AES-GCM", "nonce": b64(mac[16:28]), "ciphertext": b64(mac * 32)}})
+            "alg": "AES-GCM", "nonce": b64(mac[16:28]), "ciphertext": b64(mac * 32)},
+            "wrapped_signing_key": {"alg": "AES-GCM", "nonce": b64(mac[28:40]),
+                                    "ciphertext": b64(mac[:48] * 3)}})
 
     async def _json(request: Request) -> dict:
         try:
@@ -252,6 +259,80 @@ def routes(web: Web):
         log.info("customer %s set a new password with their recovery code", cid)
         return JSONResponse({"ok": True})
 
+    def guardian():
+        return web.authority().guardian
+
+    async def activation(request: Request):
+        """What the household is asked to consent to (the guardian's list)."""
+        cid = request.query_params.get("customer", "")[:64]
+        try:
+            w = await run_in_threadpool(guardian().activation, cid)
+        except (ConfigError, Refusal) as e:
+            log.warning("activation of %r: the guardian's holder said: %s", cid, e)
+            return JSONResponse({"error": "the privacy guardian's holder cannot be asked now;"
+                                          " try again later"}, status_code=503)
+        if not w.get("to_confirm"):
+            return JSONResponse({"error": "no meter waits for this household's consent"},
+                                status_code=404)
+        return JSONResponse({"meters": w["meters"], "to_confirm": w["to_confirm"]})
+
+    async def activate(request: Request):
+        """A household's first activation: its account, and its consent
+        relayed to the guardian's holder, which checks the household's
+        signature and the proof of the activation code (we can do neither)."""
+        keys = ("activate", client_key(request))
+        if refused := locked(keys, "activations"):
+            return refused
+        try:
+            body = await _json(request)
+            cid = str(body.get("customer", ""))[:64]
+            check_name(cid, "customer id")
+            entry, verifier_hash = new_account(cid, body)
+            sent = body.get("consent")
+            if not isinstance(sent, dict) or sent.get("household") != cid:
+                raise BadSecrets("consent must be the household's own")
+        except (BadSecrets, ConfigError) as e:
+            return JSONResponse({"error": f"malformed request: {e}"}, status_code=400)
+        if web.store.customer(cid) is not None:
+            return JSONResponse({"error": "this household has activated already: log in"},
+                                status_code=409)
+        try:
+            binding = await run_in_threadpool(guardian().activate, sent)
+        except Refusal as r:
+            web.throttle.failed(*keys)
+            return JSONResponse({"error": f"the privacy guardian refused: {r}"}, status_code=403)
+        except ConfigError as e:
+            log.warning("activation of %s: %s", cid, e)
+            return JSONResponse({"error": "the privacy guardian's holder cannot be asked now;"
+                                          " try again later"}, status_code=503)
+        web.store.put_customer(cid, entry, verifier_hash)
+        log.info("household %s activated: meters %s", cid, ", ".join(binding["meters"]))
+        return JSONResponse({"ok": True, "meters": binding["meters"]})
+
+    async def consent(request: Request):
+        """A logged-in household's consent to a meter enrolled since."""
+        cid = request.state.session["username"]
+        try:
+            sent = (await _json(request)).get("consent")
+            if not isinstance(sent, dict) or sent.get("household") != cid:
+                raise BadSecrets("consent must be the household's own")
+            binding = await run_in_threadpool(guardian().consent, sent)
+        except BadSecrets as e:
+            return JSONResponse({"error": f"malformed request: {e}"}, status_code=400)
+        except Refusal as r:
+            return JSONResponse({"error": f"the privacy guardian refused: {r}"}, status_code=403)
+        except ConfigError:
+            return JSONResponse({"error": "the privacy guardian's holder cannot be asked now;"
+                                          " try again later"}, status_code=503)
+        log.info("household %s consented: meters %s", cid, ", ".join(binding["meters"]))
+        return JSONResponse({"ok": True, "meters": binding["meters"]})
+
+    def to_confirm(cid: str) -> list[str]:
+        try:
+            return guardian().activation(cid).get("to_confirm", [])
+        except (ConfigError, Refusal):
+            return []  # the guardian's holder is away: ask again at the next login
+
     async def data(request: Request):
         cid = request.state.session["username"]
         kf = _keyfile(web, cid)
@@ -268,6 +349,10 @@ def routes(web: Web):
                              m, MAX_READINGS - len(readings))]
         return JSONResponse({"customer": cid, "kdf": kf["kdf"],
                              "wrapped_private_key": kf["wrapped_private_key"],
+                             "wrapped_signing_key": kf.get("wrapped_signing_key"),
+                             "signing_public_key": kf.get("signing_public_key"),
+                             "public_key": kf.get("public_key"),
+                             "to_confirm": await run_in_threadpool(to_confirm, cid),
                              "meters": meters, "day_keys": day_keys, "readings": readings,
                              **_context(web, meters)})
 
@@ -275,4 +360,7 @@ def routes(web: Web):
             ("/api/portal/params", params, ["GET"]), ("/api/portal/login", login, ["POST"]),
             ("/api/portal/data", data, ["GET"]), ("/api/portal/recovery", recovery, ["GET"]),
             ("/api/portal/recover", recover, ["POST"]),
-            ("/api/portal/password", change_password, ["POST"])]
+            ("/api/portal/password", change_password, ["POST"]),
+            ("/api/portal/activation", activation, ["GET"]),
+            ("/api/portal/activate", activate, ["POST"]),
+            ("/api/portal/consent", consent, ["POST"])]

@@ -50,10 +50,12 @@ ROLE_MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/portal/app"): frozenset({"customer"}),
     ("GET", "/api/portal/data"): frozenset({"customer"}),
     ("POST", "/api/portal/password"): frozenset({"customer"}),
+    ("POST", "/api/portal/consent"): frozenset({"customer"}),
 }
 PUBLIC = {("GET", "/"), ("GET", "/login"), ("POST", "/login"), ("POST", "/logout"),
           ("GET", "/portal"), ("GET", "/api/portal/params"), ("POST", "/api/portal/login"),
-          ("GET", "/api/portal/recovery"), ("POST", "/api/portal/recover")}
+          ("GET", "/api/portal/recovery"), ("POST", "/api/portal/recover"),
+          ("GET", "/api/portal/activation"), ("POST", "/api/portal/activate")}
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; "

@@ -22,11 +22,11 @@ COMMANDS = [[], ["keygen"], ["holder"], ["holder", "init"], ["holder", "import-k
             ["gateway"], ["gateway", "init"],
             ["gateway", "run"], ["gateway", "seal"], ["gateway", "push"], ["gateway", "status"],
             ["gateway", "rekey"], ["gateway", "customer-add"], ["tariff"], ["tariff", "add"],
-            ["customer"], ["customer", "create"], ["customer", "export"], ["provision"],
+            ["customer"], ["customer", "activate"], ["customer", "export"], ["provision"],
             ["fleet"], ["fleet", "update"], ["sample-data"], ["demo"], ["bench"], ["build"],
             ["deploy"], ["monitor"],
             ["board-emulator"], ["mdms"], ["mdms", "init"], ["mdms", "holder-add"],
-            ["mdms", "trust-gateway"], ["mdms", "customer-add"], ["mdms", "serve"],
+            ["mdms", "trust-gateway"], ["mdms", "bindings"], ["mdms", "serve"],
             ["mdms", "release"], ["mdms", "status"], ["mdms", "user-add"]]
 PASS = {"GRIDVEIL_HOLDER_PASSPHRASE": "a holder passphrase"}
 GW = {"GRIDVEIL_GATEWAY_PASSPHRASE": "a gateway passphrase"}
@@ -148,20 +148,21 @@ def test_missing_and_broken_files(tmp_path):
     (tmp_path / "t.json").write_text('{"id": "x", "bands": {"0": "a"}, "default_band": 3}')
     clean_failure(gridveil("tariff", "add", str(tmp_path / "t.json"), home=gw),
                   "undefined bands")
-    clean_failure(gridveil("customer", "create", "c1", "--password-file", "/nope"),
+    (tmp_path / "code").write_text("ABCD-EFGH-IJKL-MNOP-QRST-UVWX-YZ\n")
+    activate = ["customer", "activate", "c1", "--mdms", "https://127.0.0.1:9", "--ca",
+                str(tmp_path / "code"), "--code-file", str(tmp_path / "code")]
+    clean_failure(gridveil(*activate, "--password-file", "/nope"),
                   "cannot read the password file")
     (tmp_path / "pw").write_text("short")
-    clean_failure(gridveil("customer", "create", "c1", "--password-file", str(tmp_path / "pw"),
-                           "--out-dir", str(tmp_path)), "at least 10 characters")
+    clean_failure(gridveil(*activate, "--password-file", str(tmp_path / "pw")),
+                  "at least 10 characters")
     # The utility keeps the wrapped key and can guess offline: a common password
-    # fell to 15 guesses. zxcvbn's verdict, with its advice, and no file made.
+    # fell to 15 guesses. zxcvbn's verdict, with its advice, before anything is sent.
     (tmp_path / "pw").write_text("password12")
-    clean_failure(gridveil("customer", "create", "c1", "--password-file", str(tmp_path / "pw"),
-                           "--out-dir", str(tmp_path)), "too weak: This is a very common password")
+    clean_failure(gridveil(*activate, "--password-file", str(tmp_path / "pw")),
+                  "too weak: This is a very common password")
     (tmp_path / "pw").write_text("c1c1c1c1c1c1")
-    clean_failure(gridveil("customer", "create", "c1", "--password-file", str(tmp_path / "pw"),
-                           "--out-dir", str(tmp_path)), "too weak")
-    assert not (tmp_path / "c1.json").exists()
+    clean_failure(gridveil(*activate, "--password-file", str(tmp_path / "pw")), "too weak")
     clean_failure(gridveil("holder", "import-key", str(tmp_path / "keys" / f"{kid}.utility"
                                                         ".sealed.json"), "--pub", str(pub),
                            home=tmp_path / "hu", env={"GRIDVEIL_HOLDER_PASSPHRASE": "nope nope"
@@ -181,12 +182,6 @@ def test_provision_never_prints_secrets(tmp_path):
     gw = tmp_path / "gw"
     gridveil("gateway", "init", "--port", "5999", "--paillier-pub", str(pub), *epoch_args(tmp_path),
              home=gw, env=GW)
-    (tmp_path / "pw").write_text("a customer password")
-    r = gridveil("customer", "create", "c1", "--password-file", str(tmp_path / "pw"),
-                 "--out-dir", str(tmp_path))
-    assert r.returncode == 0, r.stderr
-    assert "a customer password" not in (tmp_path / "c1.json").read_text()
-    assert gridveil("gateway", "customer-add", str(tmp_path / "c1.json"), home=gw).returncode == 0
     r = gridveil("provision", "m1", "--neighbourhood", "north", "--customer", "c1", home=gw,
                  env=GW)
     assert r.returncode == 0, r.stderr

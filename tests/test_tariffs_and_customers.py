@@ -112,7 +112,7 @@ def test_gateway_holds_nothing_that_opens_customer_copies(tou_system):
     st = s.store(readonly=True)
     cols = [r[1] for r in st.db.execute("PRAGMA table_info(customers)")]
     st.close()
-    assert cols == ["customer_id", "public_key"]
+    assert cols == ["customer_id", "public_key", "meters"]
 
 
 def test_clients_refuse_weakened_key_derivation():

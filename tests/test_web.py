@@ -28,7 +28,7 @@ from helpers.system import System
 
 from common import customer, tls
 from common.tariff import Rule, Tariff
-from host_tools import demo, groundtruth
+from host_tools import customer_export, demo, groundtruth
 from mdms.web import HOME_PAGE, ROLE_MATRIX, ROLES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -528,7 +528,7 @@ def test_guardian_decides_at_its_own_desk(site, browser, size):
 
 def test_customer_portal_decrypts_in_the_browser(site, browser):
     s = site["system"]
-    kf = json.loads((s.exchange / "customers" / "c03.json").read_text())
+    kf = customer_export.fetch(site["url"], site["ca"], "c03", demo.DEMO_PASSWORD)
     verifier, wrap_key = customer.derive_keys(demo.DEMO_PASSWORD, "c03",
                                               *customer.kdf_params(kf["kdf"]))
     log_start = site["log"].stat().st_size
@@ -721,19 +721,37 @@ def test_password_change_and_recovery_happen_in_the_browser(site, browser, size,
     assert "Traceback" not in site["log"].read_text()
 
 
-def test_a_new_household_sees_what_to_expect_not_empty_axes(site, browser, tmp_path):
-    """A customer enrolled before their meter has reported: words, not a
-    chart from -1 to 6."""
-    from host_tools import provision
-
+def test_a_household_activates_in_the_browser_then_sees_what_to_expect(site, browser):
+    """A household new to the guardian, with its letter (household id, meter,
+    one-time code): the browser makes its keys, signs its consent and proves
+    the code; the guardian then counts its meter and binds its sealing key.
+    Before its meter has reported it sees words, not a chart from -1 to 6."""
     s = site["system"]
-    path, _ = provision.create_customer("c99", demo.DEMO_PASSWORD, tmp_path / "c99.json")
-    assert s.cli(s.mdms, "mdms", "customer-add", str(path)).returncode == 0
+    out = s.cli(s.holders["guardian"], "holder", "enroll", "m99", "--household", "c99").stdout
+    code = re.search(r"activation code for household c99: (\S+)", out).group(1)
     page = browser.new_page(ignore_https_errors=True)
-    errors = []
+    errors, sent = [], []
     page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("request", lambda r: sent.append(r.post_data or "") if r.method == "POST" else 0)
     page.goto(site["url"] + "/portal")
-    page.fill("#customer", "c99")
+    page.click("#first-time")
+    page.fill("#ac-customer", "c99")
+    page.fill("#ac-code", code)
+    page.click("#ac-look")
+    page.wait_for_selector("#ac-meters-box:not([hidden])")
+    assert "m99" in page.inner_text("#ac-meters")
+    _accessible_and_fits(page, ("desktop", "portal activation"))
+    page.check("#ac-mine")
+    page.fill("#ac-new", demo.DEMO_PASSWORD)
+    page.fill("#ac-repeat", demo.DEMO_PASSWORD)
+    page.click("#activate-form button[type=submit]")
+    page.wait_for_selector("#ac-code-box:not([hidden])", timeout=60000)
+    recovery = page.inner_text("#ac-recovery")
+    assert re.fullmatch(r"[A-Z2-7]{4}(-[A-Z2-7]{4}){5}-[A-Z2-7]{2}", recovery)
+    # The code and the password never left the page; the consent did.
+    assert not any(code in b or demo.DEMO_PASSWORD in b for b in sent)
+    (binding,) = [b for b in s.authority().guardian.bindings() if b["household"] == "c99"]
+    assert binding["meters"] == ["m99"]
     page.fill("#password", demo.DEMO_PASSWORD)
     page.click("#portal-login button")
     page.wait_for_selector("body[data-ready=yes]", timeout=60000)
@@ -742,6 +760,18 @@ def test_a_new_household_sees_what_to_expect_not_empty_axes(site, browser, tmp_p
     assert "No bill has been released" in page.inner_text("#no-bills")
     assert page.locator("svg").count() == 0 and errors == []
     _accessible_and_fits(page, ("desktop", "portal with no readings"))
+    # A second meter the guardian enrolls later waits for this household's word.
+    s.cli(s.holders["guardian"], "holder", "enroll", "m98", "--household", "c99")
+    page.goto(site["url"] + "/portal")
+    page.fill("#customer", "c99")
+    page.fill("#password", demo.DEMO_PASSWORD)
+    page.click("#portal-login button")
+    page.wait_for_selector("#confirm-card:not([hidden])", timeout=60000)
+    assert "m98" in page.inner_text("#confirm-meters")
+    page.click("#confirm-yes")
+    page.wait_for_selector("#confirm-status:has-text('Confirmed')", timeout=60000)
+    (binding,) = [b for b in s.authority().guardian.bindings() if b["household"] == "c99"]
+    assert binding["meters"] == ["m98", "m99"]
     page.close()
 
 
@@ -830,7 +860,8 @@ def test_login_verifier_is_not_the_wrapping_key(site, browser):
     """What the browser sends is the HKDF login label's output: the same as
     the Python client derives, and never the wrapping key, whatever salt
     the server hands out (there is one salt; the labels are the client's)."""
-    kf = json.loads((site["system"].exchange / "customers" / "c05.json").read_text())
+    kf = customer_export.fetch(site["url"], site["ca"], "c05", demo.DEMO_PASSWORD)
+    kf["customer_id"] = "c05"
     salt, iterations = customer.kdf_params(kf["kdf"])
     verifier, wrap_key = customer.derive_keys(demo.DEMO_PASSWORD, "c05", salt, iterations)
     assert verifier != wrap_key

@@ -1,9 +1,11 @@
 // The household's account, with the keys portal.js derives (window.GVKeys):
-// changing the password re-wraps the private key here, in the browser; a
-// forgotten password is recovered with the recovery code alone, which then
-// is replaced by a new one, shown once. The server only ever receives
-// verifiers and wrapped keys: it cannot reset a password, because it never
-// had the key the password protects.
+// activation makes the household's keys here and signs its consent to its
+// meters (the guardian's one-time code proven, never sent); changing the
+// password re-wraps the private keys here, in the browser; a forgotten
+// password is recovered with the recovery code alone, which then is
+// replaced by a new one, shown once. The server only ever receives
+// verifiers, public keys, signatures and wrapped keys: it cannot reset a
+// password, because it never had the keys the password protects.
 (function () {
   const $ = (id) => document.getElementById(id);
   const MIN_PASSWORD = 12;
@@ -22,7 +24,9 @@
     return [r.ok, await r.json().catch(() => ({}))];
   }
 
-  function loggedIn(customer, params, csrf, wrapped) {
+  function loggedIn(customer, params, csrf, data, wrapKey) {
+    let held = { wrapped_private_key: data.wrapped_private_key,
+                 wrapped_signing_key: data.wrapped_signing_key };
     const form = $("password-form");
     form.onsubmit = async (ev) => {
       ev.preventDefault();
@@ -33,16 +37,17 @@
         say("pw-status", "Checking your current password…");
         const K = window.GVKeys;
         const current = await K.deriveKeys(old, customer, params);
-        let pkcs8;
-        try { pkcs8 = await K.unwrapKey(wrapped, current.wrapKey, customer); }
+        let keys;
+        try { keys = await K.unwrapBoth(held, current.wrapKey, customer); }
         catch (e) { say("pw-status", "Your current password is not right."); return; }
-        say("pw-status", "Locking your key under the new password…");
-        const fresh = await K.passwordSecrets(a, customer, pkcs8);
+        say("pw-status", "Locking your keys under the new password…");
+        const fresh = await K.passwordSecrets(a, customer, keys);
         const [ok, answer] = await post("/api/portal/password",
           { old_verifier: K.b64e(current.verifier), ...fresh }, csrf);
         if (!ok) { say("pw-status", answer.error || "The password was not changed."); return; }
         params = fresh.kdf;
-        wrapped = fresh.wrapped_private_key;
+        held = fresh;
+        wrapKey = (await K.deriveKeys(a, customer, params)).wrapKey;
         for (const id of ["pw-current", "pw-new", "pw-repeat"]) $(id).value = "";
         say("pw-status", "Password changed. Use the new one from now on; your recovery code stays the same.");
       } catch (e) {
@@ -50,6 +55,26 @@
       }
     };
     form.querySelector("fieldset").disabled = false;
+
+    // Meters the guardian enrolled since: confirmed only with this household's key.
+    const waiting = data.to_confirm || [];
+    $("confirm-card").hidden = waiting.length === 0 || !data.wrapped_signing_key;
+    $("confirm-meters").textContent = waiting.join(", ");
+    $("confirm-yes").onclick = async () => {
+      try {
+        const K = window.GVKeys;
+        say("confirm-status", "Signing with your household's key…");
+        const keys = await K.unwrapBoth(held, wrapKey, customer);
+        const consent = await K.signConsent(customer, waiting, keys.sign, K.b64d(data.signing_public_key),
+                                            K.b64d(data.public_key));
+        const [ok, answer] = await post("/api/portal/consent", { consent }, csrf);
+        say("confirm-status", ok ? `Confirmed: ${answer.meters.join(", ")} count as yours.`
+          : answer.error || "Nothing was confirmed.");
+        $("confirm-yes").disabled = ok;
+      } catch (e) {
+        say("confirm-status", "Nothing was confirmed: " + e.message);
+      }
+    };
   }
 
   // Recovery, from the login card.
@@ -63,17 +88,17 @@
     if (problem) { say("rc-status", problem); return; }
     try {
       const K = window.GVKeys;
-      say("rc-status", "Opening your key with the recovery code…");
+      say("rc-status", "Opening your keys with the recovery code…");
       const held = await (await fetch("/api/portal/recovery?customer=" + encodeURIComponent(customer))).json();
-      const keys = await K.recoveryKeys(code, customer, K.b64d(held.salt));
-      let pkcs8;
-      try { pkcs8 = await K.unwrapKey(held.wrapped_private_key, keys.wrapKey, customer); }
+      const rk = await K.recoveryKeys(code, customer, K.b64d(held.salt));
+      let keys;
+      try { keys = await K.unwrapBoth(held, rk.wrapKey, customer); }
       catch (e) { say("rc-status", "That customer id and recovery code do not open a key."); return; }
-      say("rc-status", "Locking your key under the new password…");
-      const fresh = await K.passwordSecrets(a, customer, pkcs8);
-      const next = await K.recoverySecrets(customer, pkcs8);
+      say("rc-status", "Locking your keys under the new password…");
+      const fresh = await K.passwordSecrets(a, customer, keys);
+      const next = await K.recoverySecrets(customer, keys);
       const [ok, answer] = await post("/api/portal/recover", {
-        customer, recovery_verifier: K.b64e(keys.verifier), ...fresh, recovery: next.recovery });
+        customer, recovery_verifier: K.b64e(rk.verifier), ...fresh, recovery: next.recovery });
       if (!ok) { say("rc-status", answer.error || "Nothing was changed."); return; }
       for (const id of ["rc-code", "rc-new", "rc-repeat"]) $(id).value = "";
       say("rc-status", "");
@@ -85,6 +110,49 @@
     }
   };
   $("recover-form").querySelector("fieldset").disabled = false;
+
+  // Activation, from the login card: the guardian's letter in hand.
+  let asked = [];
+  $("first-time").onclick = () => { $("activate-card").hidden = false; $("ac-customer").focus(); };
+  $("ac-look").onclick = async () => {
+    const customer = $("ac-customer").value.trim();
+    const r = await fetch("/api/portal/activation?customer=" + encodeURIComponent(customer));
+    const answer = await r.json().catch(() => ({}));
+    if (!r.ok) { say("ac-status", answer.error || "No activation waits for that household."); return; }
+    asked = answer.to_confirm;
+    say("ac-meters", `Meters to confirm: ${asked.join(", ")}. Compare them with your letter.`);
+    $("ac-meters-box").hidden = false;
+    say("ac-status", "");
+  };
+  $("activate-form").onsubmit = async (ev) => {
+    ev.preventDefault();
+    const customer = $("ac-customer").value.trim(), code = $("ac-code").value;
+    const a = $("ac-new").value, b = $("ac-repeat").value;
+    const problem = newPassword(a, b) || (asked.length ? "" : "Show the meters to confirm first.");
+    if (problem) { say("ac-status", problem); return; }
+    try {
+      const K = window.GVKeys;
+      say("ac-status", "Making your keys on this device…");
+      const keys = await K.newKeys();
+      const fresh = await K.passwordSecrets(a, customer, keys);
+      const next = await K.recoverySecrets(customer, keys);
+      const consent = await K.signConsent(customer, asked, keys.sign, keys.signPub, keys.sealPub, code);
+      say("ac-status", "Sending your consent to your privacy guardian…");
+      const [ok, answer] = await post("/api/portal/activate", {
+        customer, ...fresh, public_key: K.b64e(keys.sealPub), signing_public_key: K.b64e(keys.signPub),
+        recovery: next.recovery, consent });
+      if (!ok) { say("ac-status", answer.error || "Your household was not activated."); return; }
+      for (const id of ["ac-code", "ac-new", "ac-repeat"]) $(id).value = "";
+      say("ac-status", "");
+      $("activate-form").hidden = true;
+      $("ac-recovery").textContent = next.code;
+      $("ac-code-box").hidden = false;
+      $("customer").value = customer;
+    } catch (e) {
+      say("ac-status", "Your household was not activated: " + e.message);
+    }
+  };
+  $("activate-form").querySelector("fieldset").disabled = false;
 
   window.GVAccount = { loggedIn };
 })();

@@ -81,15 +81,67 @@
     return { alg: "AES-GCM", nonce: b64e(nonce), ciphertext: b64e(ct) };
   }
 
-  // A new password: a fresh salt, the floor's iterations, the key wrapped
-  // anew and unwrapped once more before anything is sent.
-  async function passwordSecrets(password, customer, pkcs8) {
+  // A new password: a fresh salt, the floor's iterations, the keys wrapped
+  // anew and unwrapped once more before anything is sent. `keys`: the
+  // PKCS#8 of the sealing key and, for accounts that have one, the signing key.
+  async function passwordSecrets(password, customer, keys) {
     const kdf = { name: KDF_NAME, iterations: MIN_ITERATIONS,
                   salt: b64e(crypto.getRandomValues(new Uint8Array(16))) };
     const { verifier, wrapKey } = await deriveKeys(password, customer, kdf);
-    const wrapped = await wrapKeyWith(pkcs8, wrapKey, customer);
-    await unwrapKey(wrapped, wrapKey, customer);
-    return { kdf, wrapped_private_key: wrapped, verifier: b64e(verifier) };
+    const out = { kdf, verifier: b64e(verifier), ...await wrapBoth(keys, wrapKey, customer) };
+    await unwrapKey(out.wrapped_private_key, wrapKey, customer);
+    return out;
+  }
+  async function wrapBoth(keys, wrapKey, customer) {
+    const out = { wrapped_private_key: await wrapKeyWith(keys.seal, wrapKey, customer) };
+    if (keys.sign) out.wrapped_signing_key = await wrapKeyWith(keys.sign, wrapKey, customer);
+    return out;
+  }
+  async function unwrapBoth(held, wrapKey, customer) {
+    const keys = { seal: await unwrapKey(held.wrapped_private_key, wrapKey, customer) };
+    if (held.wrapped_signing_key) keys.sign = await unwrapKey(held.wrapped_signing_key, wrapKey, customer);
+    return keys;
+  }
+
+  // The household's consent (common/consent.py): ECDSA P-256 over
+  // "gridveil-consent-v1|household|meters|SHA-256(signing key)|SHA-256(sealing key)",
+  // and at activation an HMAC of it under the key the letter's code stands for.
+  const hex = (buf) => [...new Uint8Array(buf)].map((b) => b.toString(16).padStart(2, "0")).join("");
+  async function statement(customer, meters, signPub, sealPub) {
+    const h = async (b) => hex(await crypto.subtle.digest("SHA-256", b));
+    return enc.encode(["gridveil-consent-v1", customer, [...meters].sort().join(","),
+                       await h(signPub), await h(sealPub)].join("|"));
+  }
+  async function signConsent(customer, meters, signPkcs8, signPub, sealPub, code) {
+    const st = await statement(customer, meters, signPub, sealPub);
+    const key = await crypto.subtle.importKey("pkcs8", signPkcs8, { name: "ECDSA", namedCurve: "P-256" },
+                                              false, ["sign"]);
+    const out = { household: customer, meters: [...meters].sort(), sign_pub: b64e(signPub),
+                  seal_pub: b64e(sealPub),
+                  signature: b64e(await crypto.subtle.sign({ name: "ECDSA", hash: "SHA-256" }, key, st)) };
+    if (code) {
+      const ikm = code.toUpperCase().replace(/[-\s]/g, "");
+      const base = await crypto.subtle.importKey("raw", enc.encode(ikm), "HKDF", false, ["deriveKey"]);
+      const mac = await crypto.subtle.deriveKey(
+        { name: "HKDF", hash: "SHA-256", salt: new Uint8Array(0),
+          info: enc.encode("gridveil-activation-v1|" + customer) },
+        base, { name: "HMAC", hash: "SHA-256", length: 256 }, false, ["sign"]);
+      out.proof = b64e(await crypto.subtle.sign("HMAC", mac, st));
+    }
+    return out;
+  }
+  // The household's two key pairs, made here: RSA-OAEP for its sealed
+  // readings, ECDSA P-256 for its consents.
+  async function newKeys() {
+    const seal = await crypto.subtle.generateKey(
+      { name: "RSA-OAEP", modulusLength: 3072, publicExponent: new Uint8Array([1, 0, 1]), hash: "SHA-256" },
+      true, ["encrypt", "decrypt"]);
+    const sign = await crypto.subtle.generateKey({ name: "ECDSA", namedCurve: "P-256" }, true,
+                                                 ["sign", "verify"]);
+    return { seal: await crypto.subtle.exportKey("pkcs8", seal.privateKey),
+             sign: await crypto.subtle.exportKey("pkcs8", sign.privateKey),
+             sealPub: await crypto.subtle.exportKey("spki", seal.publicKey),
+             signPub: await crypto.subtle.exportKey("spki", sign.publicKey) };
   }
 
   // Recovery codes: 128 random bits as 26 base32 letters (common/customer.py).
@@ -113,14 +165,14 @@
                                                   ["encrypt", "decrypt"]);
     return { verifier, wrapKey };
   }
-  async function recoverySecrets(customer, pkcs8) {
+  async function recoverySecrets(customer, keys) {
     const code = newRecoveryCode(), salt = crypto.getRandomValues(new Uint8Array(16));
     const { verifier, wrapKey } = await recoveryKeys(code, customer, salt);
-    const wrapped = await wrapKeyWith(pkcs8, wrapKey, customer);
-    return { code, recovery: { salt: b64e(salt), wrapped_private_key: wrapped, verifier: b64e(verifier) } };
+    return { code, recovery: { salt: b64e(salt), verifier: b64e(verifier),
+                               ...await wrapBoth(keys, wrapKey, customer) } };
   }
-  window.GVKeys = { b64d, b64e, deriveKeys, unwrapKey, passwordSecrets, recoveryKeys,
-                    recoverySecrets };
+  window.GVKeys = { b64d, b64e, deriveKeys, unwrapKey, unwrapBoth, passwordSecrets,
+                    recoveryKeys, recoverySecrets, newKeys, signConsent };
 
   async function decryptAll(data, wrapKey) {
     const pkcs8 = await unwrapKey(data.wrapped_private_key, wrapKey, data.customer);
@@ -174,7 +226,7 @@
       };
       status("Fetching your sealed readings…");
       const data = await (await fetch("/api/portal/data")).json();
-      window.GVAccount.loggedIn(customer, params, csrf, data.wrapped_private_key);  // account.js
+      window.GVAccount.loggedIn(customer, params, csrf, data, wrapKey);  // account.js
       status("Decrypting on this device…");
       render(customer, data, await decryptAll(data, wrapKey));
     } catch (e) {

@@ -5,15 +5,21 @@ No process here ever holds both shares: the test talks HTTP only."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import re
 import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
 from authority.client import Authority, HolderClient, token_hash
-from common import records, signing
+from common import consent, records, signing
 from common.files import read_json, write_json
 from gateway import seal as seal_mod
 from gateway.config import GatewayConfig, GatewayHome
@@ -34,7 +40,21 @@ def gridveil(home: Path, *args: str, env: dict | None = None, check: bool = True
     return r
 
 
+@functools.cache
+def seal_pub() -> bytes:
+    """One sealing key for every test household (RSA-3072 takes a second to make)."""
+    return consent.spki(rsa.generate_private_key(public_exponent=65537,
+                                                 key_size=3072).public_key())
+
+
+_TEMPLATES: dict[tuple, tuple[Path, dict, str, list]] = {}
+
+
 class Holders:
+    """Two key holders (or a single one) as the tests need them. Making them
+    is a dozen `gridveil` commands and a key ceremony; each test gets a
+    copy of ones made once per configuration in this test process."""
+
     def __init__(self, base: Path, single: bool = False, k: int = 5, bits: int = 512,
                  billing: str = "days", dp: str | dict = "off", standing: bool = True):
         self.base = Path(base)
@@ -42,11 +62,29 @@ class Holders:
         self.roles = ("single",) if single else ("guardian", "utility")
         self.bits = bits
         self.homes = {r: self.base / f"holder-{r}" for r in self.roles}
-        self.env = {r: {PASS_ENV: secrets.token_urlsafe(16)} for r in self.roles}
         self.exchange = self.base / "exchange"
-        self.token = secrets.token_urlsafe(24)
         self.procs: dict[str, subprocess.Popen] = {}
         self.urls: dict[str, str] = {}
+        self.codes: dict[str, str] = {}  # household -> the activation code the guardian printed
+        self.to_consent: dict[str, str] = {}  # meter -> household, consent to come
+        self.household_keys: dict[str, object] = {}  # household -> its consent key
+        config = (single, k, bits, billing, json.dumps(dp, sort_keys=True), standing)
+        if config not in _TEMPLATES:
+            made = Holders.__new__(Holders)
+            made.__dict__.update(self.__dict__)
+            made._make(Path(tempfile.mkdtemp(prefix="holders-")), k, billing, dp, standing)
+            _TEMPLATES[config] = (made.base, made.env, made.token, made.key_ids)
+        template, env, self.token, key_ids = _TEMPLATES[config]
+        self.env = {r: dict(v) for r, v in env.items()}
+        self.key_ids = list(key_ids)
+        shutil.copytree(template, self.base, dirs_exist_ok=True)
+
+    def _make(self, base: Path, k: int, billing: str, dp, standing: bool) -> None:
+        self.base = base
+        self.homes = {r: base / f"holder-{r}" for r in self.roles}
+        self.exchange = base / "exchange"
+        self.env = {r: {PASS_ENV: secrets.token_urlsafe(16)} for r in self.roles}
+        self.token = secrets.token_urlsafe(24)
         for r in self.roles:
             gridveil(self.homes[r], "holder", "init", "--role", r, "--k", str(k), "--billing",
                      billing, "--dp", dp if isinstance(dp, str) else dp.get(r, "off"),
@@ -97,12 +135,35 @@ class Holders:
         p = self.homes[role] / "policy.json"
         write_json(p, {**read_json(p, "policy"), **changes})
 
-    def enroll(self, meters: dict[str, str], roles=None) -> None:
-        """Meters, each bound to a household, at these holders (default all)."""
+    def enroll(self, meters: dict[str, str], roles=None, consent: bool = True) -> None:
+        """Meters, each bound to a household, at these holders (default all);
+        with `consent`, each household then activates (or consents) at the
+        guardian's holder, as its own device would, once the holders serve."""
         f = self.exchange / "enroll.json"
         f.write_text(json.dumps(meters))
         for r in roles or self.roles:
-            gridveil(self.homes[r], "holder", "enroll", "--file", str(f))
+            out = gridveil(self.homes[r], "holder", "enroll", "--file", str(f)).stdout
+            if r == self.signer:
+                self.codes.update(re.findall(r"^activation code for household (\S+): (\S+)",
+                                             out, re.M))
+                if consent:
+                    self.to_consent.update(meters)
+        if self.procs:
+            self.consent_all()
+
+    def consent_all(self) -> None:
+        """Each household's device consents to its waiting meters."""
+        by_house: dict[str, list[str]] = {}
+        for m, h in self.to_consent.items():
+            by_house.setdefault(h, []).append(m)
+        client = self.client(self.signer)
+        for h, ms in by_house.items():
+            key = self.household_keys.setdefault(h, ec.generate_private_key(ec.SECP256R1()))
+            if h in self.codes:
+                client.activate(consent.sign(key, h, ms, seal_pub(), self.codes.pop(h)))
+            else:
+                client.consent(consent.sign(key, h, ms, seal_pub()))
+        self.to_consent.clear()
 
     def trust(self, gateway_id: str, pub: Path) -> None:
         for r in self.roles:
@@ -118,6 +179,7 @@ class Holders:
             line = p.stdout.readline().decode()
             assert line.startswith("READY"), (self.base / f"{r}.log").read_text()
             self.procs[r], self.urls[r] = p, line.split()[1]
+        self.consent_all()
         return self.authority()
 
     def client(self, role: str) -> HolderClient:
@@ -129,9 +191,9 @@ class Holders:
 
     def log(self, role: str) -> list[tuple[int, str]]:
         """(granted, "granted" or the refusal's code) of each release decision
-        (the guardian's own decisions and revocations left out)."""
+        (the guardian's decisions and the enrollments left out)."""
         return [(e["granted"], "granted" if e["granted"] else e["reason"].split(":")[0])
-                for e in self.client(role).log() if e["kind"] not in ("decision", "revoke")]
+                for e in self.client(role).log() if e["kind"] in ("aggregate", "bill")]
 
     def stop(self) -> None:
         for p in self.procs.values():

@@ -57,6 +57,7 @@ class System(Site):
                 self.start(h, "holder", "serve", "--port", str(h.port))
         if self.mdms.proc is None:
             self.start(self.mdms, "mdms", "serve", "--port", str(self.mdms.port))
+        self.activate_households()
 
     def start_gateway(self) -> None:
         self.ensure_services()
