@@ -46,6 +46,16 @@ def cmd_activate(args):
           " from the password; it is shown only now)")
 
 
+def cmd_confirm(args):
+    from . import customer_export
+
+    meters = customer_export.confirm(args.mdms, args.ca, args.household,
+                                     _password(args, args.household),
+                                     args.meters.split(",") if args.meters else None)
+    print(f"household {args.household} consented to meter(s) {', '.join(meters)}: signed here,"
+          " with the key made at activation")
+
+
 def cmd_export(args):
     from . import customer_export
 
@@ -90,6 +100,15 @@ def register(subparsers) -> None:
     x.add_argument("--password-file", help=f"file with the new password (or ${PASSWORD_ENV};"
                                            " else asked for on a terminal)")
     x.set_defaults(func=cmd_activate)
+    x = sub(s, "confirm", "consent to meters the guardian enrolled for your household since")
+    x.add_argument("household")
+    x.add_argument("--mdms", required=True, help="the portal's address, e.g. https://mdms:8443")
+    x.add_argument("--ca", help="the portal's certificate or CA, for https")
+    x.add_argument("--meters", help="the meters you expect, comma-separated: nothing else is"
+                                    " signed for")
+    x.add_argument("--password-file", help=f"file with the password (or ${PASSWORD_ENV};"
+                                           " else asked for on a terminal)")
+    x.set_defaults(func=cmd_confirm)
     x = sub(s, "export", "log in to the portal and decrypt your own readings here")
     x.add_argument("customer_id")
     x.add_argument("--mdms", required=True, help="the portal's address, e.g. https://mdms:8443")

@@ -28,10 +28,12 @@ def _opener(ca_file):
     return urllib.request.build_opener(*handlers)
 
 
-def _call(opener, url: str, body: dict | None = None) -> dict:
+def _call(opener, url: str, body: dict | None = None, csrf: str | None = None) -> dict:
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json",
-                                                           "Accept": "application/json"})
+    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    if csrf:
+        headers["X-CSRF-Token"] = csrf
+    req = urllib.request.Request(url, data=data, headers=headers)
     try:
         with opener.open(req, timeout=60) as r:
             return json.loads(r.read())
@@ -50,8 +52,13 @@ def fetch(mdms_url: str, ca_file, customer_id: str, password: str) -> dict:
 
 
 def _fetch(mdms_url: str, ca_file, customer_id: str, password: str) -> tuple[dict, bytes]:
-    """The portal data and the wrapping key, from one key derivation (600,000
-    PBKDF2 iterations are the slow part; the browser does them once too)."""
+    return _session(mdms_url, ca_file, customer_id, password)[:2]
+
+
+def _session(mdms_url: str, ca_file, customer_id: str, password: str):
+    """(the portal data, the wrapping key, a function posting in the session)
+    from one key derivation (600,000 PBKDF2 iterations are the slow part;
+    the browser does them once too)."""
     base = mdms_url.rstrip("/")
     opener = _opener(ca_file)
     p = _call(opener, f"{base}/api/portal/params?" +
@@ -60,9 +67,14 @@ def _fetch(mdms_url: str, ca_file, customer_id: str, password: str) -> tuple[dic
     # customer.kdf_params refuses weak parameters before any verifier exists.
     salt, iterations = customer.kdf_params(p)
     verifier, wrap_key = customer.derive_keys(password, customer_id, salt, iterations)
-    _call(opener, f"{base}/api/portal/login",
-          {"customer": customer_id, "verifier": base64.b64encode(verifier).decode()})
-    return _call(opener, f"{base}/api/portal/data"), wrap_key
+    csrf = _call(opener, f"{base}/api/portal/login",
+                 {"customer": customer_id,
+                  "verifier": base64.b64encode(verifier).decode()}).get("csrf")
+
+    def post(path: str, body: dict) -> dict:
+        return _call(opener, base + path, body, csrf)
+
+    return _call(opener, f"{base}/api/portal/data"), wrap_key, post
 
 
 def readings(mdms_url: str, ca_file, customer_id: str, password: str) -> list[list]:
@@ -167,3 +179,31 @@ def activate(mdms_url: str, ca_file, household: str, code: str, password: str,
                      "verifier": base64.b64encode(new.recovery_verifier).decode()},
         "consent": consent.sign(new.sign_key, household, asked, seal_pub, code)})
     return asked, new.recovery_code
+
+
+def confirm(mdms_url: str, ca_file, household: str, password: str,
+            meters: list[str] | None = None) -> list[str]:
+    """A household's consent to meters the guardian enrolled for it since
+    it activated, without a browser: signed here with its own key (unwrapped
+    here with its password). `meters`: the ones it expects; anything else
+    waiting is refused here. Returns the meters it now consented to."""
+    from common import consent
+
+    d, wrap_key, post = _session(mdms_url, ca_file, household, password)
+    asked = sorted(d.get("to_confirm") or [])
+    if not asked:
+        raise ConfigError(f"no meter waits for {household}'s consent")
+    if meters is not None and not set(asked) <= set(meters):
+        raise ConfigError(f"the portal asks consent for {asked}, not only for {sorted(meters)}:"
+                          " not signing")
+    try:
+        if not d.get("signing_public_key"):
+            raise KeyError("signing_public_key")
+        seal_pub = base64.b64decode(d["public_key"])
+    except (KeyError, TypeError, ValueError):
+        raise ConfigError("this account holds no consent key (made before consents): activate"
+                          " again with a code from the guardian") from None
+    key = customer.unwrap({"customer_id": household, "wrapped_private_key":
+                           d.get("wrapped_signing_key")}, wrap_key)
+    return post("/api/portal/consent",
+                {"consent": consent.sign(key, household, asked, seal_pub)})["meters"]

@@ -52,18 +52,18 @@ def one_size(base: Path, files: list[Path], n: int, bits: int, progress=print) -
     cfg = gw.home / "gateway.json"
     c = json.loads(cfg.read_text())
     cfg.write_text(json.dumps({**c, "seal_every_s": 10**6}))
-    meters = fleetbench.provision_fleet(site, n, PER_NEIGHBOURHOOD,
-                                        customers=sorted(site.customers.values()))
-    enrollment = site.exchange / "fleet-enrollment.json"
-    enrollment.write_text(json.dumps({m: f"h{m[1:]}" for m, _ in meters}))
-    for h in site.holders.values():
-        site.gridveil(h, "holder", "enroll", "--file", str(enrollment))
+    customers = sorted(site.customers.values())
+    meters = fleetbench.provision_fleet(site, n, PER_NEIGHBOURHOOD, customers=customers)
     out = {"meters": n, "neighbourhoods": (n + PER_NEIGHBOURHOOD - 1) // PER_NEIGHBOURHOOD}
     start = _timed(site, site.mdms, "--help")[0]  # a process start, to subtract
     try:
         for h in site.holders.values():
             site.start(h, "holder", "serve", "--port", str(h.port))
         site.start(site.mdms, "mdms", "serve", "--port", str(site.mdms.port))
+        site.activate_households()
+        # The fleet's meters belong to the sample households, dealt round-robin
+        # as provision_fleet deals them: each household consents to its own.
+        site.enroll_more({m: customers[i % len(customers)] for i, (m, _) in enumerate(meters)})
         progress(f"scaling: {n} meters: one day each, all at once ...")
         day = [fleetbench.day_payloads(files, i, 8) for i in range(n)]
         site.start(gw, "gateway", "run")

@@ -340,11 +340,7 @@ class Site:
         enrollment = self.exchange / "enrollment.json"
         enrollment.write_text(json.dumps(self.households))
         for h in self.holders.values():
-            out = self.gridveil(h, "holder", "enroll", "--file", str(enrollment))
-            for household, code in re.findall(r"^activation code for household (\S+): (\S+)",
-                                              out, re.M):
-                write_atomic(self.letters / f"{household}.txt", (code + "\n").encode(),
-                             secret=True)
+            self._letters(self.gridveil(h, "holder", "enroll", "--file", str(enrollment)))
         for gid, specs in plan.items():
             g = self.gateways[gid]
             batch = self.exchange / f"{gid}.meters.json"
@@ -358,30 +354,53 @@ class Site:
         guardian's holder must serve): its keys made on its side, its consent
         signed there, the letter's code proven; then every gateway takes the
         guardian's signed bindings (the households' sealing keys). Once."""
-        if self.activated:
-            return
+        if not self.activated:
+            self._consent(self.households)
+            self.activated = True
+
+    def enroll_more(self, meters: dict[str, str]) -> None:
+        """Meters provisioned after set-up (the benches' fleets), each for its
+        household: enrolled at both holders, then consented to by their
+        households through the portal, as activate_households does."""
+        enrollment = self.exchange / "more-enrollment.json"
+        enrollment.write_text(json.dumps(meters))
+        for h in self.holders.values():
+            self._letters(self.gridveil(h, "holder", "enroll", "--file", str(enrollment)))
+        self.households.update(meters)
+        self._consent(meters)
+
+    def _letters(self, enroll_output: str) -> None:
+        for household, code in re.findall(r"^activation code for household (\S+): (\S+)",
+                                          enroll_output, re.M):
+            write_atomic(self.letters / f"{household}.txt", (code + "\n").encode(), secret=True)
+
+    def _consent(self, meters: dict[str, str]) -> None:
+        """Each household of `meters` consents to its meters in them: a new
+        one activates with its letter's code (and its recovery code is kept,
+        as it would write it down), one that has already confirms."""
         mine: dict[str, list[str]] = {}
-        for m, h in self.households.items():
+        for m, h in meters.items():
             mine.setdefault(h, []).append(m)
         ca = ["--ca", str(self.mdms_ca())] if self.tls else []
 
-        def activate(household: str) -> tuple[str, str]:
-            out = self.gridveil(None, "customer", "activate", household, "--mdms", self.mdms.url,
-                                *ca, "--code-file", str(self.letters / f"{household}.txt"),
-                                "--meters", ",".join(mine[household]),
+        def consent(household: str):
+            new = household not in self.recovery_codes
+            out = self.gridveil(None, "customer", "activate" if new else "confirm", household,
+                                "--mdms", self.mdms.url, *ca, "--meters",
+                                ",".join(mine[household]),
+                                *(["--code-file", str(self.letters / f"{household}.txt")]
+                                  if new else []),
                                 env={"GRIDVEIL_CUSTOMER_PASSWORD": DEMO_PASSWORD},
                                 home=self.letters)
-            return household, re.search(r"^recovery code for \S+: (\S+)", out, re.M).group(1)
+            code = re.search(r"^recovery code for \S+: (\S+)", out, re.M)
+            return household, code.group(1) if code else self.recovery_codes[household]
 
-        with ThreadPoolExecutor(4) as pool:  # each makes an RSA key: side by side
-            # What each household would have written down; setup_web puts them
-            # in the demo's owner-only accounts file.
-            self.recovery_codes = dict(pool.map(activate, sorted(mine)))
+        with ThreadPoolExecutor(4) as pool:  # each new one makes an RSA key: side by side
+            self.recovery_codes.update(pool.map(consent, sorted(mine)))
         bindings = self.exchange / "bindings"
         self.gridveil(self.mdms, "mdms", "bindings", "--out", str(bindings))
         for g in self.gateways.values():
             self.gridveil(g, "gateway", "customer-add", *sorted(map(str, bindings.iterdir())))
-        self.activated = True
 
     # --- running ----------------------------------------------------------------
     def start_services(self) -> None:

@@ -62,7 +62,7 @@ def test_a_batch_refused_inside_a_group_takes_its_day_key_with_it(pes, tmp_path,
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     der = key.public_key().public_bytes(serialization.Encoding.DER,
                                         serialization.PublicFormat.SubjectPublicKeyInfo)
-    pes.store.add_customer("c3", der)
+    pes.store.add_customer("c3", der, ["m3"])
     gw_home = pes.store.path.parent
     provision.provision_meter(gw_home, "m3", "n", tmp_path / "meters" / "m3", customer_id="c3",
                               passphrase="x" * 12)

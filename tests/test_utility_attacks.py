@@ -10,7 +10,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from helpers.holders import REPO, Gateway, Holders, cents, gridveil, group
+from helpers.holders import CENT, REPO, Gateway, Holders, cents, gridveil, group
 from test_authority import BIG, DAY0, SIX, feed_day, release_demand
 
 from authority.client import Refusal, _item
@@ -483,7 +483,7 @@ def test_ciphertext_lengths_say_nothing_about_consumption(tmp_path):
     der = rsa.generate_private_key(public_exponent=65537, key_size=3072).public_key() \
         .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     for m in meters:  # each meter its own customer
-        gw.store.add_customer(f"c-{m}", der)
+        gw.store.add_customer(f"c-{m}", der, [m])
         gw.store.db.execute("UPDATE meters SET customer=? WHERE meter_id=?", (f"c-{m}", m))
     pes = PES(gw.store, 900)
     for m in meters:
@@ -577,3 +577,77 @@ def test_bills_held_back_for_one_household_difference_nothing_out(tmp_path):
         granted = [e for e in Ledger(holders.homes[role] / "authority.db").entries()
                    if e["kind"] == "bill" and e["granted"]]
         assert [e["subject"] for e in granted] == [f"bills:big:{DAY0}-{DAY0 + 4 * DAY}"]
+
+
+def _tariff(holders, tid: str, prices: dict) -> str:
+    """A tariff the holders approve, within their bounds: band 1 is Monday
+    evening, 18 to 20 h UTC; band 0 the rest of the week."""
+    t = {"id": tid, "version": 1, "utc_offset_min": 0, "bands": {"0": "rest", "1": "monday"},
+         "rules": [{"days": [0], "from_hour": 18, "to_hour": 20, "band": 1}],
+         "default_band": 0, "prices": prices}
+    f = holders.exchange / f"{tid}.json"
+    f.write_text(json.dumps(t))
+    for role in holders.roles:
+        gridveil(holders.homes[role], "holder", "tariff-approve", str(f))
+    return f"{tid}@1"
+
+
+def test_bills_do_not_decode_into_band_totals(tmp_path, umass_files):
+    """Near-equal prices (150,000 and 150,001 µct/Wh, band 1 = Monday 18-20
+    h): a bill exact to the micro-cent is 150,000 x the week's total + the
+    Monday evening's, and both came out exactly for 5 of 5 households. The
+    holders release bills in whole cents, rounded at random by a dither the
+    requester cannot steer, so the same decoding gets neither, for none of
+    them. And the worst spread the bounds allow (1:4) leaves a bill
+    consistent with thousands of Monday-evening totals. Real data: the
+    UMass apartments' week, as 7-day bills."""
+    from common import tariff as tariff_mod
+    from gateway.pes import Reading
+    from host_tools import groundtruth
+
+    holders = Holders(tmp_path)
+    near = _tariff(holders, "near", {"0": 150_000, "1": 150_001})
+    spread = _tariff(holders, "spread", {"0": 50_000, "1": 200_000})
+    houses = {f"a{i}": f.name for i, f in enumerate(umass_files[:5], 1)}
+    gw = Gateway(tmp_path, holders, meters={m: "block" for m in houses})
+    t_near = tariff_mod.parse(json.loads((holders.exchange / "near.json").read_text()))
+    gw.store.add_tariff(t_near)
+    gw.store.db.execute("UPDATE meters SET tariff='near'")
+    pes = PES(gw.store, 900)
+    truth = {}
+    for (m, _), f in zip(houses.items(), umass_files[:5], strict=True):
+        week = groundtruth.interval_energy(f)  # 2016-01-01 to -07: seven whole days
+        assert len(week) == 7 * 96
+        pes.ingest(m, [Reading(j, e, wh, 0) for j, (e, wh) in enumerate(sorted(week.items()))],
+                   None, None)
+        monday = sum(wh for e, wh in week.items() if t_near.band(e - 900) == 1)
+        truth[m] = (sum(week.values()), monday)
+    gw.seal()
+    start = (min(week) - 1) // DAY * DAY
+    auth = holders.start()
+    try:
+        done = auth.release_aggregates([[gw.agg(n, e)] for n, e, *_ in gw.store.sealed_rows()])
+        assert len(done) == 7 * 96 and not any(isinstance(a, Refusal) for a in done)
+        bills = auth.release_bills(["block"], start, start + 7 * DAY,
+                                   group(gw, list(houses), start, start + 7 * DAY, tariff=near))
+    finally:
+        holders.stop()
+
+    def decode(amount):  # total and Monday-evening total, if the bill were exact
+        return amount // 150_000, amount % 150_000
+
+    exact = {m: 150_000 * t + 1 * b for m, (t, b) in truth.items()}
+    assert all(decode(exact[m]) == truth[m] for m in houses)  # the attack, on exact bills
+    for m in houses:
+        assert bills[m] in cents(exact[m])  # within its cent...
+        assert decode(bills[m])[1] != truth[m][1]  # ...and the Monday evening is gone
+    # The worst spread within the bounds: how many Monday-evening totals b1 fit
+    # one released bill, for some week's total? (price 50,000 for the rest,
+    # 200,000 for Monday evening; the bill known to the cent)
+    t, b1 = truth["a1"]
+    bill = (50_000 * (t - b1) + 200_000 * b1) // CENT * CENT
+    fits = [x for x in range(0, 20_000) if any(
+        abs(50_000 * (y - x) + 200_000 * x - bill) < CENT
+        for y in ((bill - 150_000 * x) // 50_000 + d for d in (-1, 0, 1)) if y >= x)]
+    assert len(fits) > 10_000 and b1 in fits
+    assert spread  # approved, within the bounds
