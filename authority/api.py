@@ -2,16 +2,22 @@
 
     GET  /v1/keys        {"keys": {key_id: n}}: public keys, to combine partials
     POST /v1/aggregates  {"decision": {...}, "aggregates": [{"parts": [{"record": b64,
-                          "signature": b64}, ...]}, ...]}: up to 2,000 sums, each
-                         answered or refused on its own: {"results": [...]}
-                         (noise is the holder's policy; a request that asks
-                         for none, or for some, is refused as malformed)
+                          "signature": b64}, ...]}, ...]}: up to 4,000 sums, each
+                         granted or refused on its own (noise is the holder's
+                         policy; a request that asks for none, or for some, is
+                         refused as malformed). Answer: {"results": [{"pack",
+                         "slot", "key_id", "contributors", "noisy"} or
+                         {"refused", "message"}], "packs": [{"kind", "number",
+                         "key_id", "slots"}], "receipt": {"n", "hash"}}: many
+                         values to one decryption (authority/packing.py). Asked
+                         again, a value granted before is answered the same.
     POST /v1/bills       {"decision", "neighbourhoods": [...], "start", "end",
                           "bills": [{"meter_id", "tariff": "id@version",
                           "days": [{"record": b64, "signature": b64}, ...]}]}:
                          every bill of those neighbourhoods for one period,
                          all answered or all refused (prices come from the
-                         holder's approved tariffs, never from the request)
+                         holder's approved tariffs, never from the request);
+                         answered like /v1/aggregates, one slot per bill
     POST /v1/requests    {"what", "neighbourhoods", "start", "end", "note", "ref"}:
                          propose a release to the privacy guardian (its holder
                          only); the guardian decides at its own desk
@@ -27,19 +33,20 @@
     GET  /v1/bindings    every signed binding (household, meters, sealing key)
     GET  /v1/policy      this holder's release policy (k, billing, noise), so
                          the guardian sees what it would refuse before deciding
-    GET  /v1/log         the decision log (?after=N&limit=M)
-    GET  /v1/verify      {"ok": true, "message": "..."}
+    GET  /v1/log         the decision log: ?after=N (oldest first) or ?before=N
+                         (newest first), &limit=M, &kind=K
+    GET  /v1/verify      {"ok": true, "message": "..."}: the newest verification of
+                         the log against the state (at start-up, then daily in
+                         the background; `gridveil holder verify` runs one now)
     GET  /v1/head        the log's head {role, n, hash, signature}, signed with
                          the holder's own Ed25519 key, for auditors to keep
 
-Records travel as their signed bytes. A grant answers 200 with
-{"kind": "value"|"partial", "number": "<decimal>", "key_id", "contributors",
-"receipt": {"n", "hash"}}; a refusal answers 403 {"refused": code,
-"message"}; bad input 400 with a message. Every call needs
+Records travel as their signed bytes. A refusal of a whole request
+answers 403 {"refused": code, "message"}; bad input 400 with a message. Every call needs
 `Authorization: Bearer <token>`; the holder keeps only SHA-256 hashes of
 tokens (`gridveil holder allow`), each naming the requester its log records.
 Decisions run one at a time on one worker thread, so "released once" can
-never race.
+never race; the decryptions run beside them on every core.
 """
 
 from __future__ import annotations
@@ -61,7 +68,9 @@ from common import records
 from common.asgi import BodyTooLarge, read_body
 from common.files import ConfigError, read_json, write_json
 
-from .holder import Answer, BillGroup, BillRequest, KeyHolder, check_name
+from .aggregates import Decided
+from .bills import BillGroup, BillRequest
+from .holder import KeyHolder, check_name
 from .policy import Refusal
 
 log = logging.getLogger("gridveil.holder.api")
@@ -99,10 +108,16 @@ def _signed(items, kind) -> list[tuple]:
     return out
 
 
-def _answer_json(a: Answer) -> dict:
-    return {"kind": a.kind, "number": str(a.number), "key_id": a.key_id,
-            "contributors": a.contributors, "noisy": a.noisy,
-            "receipt": {"n": a.receipt.n, "hash": a.receipt.hash}}
+def _decided_json(d: Decided, role: str) -> dict:
+    """Each item's slot in the opened packs, or its refusal; the packs."""
+    kind = "value" if role == "single" else "partial"
+    return {"results": [{"refused": r.code, "message": str(r)} if isinstance(r, Refusal) else
+                        {"pack": r.pack, "slot": r.slot, "key_id": r.key_id,
+                         "contributors": r.contributors, "noisy": r.noisy}
+                        for r in d.results],
+            "packs": [{"kind": kind, "number": str(p.number), "key_id": p.key_id,
+                       "slots": len(p.ciphertexts)} for p in d.packs],
+            "receipt": {"n": d.receipt.n, "hash": d.receipt.hash}}
 
 
 def create_app(holder: KeyHolder, tokens: dict[str, str], secure: bool = False) -> Starlette:
@@ -110,6 +125,12 @@ def create_app(holder: KeyHolder, tokens: dict[str, str], secure: bool = False) 
 
     async def run(fn, *args):
         return await asyncio.get_running_loop().run_in_executor(worker, fn, *args)
+
+    async def opened(decided: Decided) -> dict:
+        # Decisions run one at a time on `worker`; opening (the costly part,
+        # on every core) runs beside it, so requests overlap there.
+        await asyncio.get_running_loop().run_in_executor(None, holder.open, decided)
+        return _decided_json(decided, holder.role)
 
     def requester(request: Request) -> str | None:
         auth = request.headers.get("authorization", "")
@@ -152,9 +173,8 @@ def create_app(holder: KeyHolder, tokens: dict[str, str], secure: bool = False) 
         if not isinstance(items, list):
             raise ValueError("aggregates must be a list")
         signed = [_signed(i["parts"], records.AggregateRecord) for i in items]
-        results = await run(holder.release_aggregates, signed, body.get("decision"), who)
-        return {"results": [{"refused": r.code, "message": str(r)} if isinstance(r, Refusal)
-                            else _answer_json(r) for r in results]}
+        return await opened(await run(holder.decide_aggregates, signed, body.get("decision"),
+                                      who))
 
     async def bills(request, who, body):
         noise_free(body)
@@ -166,9 +186,7 @@ def create_app(holder: KeyHolder, tokens: dict[str, str], secure: bool = False) 
                           [BillRequest(str(b["meter_id"]), start, end, str(b["tariff"]),
                                        _signed(b["days"], records.BillDayRecord))
                            for b in body["bills"]])
-        answers = await run(holder.release_bills, group, body.get("decision"), who)
-        return {"results": [{"meter_id": b.meter_id, **_answer_json(a)}
-                            for b, a in zip(group.bills, answers, strict=True)]}
+        return await opened(await run(holder.decide_bills, group, body.get("decision"), who))
 
     def guardian_only():
         if holder.desk is None:
@@ -210,11 +228,14 @@ def create_app(holder: KeyHolder, tokens: dict[str, str], secure: bool = False) 
 
     async def log_entries(request, who, body):
         after = _query_int(request, "after", 0)
+        before = _query_int(request, "before", 0)
         limit = max(1, min(MAX_LOG_PAGE, _query_int(request, "limit", MAX_LOG_PAGE)))
-        return {"role": holder.role, "entries": await run(holder.ledger.entries, after, limit)}
+        kind = request.query_params.get("kind", "")[:32]
+        return {"role": holder.role,
+                "entries": await run(holder.ledger.entries, after, limit, kind, before)}
 
     async def verify(request, who, body):
-        ok, msg = await run(holder.ledger.verify)
+        ok, msg = holder.verification()
         return {"ok": ok, "message": msg, "role": holder.role}
 
     async def head(request, who, body):

@@ -14,7 +14,7 @@ import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from common import decisions, paillier
+from common import decisions, paillier, slots
 from common.decisions import Decision
 from common.errors import Refusal
 from common.files import ConfigError
@@ -22,7 +22,7 @@ from common.http import HttpError, JsonClient
 
 __all__ = ["Authority", "HolderClient", "Refusal", "token_hash"]
 
-BATCH = 200  # aggregates per request: a few hundred KB of records
+BATCH = 2000  # aggregates per request: a few MB of records
 CENT = 1_000_000  # µct
 
 
@@ -58,18 +58,18 @@ class HolderClient:
     def keys(self) -> dict[str, int]:
         return {k: int(n) for k, n in self._call("GET", "/v1/keys")["keys"].items()}
 
-    def aggregates(self, decision: Decision, items) -> list[dict]:
+    def aggregates(self, decision: Decision, items) -> dict:
+        """{"results", "packs", "receipt"} (authority/api.py)."""
         return self._call("POST", "/v1/aggregates", {
             "decision": decision.to_json(),
-            "aggregates": [{"parts": [_item(r, s) for r, s in parts]} for parts in items]
-        })["results"]
+            "aggregates": [{"parts": [_item(r, s) for r, s in parts]} for parts in items]})
 
-    def bills(self, decision: Decision, neighbourhoods, start: int, end: int, bills) -> list[dict]:
+    def bills(self, decision: Decision, neighbourhoods, start: int, end: int, bills) -> dict:
         return self._call("POST", "/v1/bills", {
             "decision": decision.to_json(), "neighbourhoods": sorted(neighbourhoods),
             "start": start, "end": end,
             "bills": [{"meter_id": m, "tariff": t, "days": [_item(r, s) for r, s in days]}
-                      for m, t, days in bills]})["results"]
+                      for m, t, days in bills]})
 
     def propose(self, what: str, neighbourhoods, start: int, end: int, note: str,
                 ref: str) -> int:
@@ -97,8 +97,13 @@ class HolderClient:
     def policy(self) -> dict:
         return self._call("GET", "/v1/policy")["policy"]
 
-    def log(self, after: int = 0, limit: int = 5000) -> list[dict]:
-        return self._call("GET", f"/v1/log?after={int(after)}&limit={int(limit)}")["entries"]
+    def log(self, after: int = 0, limit: int = 5000, before: int = 0,
+            kind: str = "") -> list[dict]:
+        """Entries after n=`after`, oldest first; or before n=`before`, newest first."""
+        from urllib.parse import quote
+
+        return self._call("GET", f"/v1/log?after={int(after)}&before={int(before)}"
+                                 f"&limit={int(limit)}&kind={quote(kind)}")["entries"]
 
     def verify(self) -> dict:
         return self._call("GET", "/v1/verify")
@@ -203,14 +208,58 @@ class Authority:
             raise refusal
         return answers
 
-    def _value(self, answers: dict[str, dict]) -> int:
+    def _opened(self, answers: dict[str, dict]) -> list[list[int]] | None:
+        """The values in each pack, from every holder's answer to one
+        request; None if the holders did not pack the same values (one
+        refused what another granted)."""
         for role, a in answers.items():
             self.receipts[role].append(Receipt(**a["receipt"]))
+        shapes = {repr(([(r.get("pack"), r.get("slot")) for r in a["results"]],
+                        [(p["key_id"], p["slots"]) for p in a["packs"]]))
+                  for a in answers.values()}
+        if len(shapes) != 1:
+            return None
         first = next(iter(answers.values()))
-        if set(self.holders) == {"single"}:
-            return int(first["number"])
-        pub = self.public_key(first["key_id"])
-        return paillier.combine_partials(pub, [int(a["number"]) for a in answers.values()])
+        out = []
+        for i, p in enumerate(first["packs"]):
+            numbers = [int(a["packs"][i]["number"]) for a in answers.values()]
+            m = numbers[0] if set(self.holders) == {"single"} else \
+                paillier.combine_raw(self.public_key(p["key_id"]), numbers)
+            out.append(slots.unpack(m, p["slots"]))
+        return out
+
+    def _release(self, ask, n: int) -> list[tuple[int, dict] | Refusal]:
+        """Ask every holder for n values at once: for each, (value, every
+        holder's word on it) or the first refusal of it. Values one holder
+        refused and another granted are left out and the rest asked for
+        again, which the holders answer with what they granted
+        (authority/aggregates.py): none is lost."""
+        answers = self._ask_all(lambda h: ask(h, list(range(n))))
+        out: list = [None] * n
+        for role, a in answers.items():
+            for i, r in enumerate(a["results"]):
+                if "refused" in r and out[i] is None:
+                    out[i] = Refusal(r["refused"], f"{role}: {r['message']}")
+        index = list(range(n))
+        opened = self._opened(answers)
+        if opened is None:
+            index = [i for i in range(n) if out[i] is None]
+            if not index:
+                return out
+            answers = self._ask_all(lambda h: ask(h, index))
+            opened = self._opened(answers)
+            if opened is None:
+                raise ConfigError("the key holders answered the same request differently twice")
+        for j, i in enumerate(index):
+            mine = {role: a["results"][j] for role, a in answers.items()}
+            refused = next(((role, r) for role, r in mine.items() if "refused" in r), None)
+            if refused:
+                out[i] = out[i] or Refusal(refused[1]["refused"],
+                                           f"{refused[0]}: {refused[1]['message']}")
+                continue
+            r = next(iter(mine.values()))
+            out[i] = (opened[r["pack"]][r["slot"]], mine)
+        return out
 
     def release_aggregates(self, items, decision: Decision | None = None,
                            batch: int = BATCH) -> list[AggregateValue | Refusal]:
@@ -234,19 +283,18 @@ class Authority:
         for did, idx in by_decision.items():
             for k in range(0, len(idx), batch):
                 chunk = idx[k:k + batch]
-                answers = self._ask_all(lambda h, c=chunk, d=chosen[did]: h.aggregates(
-                    d, [items[i] for i in c]))
-                for j, i in enumerate(chunk):
-                    mine = {role: a[j] for role, a in answers.items()}
-                    refused = next((a for a in mine.values() if "refused" in a), None)
-                    if refused:
-                        role = next(r for r, a in mine.items() if a is refused)
-                        out[i] = Refusal(refused["refused"], f"{role}: {refused['message']}")
+                got = self._release(lambda h, sub, c=chunk, d=chosen[did]: h.aggregates(
+                    d, [items[c[j]] for j in sub]), len(chunk))
+                for i, v in zip(chunk, got, strict=True):
+                    if isinstance(v, Refusal):
+                        out[i] = v
                         continue
-                    # Noisy if any holder added noise (each decides by its own policy).
-                    out[i] = AggregateValue(self._value(mine),
-                                            int(next(iter(mine.values())).get("contributors", 0)),
-                                            any(a.get("noisy") for a in mine.values()))
+                    wh, mine = v
+                    # The guardian counts consented households; noisy if any
+                    # holder added noise (each decides by its own policy).
+                    counted = mine.get("guardian") or next(iter(mine.values()))
+                    out[i] = AggregateValue(wh, int(counted.get("contributors", 0)),
+                                            any(r.get("noisy") for r in mine.values()))
         return out
 
     def release_aggregate(self, parts, decision: Decision | None = None) -> tuple[int, int]:
@@ -268,11 +316,11 @@ class Authority:
         if d is None:
             raise Refusal("no_decision", "no decision of the privacy guardian covers the bills"
                                          f" of {', '.join(nbhs)} from {start} to {end} yet")
-        answers = self._ask_all(lambda h: h.bills(d, nbhs, start, end, bills))
-        out = {}
-        for j, (meter, _, _) in enumerate(bills):
-            out[meter] = self._value({role: a[j] for role, a in answers.items()}) // CENT * CENT
-        return out
+        got = self._release(lambda h, sub: h.bills(d, nbhs, start, end, bills), len(bills))
+        refused = next((v for v in got if isinstance(v, Refusal)), None)
+        if refused:
+            raise refused
+        return {meter: v[0] // CENT * CENT for (meter, _, _), v in zip(bills, got, strict=True)}
 
     def policies(self) -> dict[str, dict]:
         return {role: h.policy() for role, h in self.holders.items()}

@@ -1,16 +1,28 @@
 """A key holder's own SQLite database: the hash-chained log of every
-decision, granted or refused, and the state its decisions depend on (which
-subjects were released, how much privacy budget is spent).
+decision, granted or refused, and the state its decisions depend on (what
+was released, compactly: authority/marks.py).
 
 Each log entry's hash covers the previous entry's hash and everything the
-entry changed (the subjects it marked released, the budget it spent), so
-an edit, deletion or reordering breaks the chain at that point. The state
-tables are only a cache of the log: `verify` rebuilds them from the log and
-compares, so deleting a "released" row (to release something twice) is
-caught, and the holder refuses to start on it. Because a chain anyone can
-recompute proves little by itself, the holder signs its chain head with its
-own Ed25519 key (`head`); an auditor keeps signed heads, and `verify`
-checks that a kept head is still in the chain.
+entry changed (the values it marked released, the bills), so an edit,
+deletion or reordering breaks the chain at that point. A request of many
+values is one entry: its marks name each value and the set of meters it
+counted, one short line each.
+
+The state tables are a cache of the log. `verify` rebuilds them from the
+whole log, streaming, into a scratch database beside the ledger and
+compares: deleting a "released" mark (to release something twice) is
+caught. Because a chain anyone can recompute proves little by itself, the
+holder signs its chain head with its own Ed25519 key (`head`); an auditor
+keeps signed heads, and `verify` checks that a kept head is still there.
+
+The holder keeps signed checkpoints of its own head. At start-up it checks
+the chain from the newest one (a bounded number of entries, whatever the
+history) and runs the full verification in the background; until that
+ends, tampering with older state on its disk is not yet seen
+(docs/privacy.md). It also keeps, for a while, what it answered for each
+value (the noise it drew), so a request asked again after a failure gets
+the very same answer: no grant is lost, and no value is released twice
+with fresh noise.
 """
 
 from __future__ import annotations
@@ -18,30 +30,23 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import sqlite3
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
+
+from .marks import SCHEMA as MARKS_SCHEMA
+from .marks import STATE, Marks, set_digest
 
 GENESIS = "0" * 64
 HEAD_LABEL = "gridveil-log-head-v1"
+CHECKPOINT_EVERY = 50  # entries (a request of many values is one)
+FULL_AT_START = 200  # a log this short is verified whole at start-up
+ANSWERS_KEPT_S = 30 * 86400  # how long a retried request gets the same answer
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS released (subject TEXT PRIMARY KEY, at REAL NOT NULL);
--- before w-event privacy: the lifetime budget each household had spent, as
--- a fraction "num/den" (kept so that an old log still verifies; no longer written)
-CREATE TABLE IF NOT EXISTS dp_spent (household TEXT PRIMARY KEY, spent TEXT NOT NULL);
--- the meters of every released aggregate, by neighbourhood and interval:
--- what a group of bills must cover (docs/privacy.md, "No differencing")
-CREATE TABLE IF NOT EXISTS members (
-    neighbourhood TEXT NOT NULL,
-    interval_end INTEGER NOT NULL,
-    meter TEXT NOT NULL,
-    PRIMARY KEY (neighbourhood, interval_end, meter)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS members_by_meter ON members (meter, interval_end);
 CREATE TABLE IF NOT EXISTS log (
     n INTEGER PRIMARY KEY,
     at REAL NOT NULL,
@@ -50,12 +55,22 @@ CREATE TABLE IF NOT EXISTS log (
     subject TEXT NOT NULL,
     granted INTEGER NOT NULL,
     reason TEXT NOT NULL,
-    marks TEXT NOT NULL DEFAULT '[]',   -- JSON: subjects this grant released
-    dp TEXT NOT NULL DEFAULT '',        -- JSON [[household, ...], "epsilon"] spent, or ''
+    marks TEXT NOT NULL DEFAULT '[]',   -- JSON: what this entry released
+    dp TEXT NOT NULL DEFAULT '',        -- older logs: the privacy budget spent; kept for the hash
     prev TEXT NOT NULL,
     hash TEXT NOT NULL
 );
-"""
+CREATE INDEX IF NOT EXISTS log_by_kind ON log (kind, n);
+-- what each released value was answered with, to answer a retry the same
+CREATE TABLE IF NOT EXISTS answers (
+    subject TEXT PRIMARY KEY, item TEXT NOT NULL, noise INTEGER NOT NULL,
+    contributors INTEGER NOT NULL, noisy INTEGER NOT NULL, at REAL NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS answers_by_age ON answers (at);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    n INTEGER PRIMARY KEY, hash TEXT NOT NULL, at REAL NOT NULL, signature TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+""" + MARKS_SCHEMA
+LEGACY = ("released", "members", "dp_spent")  # the state before marks.py
 
 
 def entry_hash(prev: str, at: float, requester: str, kind: str, subject: str, granted: bool,
@@ -78,6 +93,15 @@ class Receipt:
     hash: str
 
 
+@dataclass(frozen=True)
+class Answered:
+    """What a value was answered with: a retry of the same item gets it again."""
+    item: str  # digest of what was asked (the signed parts, or the bill's ciphertext)
+    noise: int
+    contributors: int
+    noisy: bool
+
+
 def connect(path: Path, schema: str) -> sqlite3.Connection:
     """A connection to the holder's database (WAL, every commit on disk),
     with `schema` made. One holder thread uses each (authority/api.py); the
@@ -90,22 +114,52 @@ def connect(path: Path, schema: str) -> sqlite3.Connection:
 
 
 class Ledger:
-    def __init__(self, path: Path):
-        self.db = connect(path, SCHEMA)
+    def __init__(self, path: Path, interval_s: int | None = None):
+        self.path = Path(path)
+        self.db = connect(self.path, SCHEMA)
         self._in_batch = False
+        self.interval_s = self._grid(interval_s)
+        self.marks = Marks(self.db, self.interval_s)
+        self._migrate()
 
     def close(self) -> None:
         self.db.close()
 
-    def was_released(self, subject: str) -> bool:
-        return self.db.execute("SELECT 1 FROM released WHERE subject=?",
-                               (subject,)).fetchone() is not None
+    def _grid(self, interval_s: int | None) -> int:
+        """The grid the bitmaps are laid on: the policy's interval, fixed at
+        the first start of the holder (a changed grid would misread every
+        mark). Without one (a tool reading the log), the one kept."""
+        row = self.db.execute("SELECT value FROM meta WHERE name='interval_s'").fetchone()
+        if row is not None:
+            return int(row[0])
+        if interval_s is not None:
+            self.db.execute("INSERT INTO meta VALUES ('interval_s', ?)", (str(interval_s),))
+        return interval_s or 900
+
+    def _migrate(self) -> None:
+        """A log from before marks.py: its state rebuilt from the log itself
+        (the old tables were a cache of it), then the old tables dropped."""
+        old = {r[0] for r in self.db.execute(
+            "SELECT name FROM sqlite_master WHERE type='table'")} & set(LEGACY)
+        if not old:
+            return
+        with self.batch():
+            for table in STATE:
+                self.db.execute(f"DELETE FROM {table}")
+            for e in self._iter_entries(self.db):
+                if e["granted"] and e["marks"] not in ("", "[]"):
+                    self.marks.apply(json.loads(e["marks"]), e["subject"])
+            for table in sorted(old):
+                self.db.execute(f"DROP TABLE {table}")
 
     @contextmanager
     def batch(self):
         """Several decisions in one transaction (one fsync): each sees the
         marks of those before it; a crash keeps all of them or none, and
         nothing is answered before the commit."""
+        if self._in_batch:
+            yield
+            return
         self.db.execute("BEGIN IMMEDIATE")
         self._in_batch = True
         try:
@@ -118,21 +172,14 @@ class Ledger:
             self._in_batch = False
 
     def record(self, requester: str, kind: str, subject: str, granted: bool, reason: str,
-               marks: list[str] = (), members: tuple[str, int, list[str]] | None = None
-               ) -> Receipt:
-        """Append the decision (and, if granted, mark the subjects released
-        and the aggregate's members) in one transaction: a release is never
-        unlogged, nor logged twice. `marks` are the things released at most
-        once (one per interval, one per (meter, interval), one per
-        meter-day); the entry's hash covers them, and the members are what
-        its subject and marks name."""
+               marks=None) -> Receipt:
+        """Append one decision. `marks` says what it decided value by value
+        (the compact form of marks.Marks.apply, with "again" and "refused"
+        lists); what a grant released is applied to the state by the
+        caller, in the same transaction. The entry's hash covers it."""
         at = time.time()
-        marks = list(marks) if granted else []
-        marks_json = json.dumps(marks)
-        own = not self._in_batch
-        if own:
-            self.db.execute("BEGIN IMMEDIATE")
-        try:
+        marks_json = json.dumps(marks or [], separators=(",", ":"))
+        with self.batch():
             row = self.db.execute("SELECT hash FROM log ORDER BY n DESC LIMIT 1").fetchone()
             prev = row[0] if row else GENESIS
             h = entry_hash(prev, at, requester, kind, subject, granted, reason, marks_json, "")
@@ -140,91 +187,179 @@ class Ledger:
                                 " marks, dp, prev, hash) VALUES (?, ?, ?, ?, ?, ?, ?, '', ?, ?)",
                                 (at, requester, kind, subject, int(granted), reason, marks_json,
                                  prev, h)).lastrowid
-            self.db.executemany("INSERT INTO released VALUES (?, ?)", [(m, at) for m in marks])
-            if granted and members is not None:
-                nbh, end, meters = members
-                self.db.executemany("INSERT OR IGNORE INTO members VALUES (?, ?, ?)",
-                                    [(nbh, end, m) for m in meters])
-            if own:
-                self.db.execute("COMMIT")
-        except BaseException:
-            if own:
-                self.db.execute("ROLLBACK")
-            raise
         return Receipt(n, h)
 
-    def members(self, neighbourhoods, after: int, upto: int) -> set[str]:
-        """Meters in released aggregates of these neighbourhoods whose
-        interval ends in (after, upto]."""
-        out: set[str] = set()
-        for nbh in neighbourhoods:
-            out.update(m for (m,) in self.db.execute(
-                "SELECT DISTINCT meter FROM members WHERE neighbourhood=? AND interval_end > ?"
-                " AND interval_end <= ?", (nbh, after, upto)))
-        return out
+    def grant(self, requester: str, kind: str, subject: str, reason: str,
+              aggregates=(), bills=()) -> Receipt:
+        """Mark and log, in one transaction, released sums [(neighbourhood,
+        interval end, meters)] and bills [(meter, first day, end day)]."""
+        with self.batch():
+            b = self.marks.batch(list(aggregates))
+            agg = [[nbh, end, b.mark(nbh, end, meters)] for nbh, end, meters in aggregates]
+            b.flush()
+            self.marks.mark_bills(list(bills))
+            return self.record(requester, kind, subject, True, reason,
+                               {"agg": agg, "bills": [list(x) for x in bills]})
 
-    def neighbourhoods_of(self, meter: str, after: int, upto: int) -> set[str]:
-        return {n for (n,) in self.db.execute(
-            "SELECT DISTINCT neighbourhood FROM members WHERE meter=? AND interval_end > ?"
-            " AND interval_end <= ?", (meter, after, upto))}
+    # --- answers kept for retries ------------------------------------------------
+    def answered(self, subject: str) -> Answered | None:
+        row = self.db.execute("SELECT item, noise, contributors, noisy FROM answers WHERE"
+                              " subject=?", (subject,)).fetchone()
+        return None if row is None else Answered(row[0], row[1], row[2], bool(row[3]))
 
-    def entries(self, after: int = 0, limit: int = -1) -> list[dict]:
-        cur = self.db.execute("SELECT * FROM log WHERE n > ? ORDER BY n LIMIT ?", (after, limit))
+    def keep_answers(self, rows: list[tuple[str, Answered]]) -> None:
+        now = time.time()
+        self.db.executemany("INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?, ?)",
+                            [(s, a.item, a.noise, a.contributors, int(a.noisy), now)
+                             for s, a in rows])
+        self.db.execute("DELETE FROM answers WHERE at < ?", (now - ANSWERS_KEPT_S,))
+
+    # --- the log -----------------------------------------------------------------
+    def entries(self, after: int = 0, limit: int = -1, kind: str = "",
+                before: int = 0) -> list[dict]:
+        """Entries after n=`after` (oldest first), or before n=`before`
+        (newest first) when given; of one kind if asked."""
+        where, args = ["n > ?"], [after]
+        if before:
+            where.append("n < ?")
+            args.append(before)
+        if kind:
+            where.append("kind = ?")
+            args.append(kind)
+        cur = self.db.execute(f"SELECT * FROM log WHERE {' AND '.join(where)} ORDER BY n"
+                              f" {'DESC' if before else ''} LIMIT ?", (*args, limit))
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+    @staticmethod
+    def _iter_entries(db, after: int = 0, upto: int = 1 << 62):
+        cur = db.execute("SELECT * FROM log WHERE n > ? AND n <= ? ORDER BY n", (after, upto))
+        cols = [d[0] for d in cur.description]
+        while rows := cur.fetchmany(500):
+            for r in rows:
+                yield dict(zip(cols, r, strict=True))
 
     def head(self) -> Receipt:
         row = self.db.execute("SELECT n, hash FROM log ORDER BY n DESC LIMIT 1").fetchone()
         return Receipt(*row) if row else Receipt(0, GENESIS)
 
+    # --- checkpoints -----------------------------------------------------------------
+    def checkpoint(self, sign, role: str, force: bool = False) -> None:
+        """Sign and keep the head, every CHECKPOINT_EVERY entries (or now)."""
+        head = self.head()
+        last = self.db.execute("SELECT MAX(n) FROM checkpoints").fetchone()[0] or 0
+        if head.n and (force or head.n - last >= CHECKPOINT_EVERY) and head.n != last:
+            sig = base64.b64encode(sign(head_bytes(role, head.n, head.hash))).decode()
+            self.db.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?)",
+                            (head.n, head.hash, time.time(), sig))
+
+    def verify_from_checkpoint(self, pub, role: str) -> tuple[bool, str]:
+        """The chain from the newest signed checkpoint to the head, and that
+        what those entries released is in the state: a bounded check, for
+        start-up. Without a checkpoint (or a short log): everything."""
+        row = self.db.execute("SELECT n, hash, signature FROM checkpoints ORDER BY n DESC"
+                              " LIMIT 1").fetchone()
+        if row is None or self.head().n <= FULL_AT_START:
+            return self.verify()
+        n, h, sig = row
+        try:
+            pub.verify(base64.b64decode(sig), head_bytes(role, n, h))
+        except Exception:  # noqa: BLE001 - InvalidSignature or junk
+            return False, f"checkpoint {n} is not signed by this holder's key"
+        got = self.db.execute("SELECT hash FROM log WHERE n=?", (n,)).fetchone()
+        if got is None or got[0] != h:
+            return False, f"entry {n} of the signed checkpoint is missing or changed"
+        prev, count = h, 0
+        for e in self._iter_entries(self.db, n):
+            if e["prev"] != prev or entry_hash(prev, e["at"], e["requester"], e["kind"],
+                                               e["subject"], bool(e["granted"]), e["reason"],
+                                               e["marks"], e["dp"]) != e["hash"]:
+                return False, f"entry {e['n']}: chain broken or contents changed"
+            if e["granted"] and not self._in_state(json.loads(e["marks"])):
+                return False, f"entry {e['n']}: what it released is missing from the state"
+            prev, count = e["hash"], count + 1
+        return True, f"chain intact from checkpoint {n} ({count} entries since)"
+
+    def _in_state(self, marks) -> bool:
+        if not isinstance(marks, dict):
+            return True  # an older entry: the full verification checks it
+        keys = []
+        for nbh, end, digest in marks.get("agg", []):
+            meters = self.marks.meter_set(digest)
+            if meters is None:
+                return False
+            keys.append((nbh, end, meters))
+        b = self.marks.batch(keys)
+        for nbh, end, meters in keys:
+            day, bit = self.marks.where(end)
+            if not b.released(nbh, end) or any(not b.mine.get((m, day, nbh), 0) >> bit & 1
+                                               for m in meters):
+                return False
+        return all(self.marks.billed(m, f, e) == f for m, f, e in marks.get("bills", []))
+
+    # --- the full verification -----------------------------------------------------
     def verify(self, receipts: list[Receipt] = ()) -> tuple[bool, str]:
-        """Check the chain; that the released-once set, the aggregates'
-        members and the privacy budget of old entries are exactly what the
-        log's grants say; and that every receipt (or kept head) handed out
-        is still there."""
-        prev = GENESIS
-        entries = self.entries()
-        by_n = {e["n"]: e["hash"] for e in entries}
-        for r in receipts:
-            if r.n and by_n.get(r.n) != r.hash:
-                return False, f"entry {r.n} from a receipt is missing or changed (log cut short?)"
-        released: set[str] = set()
-        members: set[tuple[str, int, str]] = set()
-        spent: dict[str, Fraction] = {}
-        for e in entries:
+        """Check the whole chain, that the state is exactly what the log's
+        grants make it, and that every receipt (or kept head) handed out is
+        still there. Streams the log and rebuilds the state in a scratch
+        database on disk, so memory stays flat whatever the history; reads
+        one snapshot of the live database, so the holder may go on serving."""
+        scratch = self.path.with_name(self.path.name + f".verify-{os.getpid()}.db")
+        scratch.unlink(missing_ok=True)
+        con = sqlite3.connect(f"file:{scratch}", uri=True, isolation_level=None,
+                              check_same_thread=False)
+        try:
+            con.execute("PRAGMA journal_mode=OFF")
+            con.execute("PRAGMA synchronous=OFF")
+            con.executescript(MARKS_SCHEMA)
+            con.execute("ATTACH ? AS live", (f"file:{self.path}?mode=ro",))
+            con.execute("BEGIN")  # one snapshot of the live database from here on
+            return self._verify_into(con, receipts)
+        except sqlite3.DatabaseError as e:
+            return False, f"the log cannot be read: {e}"
+        finally:
+            con.close()
+            scratch.unlink(missing_ok=True)
+
+    def _verify_into(self, con: sqlite3.Connection, receipts) -> tuple[bool, str]:
+        for digest, text in con.execute("SELECT digest, meters FROM live.meter_sets").fetchall():
+            if set_digest(json.loads(text))[0] != digest:
+                return False, f"meter set {digest} was changed"
+        con.execute("INSERT INTO main.meter_sets SELECT * FROM live.meter_sets")
+        grid = con.execute("SELECT value FROM live.meta WHERE name='interval_s'").fetchone()
+        marks = Marks(con, int(grid[0]) if grid else self.interval_s)
+        # Receipts handed out, and the holder's own signed checkpoints.
+        wanted = {r.n: r.hash for r in receipts if r.n}
+        for n, h in con.execute("SELECT n, hash FROM live.checkpoints").fetchall():
+            if wanted.setdefault(n, h) != h:
+                return False, f"checkpoint {n} and a receipt disagree"
+        prev, count = GENESIS, 0
+        # `log` resolves to live.log (the scratch database has none); the
+        # replay writes the scratch database's own state tables.
+        for e in self._iter_entries(con):
             if e["prev"] != prev:
                 return False, f"entry {e['n']}: chain broken (entry missing or reordered)"
             h = entry_hash(prev, e["at"], e["requester"], e["kind"], e["subject"],
                            bool(e["granted"]), e["reason"], e["marks"], e["dp"])
             if h != e["hash"]:
                 return False, f"entry {e['n']}: contents were changed"
-            marks = json.loads(e["marks"])
-            released |= set(marks)
-            if e["kind"] == "aggregate" and e["granted"]:
-                members |= aggregate_members(e["subject"], marks)
-            if e["dp"]:
-                households, eps = json.loads(e["dp"])
-                for household in households:
-                    spent[household] = spent.get(household, Fraction(0)) + Fraction(eps)
-            prev = h
-        table = {s for (s,) in self.db.execute("SELECT subject FROM released")}
-        if table != released:
-            return False, (f"the released-once set differs from the log ({len(released - table)}"
-                           f" released subjects missing, {len(table - released)} unlogged)")
-        if set(self.db.execute("SELECT neighbourhood, interval_end, meter FROM members")) != \
-                members:
-            return False, "the released aggregates' members differ from the log"
-        budget = {h: Fraction(s) for h, s in self.db.execute("SELECT * FROM dp_spent")}
-        if budget != {k: v for k, v in spent.items() if v}:
-            return False, "the privacy budget spent differs from the log"
-        return True, f"{len(entries)} entries, chain intact, state matches the log"
-
-
-def aggregate_members(subject: str, marks: list[str]) -> set[tuple[str, int, str]]:
-    """(neighbourhood, interval end, meter) of a granted aggregate, from its
-    subject agg:<nbh>:<end> and its marks mi:<meter>:<end> (names hold no ':')."""
-    _, nbh, end = subject.split(":")
-    return {(nbh, int(end), m.split(":")[1]) for m in marks if m.startswith("mi:")}
+            if wanted.pop(e["n"], h) != h:
+                return False, f"entry {e['n']} from a receipt is missing or changed"
+            if e["granted"] and e["marks"] not in ("", "[]"):
+                try:
+                    marks.apply(json.loads(e["marks"]), e["subject"])
+                except (ValueError, TypeError, KeyError, sqlite3.IntegrityError) as err:
+                    return False, f"entry {e['n']}: its marks cannot be replayed ({err})"
+            prev, count = h, count + 1
+        if wanted:
+            return False, f"entry {min(wanted)} from a receipt is missing or changed (log cut short?)"
+        for table in STATE:
+            for a, b in (("live", "main"), ("main", "live")):
+                if con.execute(f"SELECT 1 FROM (SELECT * FROM {a}.{table} EXCEPT"
+                               f" SELECT * FROM {b}.{table}) LIMIT 1").fetchone():
+                    return False, (f"the released-once set differs from the log ({table}: rows"
+                                   f" {'missing from the log' if a == 'live' else 'missing'})")
+        return True, f"{count} entries, chain intact, state matches the log"
 
 
 def check_head(pub, head: dict) -> Receipt:

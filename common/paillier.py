@@ -99,14 +99,20 @@ def combine_partials(pub: PaillierPublicKey, partials: list[int]) -> int:
     (authority/threshold.py), decoded as phe would (negative above max_int).
     It needs only the public key: whoever combines learns the released
     value and nothing else."""
+    m = combine_raw(pub, partials)
+    return m - pub.n if m > pub.max_int else m
+
+
+def combine_raw(pub: PaillierPublicKey, partials: list[int]) -> int:
+    """The plaintext, mod n, from the holders' partial decryptions (for
+    packed values, authority/packing.py, which are unsigned)."""
     n2 = pub.nsquare
     acc = 1
     for p in partials:
         acc = acc * p % n2
     if (acc - 1) % pub.n:
         raise ValueError("partial decryptions do not combine (wrong share or ciphertext)")
-    m = (acc - 1) // pub.n % pub.n
-    return m - pub.n if m > pub.max_int else m
+    return (acc - 1) // pub.n % pub.n
 
 
 def public_from_n(n: int, expected_key_id: str | None = None) -> PaillierPublicKey:

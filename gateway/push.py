@@ -25,6 +25,7 @@ from .store import Store
 log = logging.getLogger("gridveil.push")
 
 BATCH_ITEMS = 200
+HEALTH_METERS = 5000  # meter statuses per push (about 300 bytes each)
 HEALTH_FIELDS = ("meter_id", "neighbourhood", "last_seq", "last_end", "last_seen", "fw_version",
                  "backlog", "accepted", "duplicates", "late", "telemetry")
 
@@ -46,20 +47,32 @@ class Pusher:
         self.batch = batch
         self.health_every_s = health_every_s
         self._health_due = 0.0  # the first push carries it
+        self._acked: dict[str, tuple] = {}  # meter -> the status the MDMS has
 
-    def health(self) -> dict:
+    def health(self) -> tuple[dict, dict]:
+        """The fleet's health as changes: the meters whose status differs
+        from what the MDMS last acknowledged (all of them after a start),
+        at most HEALTH_METERS per push; and those statuses, to mark sent."""
+        changed = {}
+        for m in self.store.meters():
+            status = tuple(m[k] for k in HEALTH_FIELDS)
+            if self._acked.get(m["meter_id"]) != status:
+                changed[m["meter_id"]] = status
+                if len(changed) == HEALTH_METERS:
+                    break
         return {"at": time.time(),
-                "meters": [{k: m[k] for k in HEALTH_FIELDS} for m in self.store.meters()],
+                "meters": [dict(zip(HEALTH_FIELDS, s, strict=True)) for s in changed.values()],
                 "rejects": [[m, r, n] for (m, r), n in sorted(self.store.rejects().items())],
-                "counters": self.store.counters()}
+                "counters": self.store.counters()}, changed
 
     def push_once(self, with_health: bool = True) -> int:
         """Send the oldest batch; returns how many items the MDMS took."""
         rows = self.store.outbox_batch(self.batch)
         if not rows and not with_health:
             return 0
+        health, changed = self.health() if with_health else (None, {})
         body = json.dumps({"gateway": self.gateway_id, "items": [item for _, item in rows],
-                           "health": self.health() if with_health else None}).encode()
+                           "health": health}).encode()
         try:
             self.client.request("POST", "/v1/intake", body, {
                 "X-GridVeil-Gateway": self.gateway_id,
@@ -68,6 +81,7 @@ class Pusher:
             raise PushError(str(e)) from None
         if rows:
             self.store.outbox_done(rows[-1][0])
+        self._acked.update(changed)
         return len(rows)
 
     def drain(self, progress=None) -> int:

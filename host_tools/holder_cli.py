@@ -209,6 +209,7 @@ def cmd_serve(args):
     from common.asgi import serve
 
     holder = KeyHolder(home(args), _passphrase(args))
+    holder.verify_in_background()
     cert, key = tls_files(args, home(args))
     app = api.create_app(holder, api.load_tokens(holder), secure=bool(cert))
     serve(app, args.bind, args.port, cert, key,
@@ -242,11 +243,16 @@ def cmd_log(args):
     heads = _kept_heads(h, args.head)
     ledger = Ledger(h.ledger)
     try:
-        if not args.verify_only:
-            for e in ledger.entries():
+        after = 0
+        while not args.verify_only:
+            page = ledger.entries(after, 5000)
+            for e in page:
                 verdict = "GRANTED" if e["granted"] else "REFUSED"
                 print(f"{e['n']:>5} {verdict} {e['requester']:<8} {e['kind']:<9}"
                       f" {e['subject']:<36} {e['reason']}")
+            if len(page) < 5000:
+                break
+            after = page[-1]["n"]
         ok, msg = ledger.verify(heads)
     finally:
         ledger.close()

@@ -85,7 +85,7 @@ def cmd_serve(args):
 
 def cmd_release(args):
     from mdms import config, report
-    from mdms.releases import release_all
+    from mdms.job import ReleaseJob, wait_for_lease
 
     period = args.period_days or args.period
     if period not in (None, "month") and (not str(period).isdigit() or
@@ -94,7 +94,18 @@ def cmd_release(args):
     period = period if period in (None, "month") else int(period)
     store = _store(args)
     try:
-        rel = release_all(store, config.authority(home(args)), period)
+        job = ReleaseJob(store, config.authority(home(args)), period,
+                         config.MdmsHome(home(args)).retention_days())
+        if args.every:
+            import threading
+
+            print(f"release job: every {args.every} s (one MDMS process at a time); Ctrl-C"
+                  " stops it", flush=True)
+            try:
+                job.serve(args.every, threading.Event())
+            except KeyboardInterrupt:
+                return
+        rel = wait_for_lease(job)
     finally:
         store.close()
     if args.json:
@@ -172,6 +183,9 @@ def register(subparsers) -> None:
                                     " days (default: what the key holders' policies bill by)")
     x.add_argument("--period-days", type=int, help="the same, in days (as --period N)")
     x.add_argument("--json", help="also write what was released to this file")
+    x.add_argument("--every", type=float, metavar="S",
+                   help="keep running, a pass every S seconds (a service; any number of MDMS"
+                        " hosts may run it, one at a time does)")
     x.set_defaults(func=cmd_release)
     x = sub(s, "status", "gateways, meters and what the MDMS holds")
     x.set_defaults(func=cmd_status)

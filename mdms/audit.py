@@ -1,11 +1,18 @@
 """The auditor's view of the key holders' decision logs: both holders'
-entries in one list, newest first, each subject in words, filtered,
+decisions in one list, newest first, each subject in words, filtered,
 searched and paged, and the same selection as CSV. The logs come from the
-holders' own APIs; their hash chains are verified there (`/v1/verify`)."""
+holders' own APIs; their hash chains are verified there (`/v1/verify`).
+
+A holder logs a request of many values as one entry that names each value
+and what it decided on it; here each value is a row. A page view reads
+the newest WINDOW rows of each holder at most (older ones: `?before=N`,
+or `gridveil holder log` at the holder), so it costs the same after a
+day or a decade."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 
 from common.files import ConfigError
@@ -13,8 +20,10 @@ from common.files import ConfigError
 from .scope import utc_text
 
 PAGE = 50
-MAX_ENTRIES = 100_000  # per holder: a bound on what one page view fetches
+WINDOW = 5000  # rows per holder that one page view reads at most
+ENTRIES = 200  # log entries per request to a holder
 KINDS = ("aggregate", "bill", "decision")
+NEWEST = 10 ** 15 - 1  # "before" this: from the newest entry (the API takes 15 digits)
 
 
 def readable(subject: str) -> str:
@@ -26,31 +35,55 @@ def readable(subject: str) -> str:
         first, last = (dt.datetime.fromtimestamp(int(t), dt.timezone.utc).date()
                        for t in (m[2], int(m[3]) - 1))
         return f"bill of {m[1]}, {first}" + (f" to {last}" if last != first else "")
+    if m := re.fullmatch(r"(\d+) aggregates(?:: agg:(.+):(\d+) \.\. agg:(.+):(\d+))?", subject):
+        return f"{m[1]} quarter-hour totals" + (
+            f", {m[2]} to {utc_text(m[3])} .. {m[4]} to {utc_text(m[5])}" if m[2] else "")
     if m := re.fullmatch(r"request:(\d+) (\w+)", subject):
         return f"release request #{m[1]} ({m[2]})"
     return subject
 
 
-def fetch(holders: dict) -> tuple[list[dict], list[dict]]:
-    """([{role, ok, message}], [entry + role, newest first]). A holder that
-    cannot be reached is reported, not fatal."""
-    status, entries = [], []
+def expand(e: dict) -> list[dict]:
+    """A log entry as rows, one per value it decided on."""
+    try:
+        marks = json.loads(e.get("marks") or "[]")
+    except ValueError:
+        marks = []
+    if not isinstance(marks, dict) or not any(marks.get(k) for k in ("agg", "again",
+                                                                       "refused")):
+        return [e]
+    rows = [{**e, "subject": f"agg:{nbh}:{end}", "granted": 1} for nbh, end, *_ in
+            marks.get("agg", [])]
+    rows += [{**e, "subject": f"agg:{nbh}:{end}", "granted": 1,
+              "reason": "answered again (granted before; the same value)"}
+             for nbh, end in marks.get("again", [])]
+    rows += [{**e, "subject": subject or e["subject"], "granted": 0, "reason": code}
+             for subject, code in marks.get("refused", [])]
+    return rows
+
+
+def fetch(holders: dict, before: int = 0) -> tuple[list[dict], list[dict]]:
+    """([{role, ok, message}], [row + role, newest first]): the newest
+    WINDOW rows of each holder's log, from entry `before` down if given. A
+    holder that cannot be reached is reported, not fatal."""
+    status, rows = [], []
     for role, h in holders.items():
         try:
             v = h.verify()
-            got, after = [], 0
-            while len(got) < MAX_ENTRIES:
-                page = h.log(after=after)
-                got += page
-                if len(page) < 5000:
+            mine, cursor = [], before or NEWEST
+            while len(mine) < WINDOW:
+                page = h.log(before=cursor, limit=ENTRIES)
+                for e in page:
+                    mine += [{**r, "role": role} for r in expand(e)]
+                if len(page) < ENTRIES:
                     break
-                after = page[-1]["n"]
+                cursor = page[-1]["n"]
             status.append({"role": role, "ok": v["ok"], "message": v["message"]})
-            entries += [{**e, "role": role} for e in got]
+            rows += mine
         except ConfigError as e:
             status.append({"role": role, "ok": False, "message": f"unreachable: {e}"})
-    entries.sort(key=lambda e: (e["at"], e["role"], e["n"]), reverse=True)
-    return status, entries
+    rows.sort(key=lambda e: (e["at"], e["role"], e["n"]), reverse=True)
+    return status, rows
 
 
 def verdict(e: dict) -> str:

@@ -3,7 +3,9 @@
     {"db": "sqlite:////var/lib/gridveil/mdms/mdms.db",    (or postgresql://...)
      "holders": {"utility":  {"url": "https://holder-u:8711", "ca": "holder-utility.ca.pem",
                               "token_file": "holder-utility.token"},
-                 "guardian": {...}}}
+                 "guardian": {...}},
+     "release_every_s": 60,         (optional: `mdms serve` runs the release job)
+     "retention_days": 400}         (optional: drop older readings, by whole months)
 
 Relative file names are inside the home. The MDMS reaches the key holders
 only over HTTPS (or HTTP on one host), with a bearer token it made itself;
@@ -37,6 +39,24 @@ class MdmsHome:
     def db_url(self) -> str:
         """$GRIDVEIL_MDMS_DB wins, so a PostgreSQL password need not be in a file."""
         return os.environ.get(DB_ENV) or self.settings()["db"]
+
+    def retention_days(self) -> int | None:
+        """Days of readings, day records and aggregate parts to keep (the
+        released values and bills are kept); None keeps everything."""
+        v = self.settings().get("retention_days")
+        if v is not None and (type(v) is not int or v < 31):
+            raise ConfigError(f"{self.settings_file}: retention_days must be a whole number of"
+                              " days, at least 31 (or absent: keep everything)")
+        return v
+
+    def release_every_s(self) -> float:
+        """How often `mdms serve` runs the release job (0: it does not;
+        `gridveil mdms release` does it then)."""
+        v = self.settings().get("release_every_s", 0)
+        if not isinstance(v, (int, float)) or v < 0:
+            raise ConfigError(f"{self.settings_file}: release_every_s must be a number of"
+                              " seconds (0: off)")
+        return float(v)
 
     def file(self, name: str) -> Path:
         return self.path / name

@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 
-BUCKET = 900  # the history's step: one quarter hour
-HISTORY = 96  # buckets kept: one day
+from .intakestore import BUCKET, HISTORY  # the sparkline's ring: a day of quarter hours
+
 LATE_S, SILENT_S = 30 * 60, 2 * 3600  # two missed reports; eight
 BACKLOG_ALERT = 8  # readings queued on the meter: it reports but cannot deliver
 # The meter's own telemetry (firmware/telemetry.py): machine.reset_cause()
@@ -20,6 +20,8 @@ LOW_HEAP = 8 * 1024  # bytes free: below this an allocation may fail in an excha
 WEAK_RSSI = -85  # dBm: below this, Wi-Fi drops packets
 NOISY_SENSOR = 50  # per mille of inputs rejected (bounce, bad CRC)
 SEQ_LOW = 1 << 20  # of 2^40 per context: years of requests, but worth a look
+PAGE = 100  # meters per page
+ALERTS = 200  # meters that need a look, listed at most
 
 
 def duration(seconds: int) -> str:
@@ -84,9 +86,19 @@ def sparkline(points: list[tuple[int, int]], now: float, width: int = 96,
                     for i, b in enumerate(xs))
 
 
-def view(store, now: float) -> dict:
-    meters = store.meters()
-    history = store.meter_history((int(now) // BUCKET) - HISTORY)
+def view(store, now: float, after: str = "", page: int = PAGE) -> dict:
+    """The fleet at `now`: counts by state, the meters that need a look (at
+    most ALERTS of them, the longest silent first), one page of meters in
+    id order from `after`, and the gateways. Bounded whatever the fleet's
+    size: counts are one aggregate query, the rest are pages."""
+    late_before, silent_before = now - LATE_S, now - SILENT_S
+    counts = store.fleet_counts(late_before, silent_before)
+    troubled = store.troubled_meters(late_before, BACKLOG_ALERT, ALERTS)
+    meters = store.meters(after, page + 1)
+    more = meters[page - 1]["meter_id"] if len(meters) > page else None  # the next page's `after`
+    meters = meters[:page]
+    history = store.meter_history((int(now) // BUCKET) - HISTORY,
+                                  [m["meter_id"] for m in meters])
     rejects, gateways = defaultdict(dict), []
     for g in store.gateways():
         for m, reason, n in json.loads(g["rejects"] or "[]"):
@@ -94,22 +106,25 @@ def view(store, now: float) -> dict:
         gateways.append({"id": g["gateway_id"], "health_at": g["health_at"],
                          "fresh": freshness(g["health_at"], now),
                          "counters": json.loads(g["counters"] or "{}")})
-    rows, alerts = [], []
+    rows = []
     for m in meters:
-        state = freshness(m["last_seen"], now)
-        r = rejects.get(m["meter_id"], {})
-        health, trouble = device(json.loads(m.get("telemetry") or "{}"))
-        rows.append({**m, "fresh": state, "rejects": r, "device": health,
+        health, _ = device(json.loads(m.get("telemetry") or "{}"))
+        rows.append({**m, "fresh": freshness(m["last_seen"], now),
+                     "rejects": rejects.get(m["meter_id"], {}), "device": health,
                      "spark": sparkline(history.get(m["meter_id"], []), now)})
-        alerts += [("late", f"{m['meter_id']}: {t}") for t in trouble]
+    alerts = []
+    for m in troubled:
+        state = freshness(m["last_seen"], now)
+        alerts += [("late", f"{m['meter_id']}: {t}") for t in json.loads(m["trouble"] or "[]")]
         if state != "ok":
             alerts.append((state, f"{m['meter_id']} ({m['neighbourhood']}): no reading for"
                                   f" {'over two hours' if state == 'silent' else 'over 30 min'}"))
         if (m["backlog"] or 0) >= BACKLOG_ALERT:
             alerts.append(("late", f"{m['meter_id']}: {m['backlog']} readings queued on the"
                                    " meter, not delivered"))
-        if r:
-            alerts.append(("late", f"{m['meter_id']}: {sum(r.values())} datagrams rejected"
+    for m, r in sorted(rejects.items()):
+        if m:
+            alerts.append(("late", f"{m}: {sum(r.values())} datagrams rejected"
                                    f" ({', '.join(sorted(r))})"))
     for g in gateways:
         if g["fresh"] != "ok":
@@ -117,6 +132,6 @@ def view(store, now: float) -> dict:
                                        f" {'two hours' if g['fresh'] == 'silent' else '30 min'}"))
     order = {"silent": 0, "late": 1}
     alerts.sort(key=lambda a: order[a[0]])
-    return {"meters": rows, "gateways": gateways, "alerts": alerts,
-            "unknown": rejects.get("", {}), "counts": {s: sum(1 for r in rows if r["fresh"] == s)
-                                                       for s in ("ok", "late", "silent")}}
+    return {"meters": rows, "gateways": gateways, "alerts": alerts, "more": more,
+            "more_alerts": len(troubled) == ALERTS, "unknown": rejects.get("", {}),
+            "counts": counts}

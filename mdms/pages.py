@@ -26,6 +26,9 @@ from .store import IntegrityError
 from .web import HOME_PAGE, ROLES, Web, client_key
 
 DAY = 86400
+ANALYST_VALUES = 20_000  # the newest released values the analyst's page draws
+CSV_ROWS = 500_000  # at most, per download
+BILLS_SHOWN = 5_000  # the newest bills of the chosen dates on the billing page
 log = logging.getLogger("gridveil.web")
 
 
@@ -176,18 +179,21 @@ def routes(web: Web):
         return await admin(request, done=f"{user} was removed and logged out.")
 
     async def operator(request: Request):
-        return web.render(request, "operator.html", **fleet.view(web.store, time.time()),
+        after = str(request.query_params.get("after", ""))[:128]
+        return web.render(request, "operator.html", **fleet.view(web.store, time.time(), after),
+                          after=after,
                           utc=utc, thresholds=(fleet.LATE_S // 60, fleet.SILENT_S // 3600))
 
-    async def sync_decisions() -> None:
-        """Releases the guardian approved at its holder since the last look
-        (sync asks the holders: off the event loop)."""
-        if web.store.requests("pending", limit=1):
-            await run_in_threadpool(synced_pending)
+    def wake_job() -> None:
+        """A page with requests pending nudges the release job (when this
+        process runs it) to look for the guardian's decisions now; the
+        releases themselves never run inside a request."""
+        if web.job is not None and web.store.requests("pending", limit=1):
+            web.job.wake()
 
     async def analyst(request: Request):
-        await sync_decisions()
-        rows = web.store.released_aggregates()
+        wake_job()
+        rows = web.store.released_aggregates(limit=ANALYST_VALUES)
         hourly, profile, peaks = releases.demand_views(rows)
         asked = web.store.requests(kind="aggregates", limit=10)
         fewest = min((r["contributors"] for r in rows), default=0)
@@ -199,7 +205,7 @@ def routes(web: Web):
                           count=len(rows), utc=utc)
 
     async def demand_csv(request: Request):
-        rows = web.store.released_aggregates()
+        rows = web.store.released_aggregates(limit=CSV_ROWS)
         buf = io.StringIO()
         w = csv.writer(buf)
         w.writerow(["neighbourhood", "interval_end_utc", "energy_wh", "noisy"])
@@ -231,15 +237,17 @@ def routes(web: Web):
         return RedirectResponse("/analyst" if kind == "aggregates" else "/billing",
                                 status_code=303)
 
-    def _bills(request: Request):
+    def _bills(request: Request, limit: int = BILLS_SHOWN):
         q = request.query_params
         try:
             start = dt.date.fromisoformat(q["from"]) if q.get("from") else None
             end = dt.date.fromisoformat(q["to"]) if q.get("to") else None
         except ValueError:
             start = end = None
-        rows = web.store.bills()
         epoch = dt.date(1970, 1, 1)
+        # Bills starting up to 400 days before `from` may still reach into it.
+        rows = web.store.bills(first=(start - epoch).days - 400 if start else 0,
+                               end=(end - epoch).days + 1 if end else 1 << 31, limit=limit)
         out = []
         for r in rows:
             first = epoch + dt.timedelta(days=r["first_day"])
@@ -251,7 +259,7 @@ def routes(web: Web):
 
     async def billing(request: Request, error: str = "", status: int = 200):
         if not error:
-            await sync_decisions()
+            wake_job()
         bills, start, end = _bills(request)
         asked = web.store.requests(kind="bills", limit=10)
         return web.render(request, "billing.html", status, bills=bills, start=start, end=end,
@@ -259,7 +267,7 @@ def routes(web: Web):
                           utc=utc)
 
     async def bills_csv(request: Request):
-        bills, _, _ = _bills(request)
+        bills, _, _ = _bills(request, CSV_ROWS)
         buf = io.StringIO()
         w = csv.writer(buf)
         w.writerow(["meter_id", "first_day", "last_day", "amount_micro_cents", "amount_eur"])
@@ -288,7 +296,8 @@ def routes(web: Web):
                           page=page, pages=pages, f=f, query=urllib.parse.urlencode(query),
                           roles=[h["role"] for h in status if h["role"] != "-"],
                           kinds=audit.KINDS, readable=audit.readable,
-                          verdict=audit.verdict, requests=web.store.requests(limit=200), utc=utc)
+                          verdict=audit.verdict, requests=web.store.requests(limit=200), utc=utc,
+                          window=f"{audit.WINDOW:,}")
 
     async def audit_csv(request: Request):
         _, rows, _ = await run_in_threadpool(audit_rows, request)
@@ -316,17 +325,10 @@ def routes(web: Web):
         return [{**r, "scope": scope.describe(web.store, policies, r),
                  "params_json": json.loads(r["params"])} for r in pending]
 
-    def synced_pending() -> list[dict]:
-        try:
-            releases.sync(web.store, web.authority())
-        except ConfigError as e:
-            log.warning("the guardian's decisions could not be fetched: %s", e)
-        return pending_with_scope()
-
     async def guardian(request: Request):
-        # The scope asks every holder for its policy, and finding decisions
-        # may release values: off the event loop.
-        pending = await run_in_threadpool(synced_pending)
+        # The scope asks every holder for its policy: off the event loop.
+        wake_job()
+        pending = await run_in_threadpool(pending_with_scope)
         return web.render(request, "guardian.html", pending=pending,
                           done=web.store.requests("decided", limit=50), utc=utc)
 

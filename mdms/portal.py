@@ -28,6 +28,7 @@ from .web import Web, client_key
 log = logging.getLogger("gridveil.portal")
 
 MAX_READINGS = 200_000
+DEMAND_SHOWN = 96 * 62  # the neighbourhood's newest two months of quarter hours
 
 
 def b64(b: bytes) -> str:
@@ -67,7 +68,7 @@ def _context(web: Web, meters: list[str]) -> dict:
         nbh = row["neighbourhood"]
         if nbh not in demand:
             demand[nbh] = [[a["interval_end"], a["wh"], a["contributors"]]
-                           for a in web.store.released_aggregates(nbh)]
+                           for a in web.store.released_aggregates(nbh, limit=DEMAND_SHOWN)]
     return {"meter_info": info, "bills": bills, "neighbourhood_demand": demand}
 
 
@@ -340,13 +341,12 @@ def routes(web: Web):
             return JSONResponse({"error": "no key file for this customer"}, status_code=404)
         meters = web.store.customer_meters(cid)
         day_keys, readings = [], []
-        for m in meters:
-            day_keys += [{"meter": m, "day": d, "key_no": n, "wrapped": b64(w)}
-                         for d, n, w in web.store.day_keys(m)]
+        for m in meters:  # the newest readings, and the day keys that open them
+            mine = web.store.sealed_readings(m, max(1, MAX_READINGS - len(readings)))
             readings += [{"meter": m, "seq": s, "day": d, "key_no": n, "nonce": b64(nc),
-                          "ct": b64(ct)}
-                         for s, d, n, nc, ct in web.store.sealed_readings(
-                             m, MAX_READINGS - len(readings))]
+                          "ct": b64(ct)} for s, d, n, nc, ct in mine]
+            day_keys += [{"meter": m, "day": d, "key_no": n, "wrapped": b64(w)}
+                         for d, n, w in web.store.day_keys(m, mine[0][1] if mine else 0)]
         return JSONResponse({"customer": cid, "kdf": kf["kdf"],
                              "wrapped_private_key": kf["wrapped_private_key"],
                              "wrapped_signing_key": kf.get("wrapped_signing_key"),

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections import defaultdict
+from collections import defaultdict, deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from authority.client import Authority, Refusal
@@ -29,6 +30,8 @@ from .store import MdmsStore
 log = logging.getLogger("gridveil.mdms.releases")
 HOUR = 3600
 DAY = 86400
+PAGE = 2000  # aggregates per request to the holders
+PARALLEL = 2  # requests in flight: the holders work while we store
 EPOCH = dt.date(1970, 1, 1)
 
 
@@ -46,25 +49,67 @@ class Released:
                 "refusals": self.refusals, "waiting": self.waiting}
 
 
+# A refusal with one of these codes may turn into a grant later (a decision
+# still to come); any other is the holders' final word on that value.
+WAITING = ("no_decision", "out_of_scope")
+
+
 def release_aggregates(store: MdmsStore, authority: Authority, out: Released,
-                       decision=None) -> None:
-    """Whether a value carries noise is the holders' policy, not ours."""
-    pending = store.unreleased_aggregate_parts()
-    keys = list(pending)
-    items = [[(records.parse(rec), sig) for rec, sig in pending[k]] for k in keys]
+                       decision=None, page: int = PAGE, parallel: int = PARALLEL,
+                       keep=lambda: None) -> None:
+    """Everything that waits, a page at a time, `parallel` pages in flight
+    so that the holders' cores stay busy. Results are stored in page order
+    and each neighbourhood's cursor moves past what is decided, so a run
+    that stops halfway (a holder down, this process killed) resumes where
+    it stopped; the holders answer a page asked again with the same values,
+    so nothing granted is lost. Whether a value carries noise is the
+    holders' policy, not ours."""
+    after: tuple[str, int] = ("", -1)
     undecided = 0
-    for (nbh, end), res in zip(keys, authority.release_aggregates(items, decision), strict=True):
-        if isinstance(res, Refusal):
-            if res.code == "no_decision":
-                undecided += 1
-            else:
-                out.refusals.append(f"{nbh} @ {end}: {res}")
-            continue
-        store.save_aggregate(nbh, end, res.wh, res.contributors, res.noisy)
-        out.aggregates[(nbh, end)] = res.wh
+    with ThreadPoolExecutor(parallel, thread_name_prefix="release") as pool:
+        in_flight: deque = deque()
+        while True:
+            keep()  # the job's lease: stop if another process took the job over
+            pending = store.pending_aggregates(after, page)
+            if pending:
+                after = pending[-1][0]
+                items = [[(records.parse(rec), sig) for rec, sig in parts] for _, parts in pending]
+                in_flight.append((pending, items, pool.submit(
+                    authority.release_aggregates, items, decision)))
+            if in_flight and (len(in_flight) >= parallel or not pending):
+                done, items, future = in_flight.popleft()
+                undecided += _store_results(store, out, done, items, future.result())
+            if not pending and not in_flight:
+                break
     if undecided:
         out.waiting.append(f"{undecided} quarter-hour total(s) wait for the privacy guardian's"
                            " decision")
+
+
+def _store_results(store: MdmsStore, out: Released, pending, items, results) -> int:
+    """Store one page's answers; returns how many wait for a decision."""
+    granted, refused, members, waiting = [], [], set(), set()
+    through: dict[str, int] = {}
+    for ((nbh, end), _), parts, res in zip(pending, items, results, strict=True):
+        if isinstance(res, Refusal) and res.code in WAITING:
+            waiting.add(nbh)
+            continue
+        if isinstance(res, Refusal):
+            refused.append((nbh, end, res.code, str(res)))
+            out.refusals.append(f"{nbh} @ {end}: {res}")
+        else:
+            granted.append((nbh, end, res.wh, res.contributors, res.noisy))
+            members.update((m, (end - 1) // DAY, nbh) for rec, _ in parts for m in rec.meters)
+            out.aggregates[(nbh, end)] = res.wh
+        if nbh not in waiting:  # decided, and so is everything before it
+            through[nbh] = end
+    with store.db.transaction():
+        store.save_aggregates(granted)
+        store.save_refusals(refused)
+        store.add_day_members(members)
+        store.advance_cursors(through)
+    return sum(1 for ((n, _), _), r in zip(pending, results, strict=True)
+               if isinstance(r, Refusal) and r.code in WAITING)
 
 
 # --- billing periods ------------------------------------------------------------
@@ -90,11 +135,9 @@ def policy_period(policies: dict[str, dict]) -> str | int:
     return max(int(p.get("min_bill_days", 1)) for p in policies.values())
 
 
-def _groups(parts, carried) -> list[tuple[set[str], set[str], list[int]]]:
-    """(neighbourhoods, meters, starts of groups carried in) of each group
-    that shares a meter: bills of a household counted in two neighbourhoods
-    go out with both, and a group carried over from an earlier period
-    joins the groups it shares a neighbourhood or a meter with."""
+def _union(links) -> dict[str, str]:
+    """Neighbourhood -> its group's representative: neighbourhoods that
+    share a meter bill together (`links`: [(meter, neighbourhood)])."""
     parent: dict[str, str] = {}
 
     def find(x):
@@ -103,112 +146,166 @@ def _groups(parts, carried) -> list[tuple[set[str], set[str], list[int]]]:
             x = parent[x]
         return x
 
-    for nbh, meters in parts:
-        for m in meters:
-            parent[find("m:" + m)] = find("n:" + nbh)
-    for nbhs, meters, first in carried:
-        names = [f"n:{n}" for n in nbhs] + [f"m:{m}" for m in meters]
-        for x in names:
-            parent[find(x)] = find(names[0])
-        parent[find(f"s:{first}")] = find(names[0])
-    comps: dict[str, tuple[set, set, list]] = defaultdict(lambda: (set(), set(), []))
-    for x in list(parent):
-        nbhs, meters, starts = comps[find(x)]
-        kind, name = x[0], x[2:]
-        if kind == "n":
-            nbhs.add(name)
-        elif kind == "m":
-            meters.add(name)
+    first_of: dict[str, str] = {}
+    for meter, nbh in links:
+        parent[find(nbh)] = find(first_of.setdefault(meter, nbh))
+    return {n: find(n) for n in list(parent)}
+
+
+@dataclass
+class Group:
+    neighbourhoods: list[str]
+    first: int  # day; earlier than the period's when carried in
+    end: int  # day, exclusive
+    meters: list[str]
+    carried: list[int] = field(default_factory=list)  # first days of groups carried into it
+
+
+def period_groups(store: MdmsStore, first: int, end: int, horizon: int
+                  ) -> tuple[list[Group], list[Group], bool]:
+    """The groups of households whose bills of the period [first, end) can
+    all go out now, those that wait, and whether the period is settled
+    (nothing in it waits; a group carried on waits in carried_groups).
+    Groups carried in from earlier periods join the groups they share a
+    neighbourhood with. A group in which a meter reported nothing on the
+    period's last day (its readings may be held back somewhere) is carried
+    into the next period once the period is over (`horizon`, the latest
+    day released, is past it)."""
+    rep = _union(store.shared_meters(first, end))
+    groups: dict[str, Group] = {}
+    for n in store.member_neighbourhoods(first, end):
+        g = groups.setdefault(rep.get(n, n), Group([], first, end, []))
+        g.neighbourhoods.append(n)
+    for start, (nbhs, _) in sorted(store.carried().items()):
+        if start >= first:
+            continue
+        merged = Group(sorted(nbhs), start, end, [], [start])
+        for key in [k for k, g in groups.items() if nbhs & set(g.neighbourhoods)]:
+            g = groups.pop(key)
+            merged.neighbourhoods = sorted(set(merged.neighbourhoods) | set(g.neighbourhoods))
+            merged.first = min(merged.first, g.first)
+            merged.carried += g.carried
+        groups[merged.neighbourhoods[0]] = merged
+    ready, waiting, settled = [], [], True
+    for g in groups.values():
+        g.meters = store.members(g.neighbourhoods, g.first, end)
+        if not g.meters or len(store.billed(g.meters, g.first)) == len(g.meters):
+            continue
+        days = store.bill_days_of(g.meters, end - 1, end)
+        silent = sorted(m for m in g.meters if not days[m])
+        if not silent:
+            ready.append(g)
+        elif horizon >= end:  # the period is over: its bills go with the next one
+            store.carry(g.first, g.neighbourhoods, end)
         else:
-            starts.append(int(name))
-    return [c for c in comps.values() if c[0]]
+            settled = False
+            g.meters = silent
+            waiting.append(g)
+    return ready, waiting, settled
 
 
-def bill_groups(store: MdmsStore, period):
-    """(neighbourhoods, first day, end day, {meter: [day rows]}) of every
-    group of households that the neighbourhoods' released aggregates
-    counted in a billing period, not billed yet, whose bills can all go
-    out; and notes on those that cannot yet. A group in which a meter
-    reported nothing on the period's last day (its readings may be held
-    back somewhere) is carried into the next period and billed with it."""
-    days_of: dict[str, dict[int, dict]] = defaultdict(dict)
-    for row in store.signed_bill_days():
-        days_of[row["meter_id"]][row["day"]] = row
-    anchor = min((d for days in days_of.values() for d in days), default=0)
-    horizon = max((d for days in days_of.values() for d in days), default=0)
-    billed = {(b["meter_id"], b["first_day"]) for b in store.bills()}
-    by_period: dict[tuple[int, int], list] = defaultdict(list)
-    for r in store.released_parts():
-        by_period[period_of((r["interval_end"] - 1) // DAY, period, anchor)].append(
-            (r["neighbourhood"], records.parse(r["record"]).meters))
-    ready, notes, carried = [], [], []
-    for (first, last), parts in sorted(by_period.items()):
-        carry_in, carried = carried, []
-        for nbhs, meters, starts in _groups(parts, carry_in):
-            start = min([first, *starts])
-            if all((m, start) in billed for m in meters):
-                continue
-            chunk = {m: [days_of[m][d] for d in range(start, last) if d in days_of[m]]
-                     for m in sorted(meters)}
-            silent = sorted(m for m in meters if last - 1 not in days_of[m])
-            if silent:
-                if horizon >= last:  # the period is over: its bills go with the next one
-                    carried.append((nbhs, meters, start))
-                else:
-                    notes.append(f"bills of {', '.join(sorted(nbhs))} from"
-                                 f" {EPOCH + dt.timedelta(start)} wait: {len(silent)} meter(s)"
-                                 f" have not reported on the period's last day yet"
-                                 f" ({', '.join(silent[:5])})")
-                continue
-            ready.append((sorted(nbhs), start, last, chunk))
-    for nbhs, meters, start in carried:
-        silent = sorted(m for m in meters if not days_of[m] or max(days_of[m]) < horizon)
-        notes.append(f"bills of {', '.join(sorted(nbhs))} from {EPOCH + dt.timedelta(start)}"
-                     f" wait: {len(silent) or 'some'} meter(s) reported nothing on a period's"
-                     f" last day ({', '.join(silent[:5])}); they go out with the first period"
-                     " in which every one of them has")
-    return ready, notes
+def _waiting_note(g: Group) -> str:
+    return (f"bills of {', '.join(g.neighbourhoods)} from {EPOCH + dt.timedelta(g.first)} wait:"
+            f" {len(g.meters)} meter(s) have not reported on the period's last day yet"
+            f" ({', '.join(g.meters[:5])})")
+
+
+def _carried_notes(store: MdmsStore, seen: set[int]) -> list[str]:
+    return [f"bills of {', '.join(sorted(nbhs))} from {EPOCH + dt.timedelta(start)} wait: a"
+            " meter reported nothing on a period's last day; they go out with the first period"
+            " in which every one of them has" for start, (nbhs, _) in store.carried().items()
+            if start not in seen]
+
+
+def billing_periods(store: MdmsStore, period) -> tuple[list[tuple[int, int]], int]:
+    """The periods not settled yet, from the oldest, up to the one holding
+    the latest released day; and that day (the horizon)."""
+    anchor = store.anchor_day()
+    if anchor is None:
+        return [], 0
+    horizon = (store.released_through() - 1) // DAY
+    day = store.bill_periods_done()
+    day = anchor if day is None else day
+    out = []
+    while day <= horizon:
+        first, end = period_of(day, period, anchor)
+        out.append((first, end))
+        day = end
+    return out, horizon
+
+
+def bill_groups(store: MdmsStore, period) -> tuple[list[Group], list[str]]:
+    """Every group whose bills can go out now, in all unsettled periods,
+    and notes on those that wait (for the guardian's page, and tests)."""
+    periods, horizon = billing_periods(store, period)
+    ready, notes, seen = [], [], set()
+    for first, end in periods:
+        r, w, _ = period_groups(store, first, end, horizon)
+        ready += r
+        notes += [_waiting_note(g) for g in w]
+        seen.update(s for g in r + w for s in [g.first, *g.carried])
+    return ready, notes + _carried_notes(store, seen)
 
 
 def release_bills(store: MdmsStore, authority: Authority, out: Released,
-                  period: str | int = 1, decision=None) -> None:
-    """The bills of each group of neighbourhoods and period, all together.
-    The tariff is the one the gateway signed into the day records; its
-    prices are the holders'."""
-    ready, notes = bill_groups(store, period)
-    out.waiting += notes
-    for nbhs, first, last, chunk in ready:
-        bills = []
-        for meter_id, rows in chunk.items():
-            signed = [(records.parse(d["record"]), d["signature"]) for d in rows]
-            bills.append((meter_id, signed[0][0].tariff, signed))
-        try:
-            amounts = authority.release_bills(nbhs, first * DAY, last * DAY, bills, decision)
-        except Refusal as r:
-            if r.code == "no_decision":
-                out.waiting.append(f"bills of {', '.join(nbhs)} from"
-                                   f" {EPOCH + dt.timedelta(first)} wait for the privacy"
-                                   " guardian's decision")
-            else:
-                out.refusals.append(f"bills of {', '.join(nbhs)} from"
-                                    f" {EPOCH + dt.timedelta(first)}: {r}")
-            continue
-        for meter_id, amount in amounts.items():
-            store.save_bill(meter_id, first, last - first, amount)
-            out.bills[(meter_id, first)] = amount
+                  period: str | int = 1, decision=None, keep=lambda: None) -> None:
+    """The bills of each group of neighbourhoods and period, all together,
+    one group at a time (only its day records in memory). The tariff is
+    the one the gateway signed into the day records; its prices are the
+    holders'. A period is settled once each of its groups was billed or
+    carried on; the next run starts from the oldest unsettled one."""
+    periods, horizon = billing_periods(store, period)
+    all_settled, seen = True, set()
+    for first, end in periods:
+        ready, waiting, settled = period_groups(store, first, end, horizon)
+        out.waiting += [_waiting_note(g) for g in waiting]
+        for g in ready:
+            keep()
+            settled &= _bill_group(store, authority, out, g, decision)
+        seen.update(s for g in ready + waiting for s in [g.first, *g.carried])
+        all_settled &= settled
+        if all_settled:
+            store.set_bill_periods_done(end)
+    out.waiting += _carried_notes(store, seen)
+
+
+def _bill_group(store: MdmsStore, authority: Authority, out: Released, g: Group,
+                decision) -> bool:
+    days = store.bill_days_of(g.meters, g.first, g.end)
+    bills = []
+    for meter_id in g.meters:
+        signed = [(records.parse(d["record"]), d["signature"]) for d in days[meter_id]]
+        bills.append((meter_id, signed[0][0].tariff, signed))
+    when = f"bills of {', '.join(g.neighbourhoods)} from {EPOCH + dt.timedelta(g.first)}"
+    try:
+        amounts = authority.release_bills(g.neighbourhoods, g.first * DAY, g.end * DAY, bills,
+                                          decision)
+    except Refusal as r:
+        if r.code in WAITING:
+            out.waiting.append(f"{when} wait for the privacy guardian's decision")
+        else:
+            out.refusals.append(f"{when}: {r}")
+        return False
+    with store.db.transaction():
+        store.save_bills([(m, g.first, g.end - g.first, a) for m, a in amounts.items()])
+        for start in g.carried:
+            store.drop_carried(start)
+    out.bills.update(((m, g.first), a) for m, a in amounts.items())
+    return True
 
 
 def release_all(store: MdmsStore, authority: Authority,
-                period: str | int | None = None) -> Released:
+                period: str | int | None = None, keep=lambda: None) -> Released:
     """Everything the guardian's decisions allow; bills by `period`, or by
-    what the holders' policies allow."""
+    what the holders' policies allow. `keep` is called between pages (the
+    release job renews its lease there)."""
     out = Released()
     if period is None:
         period = policy_period(authority.policies())
     out.period = period
     sync(store, authority, period)
-    release_aggregates(store, authority, out)
-    release_bills(store, authority, out, period)
+    release_aggregates(store, authority, out, keep=keep)
+    release_bills(store, authority, out, period, keep=keep)
     return out
 
 
@@ -218,18 +315,18 @@ def scope(store: MdmsStore, kind: str, period: str | int) -> dict | None:
     what waits to be released, as the guardian's holder is asked to decide
     it; None when nothing waits."""
     if kind == "aggregates":
-        waiting = list(store.unreleased_aggregate_parts())
-        if not waiting:
+        span = store.pending_span()
+        if not span:
             return None
-        step = min(records.parse(p[0][0]).interval_end - records.parse(p[0][0]).interval_start
-                   for p in store.unreleased_aggregate_parts().values())
-        return {"neighbourhoods": sorted({n for n, _ in waiting}),
-                "start": min(e for _, e in waiting) - step, "end": max(e for _, e in waiting)}
+        rec = records.parse(store.pending_aggregates(limit=1)[0][1][0][0])
+        return {"neighbourhoods": [r["neighbourhood"] for r in span],
+                "start": min(r["first"] for r in span) - (rec.interval_end - rec.interval_start),
+                "end": max(r["last"] for r in span)}
     ready, _ = bill_groups(store, period)
     if not ready:
         return None
-    return {"neighbourhoods": sorted({n for g in ready for n in g[0]}),
-            "start": min(g[1] for g in ready) * DAY, "end": max(g[2] for g in ready) * DAY}
+    return {"neighbourhoods": sorted({n for g in ready for n in g.neighbourhoods}),
+            "start": min(g.first for g in ready) * DAY, "end": max(g.end for g in ready) * DAY}
 
 
 def propose(store: MdmsStore, authority: Authority, rid: int) -> str:

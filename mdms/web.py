@@ -82,6 +82,7 @@ class Web:
         self.cfg = cfg
         self.store = store or MdmsStore(MdmsHome(cfg.home).db_url())
         self._authority = None
+        self.job = None  # the release job, when this process runs it (mdms/app.py)
         self.sessions = auth.Sessions(self.store)
         self.throttle = auth.Throttle(self.store)
         self.templates = Environment(loader=FileSystemLoader(HERE / "templates"),

@@ -127,23 +127,38 @@ def umass_files() -> list[Path]:
     return files
 
 
-@pytest.fixture(scope="session")
-def postgres():
-    """A real PostgreSQL server for the MDMS tests (tests/helpers/postgres.py)."""
-    from helpers.postgres import Cluster, PostgresUnavailable
+def _server(kind: str):
+    """Start a server of host_tools/pgcluster.py, or skip (a skip fails CI)."""
+    from host_tools import pgcluster as pg
 
     try:
-        cluster = Cluster()
-    except PostgresUnavailable as e:
+        return getattr(pg, kind)()
+    except pg.PostgresUnavailable as e:
         pytest.skip(str(e))
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server for the MDMS tests."""
+    cluster = _server("Cluster")
     yield cluster
     cluster.stop()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(scope="session")
+def citus():
+    """A real 3-node Citus cluster (a coordinator, two workers) for the MDMS tests."""
+    cluster = _server("CitusCluster")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "citus"])
 def mdms_db(request, tmp_path):
-    """An MDMS database URL: SQLite in a temporary file, or a fresh database
-    on the test PostgreSQL server. Tests that take it run against both."""
+    """An MDMS database URL: SQLite in a temporary file, a fresh database on
+    the test PostgreSQL server, or one on the test Citus cluster (its tables
+    distributed). Tests that take it run against all three."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'mdms.db'}"
-    return request.getfixturevalue("postgres").new_database()
+    server = {"postgresql": "postgres", "citus": "citus"}[request.param]
+    return request.getfixturevalue(server).new_database()

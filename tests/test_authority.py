@@ -22,7 +22,7 @@ from authority.client import Refusal
 from authority.holder import DAY
 from authority.ledger import Ledger
 from authority.policy import Policy
-from common import paillier, records
+from common import paillier, records, slots
 from common.files import ConfigError, read_json
 from gateway.fastenc import RandomnessPool
 from gateway.pes import PES, Batch, Reading
@@ -72,14 +72,24 @@ def test_release_once_and_refuse_a_single_household(env):
     rec, sig = gw.agg("big", T1)
     assert rec.contributors == 5
     assert auth.release_aggregate([(rec, sig)]) == (sum(100 + i for i in range(1, 6)), 5)
+    # Asked again (a retry after a failure), the same answer: nothing new is released.
+    assert auth.release_aggregate([(rec, sig)]) == (sum(100 + i for i in range(1, 6)), 5)
+    # Another ciphertext of the same interval (re-randomised, signed by the
+    # gateway) is a second release: refused.
+    pub = paillier.load_public(holders.pub_file())
+    fresh = paillier.to_bytes(pub, paillier.from_bytes(pub, rec.ciphertext) + pub.encrypt(0))
+    other = dataclasses.replace(rec, ciphertext=fresh)
     with pytest.raises(Refusal) as e:
-        auth.release_aggregate([(rec, sig)])
+        auth.release_aggregate([(other, records.sign(gw.key, other))])
     assert e.value.code == "already_released"
     with pytest.raises(Refusal) as e:
         auth.release_aggregate([gw.agg("small", T1)])  # one meter's interval
     assert e.value.code == "too_few"
     for role in holders.roles:  # every holder logged every decision
-        assert holders.log(role) == [(1, "granted"), (0, "already_released"), (0, "too_few")]
+        assert holders.log(role) == [(1, "granted"), (1, "granted"), (0, "already_released"),
+                                     (0, "too_few")]
+        grants = [e for e in holders.client(role).log() if e["kind"] == "aggregate"]
+        assert "answered again" in grants[1]["reason"]
 
 
 def test_group_of_k_minus_one_refused(env):
@@ -164,7 +174,7 @@ def test_same_interval_twice_after_a_late_reading(env):
 def test_bill_policy(env):
     """Each bill's own checks, as the refusal of the group that carries it
     (a group goes out whole or not at all)."""
-    _, gw, pes, auth = env
+    holders, gw, pes, auth = env
     feed_day(pes, range(1, 6))
     gw.seal()
     m1, m2 = gw.bill_days("m1"), gw.bill_days("m2")
@@ -192,8 +202,19 @@ def test_bill_policy(env):
     amounts = auth.release_bills(["big"], DAY0, DAY0 + DAY, group(gw, BIG, DAY0, DAY0 + DAY))
     for i in range(1, 6):
         assert amounts[f"m{i}"] in cents(96 * (100 + i) * 25_000)
+    # Asked again, the same amounts (the same dither); a bill of other
+    # ciphertexts for the same days is a second release, refused.
+    assert auth.release_bills(["big"], DAY0, DAY0 + DAY,
+                              group(gw, BIG, DAY0, DAY0 + DAY)) == amounts
+    pub = paillier.load_public(holders.pub_file())
+    rec = m2[0][0]
+    band, c = rec.bands[0]
+    other = dataclasses.replace(rec, bands=((band, paillier.to_bytes(
+        pub, paillier.from_bytes(pub, c) + pub.encrypt(0))),) + rec.bands[1:])
     with pytest.raises(Refusal) as e:
-        auth.release_bills(["big"], DAY0, DAY0 + DAY, group(gw, BIG, DAY0, DAY0 + DAY))
+        auth.release_bills(["big"], DAY0, DAY0 + DAY, group(
+            gw, BIG, DAY0, DAY0 + DAY, replace={"m2": ("m2", FLAT, [(other, records.sign(
+                gw.key, other))])}))
     assert e.value.code == "already_released"
 
 
@@ -221,9 +242,10 @@ def test_parts_from_several_gateways_are_combined_once(tmp_path):
         assert e.value.code == "mixed_parts"
         both = [a.agg("big", T1), b.agg("big", T1)]
         assert auth.release_aggregate(both) == (sum(100 + i for i in range(1, 7)), 6)
-        with pytest.raises(Refusal) as e:
-            auth.release_aggregate(both)
-        assert e.value.code == "already_released"
+        assert auth.release_aggregate(both[::-1]) == (sum(100 + i for i in range(1, 7)), 6)
+        with pytest.raises(Refusal) as e:  # one gateway's part alone, now
+            auth.release_aggregate(both[:1])
+        assert e.value.code == "too_few"
     finally:
         holders.stop()
 
@@ -238,7 +260,7 @@ def test_threshold_one_share_decrypts_nothing(tmp_path):
     try:
         pub = auth.public_key(rec.key_id)
         decision = auth.covering(lambda d: d.covers_aggregate("big", T1))
-        (a,) = auth.holders["utility"].aggregates(decision, [[(rec, sig)]])
+        (a,) = auth.holders["utility"].aggregates(decision, [[(rec, sig)]])["packs"]
         assert a["kind"] == "partial"
         with pytest.raises(ValueError):
             paillier.combine_partials(pub, [int(a["number"])])
@@ -247,9 +269,10 @@ def test_threshold_one_share_decrypts_nothing(tmp_path):
             d = read_json(holders.homes[role] / "keys" / f"{rec.key_id}.share.json", "share",
                           secret=True)
             assert d["encrypted"] and "secret" not in d
-        (b,) = auth.holders["guardian"].aggregates(decision, [[(rec, sig)]])
-        assert paillier.combine_partials(pub, [int(a["number"]), int(b["number"])]) == \
-            sum(100 + i for i in range(1, 6))
+        (b,) = auth.holders["guardian"].aggregates(decision, [[(rec, sig)]])["packs"]
+        (value,) = slots.unpack(paillier.combine_raw(pub, [int(a["number"]), int(b["number"])]),
+                                1)
+        assert value == sum(100 + i for i in range(1, 6))
     finally:
         holders.stop()
 
@@ -389,8 +412,8 @@ def test_differential_privacy_noise_on_every_release_and_a_budget_that_renews(tm
     auth = holders.start()
     try:
         truth = sum(100 + i for i in range(1, 6))
-        answers = auth.release_aggregates([[gw.agg("big", DAY0 + 900 * (j + 1))]
-                                           for j in range(3 * 96)])
+        items = [[gw.agg("big", DAY0 + 900 * (j + 1))] for j in range(3 * 96)]
+        answers = auth.release_aggregates(items)
         assert all(a.noisy for a in answers) and len(answers) == 3 * 96
         values = [a.wh for a in answers]
         # Noise of scale 2500 x 96 / 1 per holder: the mean of 288 is far
@@ -399,13 +422,18 @@ def test_differential_privacy_noise_on_every_release_and_a_budget_that_renews(tm
         spread = (sum((v - truth) ** 2 for v in values) / len(values)) ** 0.5
         assert 2500 * 96 < spread < 4 * 2500 * 96
         assert abs(sum(values) / len(values) - truth) < 5 * spread / len(values) ** 0.5
+        # Asked again (as a retry would, or a requester that hopes to average
+        # the noise away): the same values, and no budget spent (below).
+        assert [a.wh for a in auth.release_aggregates(items)] == values
     finally:
         holders.stop()
     for role in holders.roles:
         entries = Ledger(holders.homes[role] / "authority.db").entries()
         grants = [e for e in entries if e["kind"] == "aggregate" and e["granted"]]
-        assert len(grants) == 3 * 96
-        assert all("epsilon 1/96 per household)" in e["reason"] for e in grants)
+        assert sum(len(json.loads(e["marks"])["agg"]) for e in grants) == 3 * 96
+        fresh = [e for e in grants if json.loads(e["marks"])["agg"]]
+        assert all("epsilon 1/96 per household)" in e["reason"] for e in fresh)
+        assert sum(len(json.loads(e["marks"])["again"]) for e in grants) == 3 * 96
 
 
 def test_policy_cannot_be_weakened_below_safe_floor(tmp_path):
@@ -428,10 +456,10 @@ def test_policy_cannot_be_weakened_below_safe_floor(tmp_path):
 def test_audit_log_detects_tampering(tmp_path, attack):
     path = tmp_path / "ledger.db"
     led = Ledger(path)
-    receipts = [led.record("mdms", "aggregate", f"agg:x:{i}", i % 2 == 0,
-                           "granted" if i % 2 == 0 else "too_few",
-                           [f"agg:x:{i}", f"mi:m1:{i}", f"mi:m2:{i}"], ("x", i, ["m1", "m2"]))
-                for i in range(5)]
+    receipts = [led.grant("mdms", "aggregate", f"agg:x:{DAY0 + 900 * i}", "granted",
+                          [("x", DAY0 + 900 * i, ["m1", "m2"])]) if i % 2 else
+                led.record("mdms", "aggregate", f"agg:x:{DAY0 + 900 * i}", False, "too_few: ")
+                for i in range(1, 6)]
     assert led.verify(receipts)[0]
     led.close()
     con = sqlite3.connect(path)
@@ -442,10 +470,10 @@ def test_audit_log_detects_tampering(tmp_path, attack):
         con.execute("DELETE FROM log WHERE n=3")
     elif attack == "truncate":
         con.execute("DELETE FROM log WHERE n=5")  # the chain alone cannot see this
-    elif attack == "unrelease":  # to release agg:x:0 a second time
-        con.execute("DELETE FROM released WHERE subject='agg:x:0'")
+    elif attack == "unrelease":  # to release agg:x:<first> a second time
+        con.execute("UPDATE agg_marks SET bits = zeroblob(12)")
     elif attack == "drop a member":  # to leave a household out of a group of bills
-        con.execute("DELETE FROM members WHERE meter='m2' AND interval_end=4")
+        con.execute("DELETE FROM meter_marks WHERE meter='m2'")
     else:
         a = con.execute(f"SELECT {cols} FROM log WHERE n=2").fetchone()
         b = con.execute(f"SELECT {cols} FROM log WHERE n=4").fetchone()

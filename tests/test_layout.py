@@ -36,10 +36,14 @@ def test_parties_import_each_other_only_through_common_and_the_holder_client():
 
 
 def test_sql_lives_in_each_partys_store():
-    for folder, store in (("gateway", "gateway/store.py"), ("mdms", "mdms/store.py")):
+    # The MDMS's store is split by what it serves: the web app's state,
+    # the intake's tables, the releases', and the schema with its placement.
+    stores = {"gateway/store.py", "mdms/store.py", "mdms/intakestore.py", "mdms/releasestore.py",
+              "mdms/schema.py", "mdms/db.py"}
+    for folder in ("gateway", "mdms"):
         for f in (REPO / folder).rglob("*.py"):
             rel = str(f.relative_to(REPO))
-            if rel in (store, "mdms/db.py"):
+            if rel in stores:
                 continue
             text = f.read_text()
             for verb in ("SELECT ", "INSERT ", "UPDATE ", "DELETE FROM"):

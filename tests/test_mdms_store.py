@@ -85,7 +85,7 @@ def test_a_gateway_speaks_only_for_itself(store):
     before = store.counts()
     bad = {
         "meter 'm1' is not registered through gateway gwB": [
-            {"kind": "copy", "meter_id": "m1", "seq": 5, "day": 1, "key_no": 0,
+            {"kind": "copy", "meter_id": "m1", "seq": 5, "day": 20454, "key_no": 0,
              "nonce": "AAAA", "ct": "AAAA"}],
         "belongs to gateway gwA": [meter("m1", "south")],
         "names gateway 'gwA', sent by 'gwB'": [a.agg("north", END)],
@@ -217,7 +217,7 @@ def test_fleet_view_flags_late_and_silent_meters(store):
     now = (int(time.time()) // 900 + 5) * 900 + 450
 
     def health(at, **seen):
-        store.put_health("gwA", {"at": at, "rejects": [["m2", "bad_mac", 3]], "meters": [
+        intake.put_health(store, "gwA", {"at": at, "rejects": [["m2", "bad_mac", 3]], "meters": [
             {"meter_id": m, "last_seen": t, "accepted": n, "backlog": 9 if m == "m2" else 0,
              "duplicates": 0, "late": 0}
             for m, (t, n) in seen.items()]})
@@ -244,7 +244,7 @@ def test_meter_telemetry_is_shown_in_words_and_raises_alerts(store):
     a = FakeGateway(store, "gwA")
     a.push(store, [meter("m1"), meter("m2")])
     now = time.time() + 60
-    store.put_health("gwA", {"at": now, "rejects": [], "meters": [
+    intake.put_health(store, "gwA", {"at": now, "rejects": [], "meters": [
         {"meter_id": "m1", "last_seen": now, "accepted": 4, "duplicates": 0, "late": 0,
          "telemetry": json.dumps(
             {"reset_cause": 3, "uptime_s": 7260, "free_heap": 5000, "rssi_dbm": -90,
@@ -294,11 +294,78 @@ def test_a_period_whose_last_day_a_meter_missed_is_billed_with_the_next(store):
     for d in range(day0, day0 + 6):
         store.save_aggregate("north", d * 86400 + 900, 1, 3, False)
     ready, notes = bill_groups(store, 2)
-    assert [(n, first, last, sorted(chunk)) for n, first, last, chunk in ready] == \
+    assert [(g.neighbourhoods, g.first, g.end, g.meters) for g in ready] == \
         [(["north"], day0, day0 + 6, meters)]
-    assert [r["day"] for r in ready[0][3]["x"]] == [day0, day0 + 4, day0 + 5]
+    assert [r["day"] for r in store.bill_days_of(["x"], day0, day0 + 6)["x"]] == \
+        [day0, day0 + 4, day0 + 5]
     assert notes == []
     # Before x came back, the group waited, carried, with a note saying why.
     store.db.execute("DELETE FROM bill_days WHERE meter_id='x' AND day >= ?", (day0 + 4,))
     ready, notes = bill_groups(store, 2)
     assert ready == [] and len(notes) == 1 and "(x)" in notes[0], notes
+
+
+def test_one_release_job_at_a_time_across_processes(mdms_db):
+    """Two MDMS processes on one database (two stores, two connections):
+    the release job's lease goes to one, is renewed only by it, and passes
+    to the other once it is dropped or lapses."""
+    a, b = MdmsStore(mdms_db), MdmsStore(mdms_db)
+    try:
+        assert a.take_lease("release-job", "host-a", 60)
+        assert not b.take_lease("release-job", "host-b", 60)
+        assert a.take_lease("release-job", "host-a", 60)  # renewed by its holder
+        a.drop_lease("release-job", "host-b")  # only the holder can drop it
+        assert not b.take_lease("release-job", "host-b", 60)
+        a.drop_lease("release-job", "host-a")
+        assert b.take_lease("release-job", "host-b", 0.2)
+        assert not a.take_lease("release-job", "host-a", 60)
+        time.sleep(0.3)  # host-b died without dropping it: the lease lapses
+        assert a.take_lease("release-job", "host-a", 60)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_retention_drops_whole_months_and_keeps_the_rest(store):
+    """What the operator's retention lets go: on PostgreSQL and Citus whole
+    monthly partitions (DROP TABLE, no row deletes), on SQLite the rows; the
+    month after the cut stays whole."""
+    a = FakeGateway(store, "gwA")
+    jan, feb = 1767225600, 1769904000  # 2026-01-01 and 2026-02-01, UTC
+    a.push(store, [meter("m1"), a.agg("north", jan + 900), a.agg("north", jan + 1800),
+                   a.agg("north", feb + 900)])
+    assert len(store.unreleased_aggregate_parts()) == 0  # nothing sealed through yet
+    gone = store.drop_before(feb // 86400)
+    if store.db.dialect == "postgresql":
+        assert "aggregate_parts_202601" in gone
+        assert all(name.endswith("_202601") for name in gone), gone
+    else:
+        assert "2 rows of aggregate_parts" in gone
+    a.push(store, [{"kind": "sealed_through", "neighbourhood": "north", "through": feb + 900}])
+    assert list(store.unreleased_aggregate_parts()) == [("north", feb + 900)]
+
+
+def test_citus_places_each_table_by_the_key_its_queries_use(citus):
+    """On the cluster: meter-keyed tables distributed by meter_id and
+    co-located (their joins stay on one worker), neighbourhood-keyed ones
+    by neighbourhood, small shared ones replicated to every node, the web
+    app's own state on the coordinator."""
+    s = MdmsStore(citus.new_database())
+    try:
+        rows = s.db.rows("SELECT logicalrelid::text AS t, partmethod AS m, colocationid AS c,"
+                         " column_to_column_name(logicalrelid, partkey) AS k"
+                         " FROM pg_dist_partition")
+        placed = {r["t"]: r for r in rows if "_20" not in r["t"]}  # not the partitions
+    finally:
+        s.close()
+    for table in ("meters", "bill_days", "sealed_readings", "customer_day_keys", "bills",
+                  "day_members", "meter_history"):
+        assert placed[table]["m"] == "h" and placed[table]["k"] == "meter_id", table
+        assert placed[table]["c"] == placed["meters"]["c"], table
+    for table in ("aggregate_parts", "released_aggregates", "sealed_through"):
+        assert placed[table]["k"] == "neighbourhood", table
+        assert placed[table]["c"] == placed["aggregate_parts"]["c"], table
+    for table in ("gateways", "tariffs", "users", "secrets"):
+        assert placed[table]["m"] == "n", table  # reference: on every node
+    for table in ("sessions", "login_failures", "leases", "settings"):
+        assert table not in placed, table

@@ -254,7 +254,7 @@ def test_audit_state_is_the_logs_and_kept_heads_catch_a_rewritten_log(tmp_path):
     u, g = holders.homes["utility"], holders.homes["guardian"]
 
     con = sqlite3.connect(u / "authority.db")
-    con.execute("DELETE FROM released")
+    con.execute("DELETE FROM agg_marks")
     con.commit()
     con.close()
     r = gridveil(u, "holder", "verify", check=False)
@@ -265,8 +265,8 @@ def test_audit_state_is_the_logs_and_kept_heads_catch_a_rewritten_log(tmp_path):
     # The guardian's log, rewritten without the grant, chain recomputed.
     con = sqlite3.connect(g / "authority.db")
     con.execute("DELETE FROM log WHERE granted=1")
-    con.execute("DELETE FROM released")
-    con.execute("DELETE FROM members")
+    for table in ("agg_marks", "meter_marks", "meter_sets", "answers", "checkpoints"):
+        con.execute(f"DELETE FROM {table}")
     prev = "0" * 64
     for n, at, req, kind, subj, granted, reason, marks, dp in con.execute(
             "SELECT n, at, requester, kind, subject, granted, reason, marks, dp FROM log"
