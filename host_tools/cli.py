@@ -29,6 +29,12 @@ def cmd_demo(args):
 
 def cmd_bench(args):
     out = Path(args.out) if args.out else None
+    if args.scale:
+        from . import benchscale
+
+        sizes = tuple(int(x) for x in (args.sizes or "10000").split(","))
+        benchscale.main(sizes=sizes, days=args.days, out=out)
+        return
     if args.scaling:
         from . import scalebench
 
@@ -106,8 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--scaling", action="store_true",
                    help="instead, the scaling table: 10, 100 and 1,000 meters, one day and"
                         " seven, database size, sealing, release, memory (about 15 minutes)")
+    x.add_argument("--scale", action="store_true",
+                   help="instead, the MDMS and both holders at a fleet's scale on a 3-node Citus"
+                        " cluster, synthetic signed records, day after day (needs Citus)")
+    x.add_argument("--days", type=int, default=2, help="with --scale: days of history (default 2)")
     x.add_argument("--sizes", help="with --scaling: fleet sizes, comma-separated"
-                                   " (default 10,100,1000)")
+                                   " (default 10,100,1000); with --scale: meters (default 10000)")
     x.set_defaults(func=cmd_bench)
 
     x = sub(s, "pageweight", "bytes the analyst page and the portal take on first and repeat"
