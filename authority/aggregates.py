@@ -68,7 +68,7 @@ def _digest(parts) -> str:
     return h.hexdigest()[:32]
 
 
-def _check(holder, parts, dec) -> _Candidate:
+def _check(holder, parts, dec, known: dict[str, str]) -> _Candidate:
     """Everything about one item that does not depend on what was released."""
     from .holder import MAX_PARTS
 
@@ -101,7 +101,7 @@ def _check(holder, parts, dec) -> _Candidate:
     # consented, not what the gateway says: meters the utility made up or
     # proposed for others count for nothing, and one household's several
     # meters count once.
-    enrolled = holder.households(meters)
+    enrolled = {m: known[m] for m in meters if m in known}
     households = set(enrolled.values())
     if len(households) < holder.policy.k:
         raise Refusal("too_few", f"aggregate has {len(households)} enrolled households"
@@ -137,9 +137,11 @@ def _check(holder, parts, dec) -> _Candidate:
 def decide(holder, items, dec, requester: str) -> Decided:
     """Check, mark, log and commit a request's values; what to open."""
     checked: list = []
+    # The households of every meter the request names, in one look-up.
+    known = holder.households({m for parts in items for r, _ in parts for m in r.meters})
     for parts in items:
         try:
-            checked.append(_check(holder, parts, dec))
+            checked.append(_check(holder, parts, dec, known))
         except Refusal as r:
             checked.append(r)
     cands = [c for c in checked if isinstance(c, _Candidate)]

@@ -14,8 +14,11 @@ decided: aggregates.py (neighbourhood sums) and bills.py (groups of bills).
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from common import paillier, records, signing, tariff
@@ -408,12 +411,18 @@ class KeyHolder:
     def verify_in_background(self, every_s: float = 86400) -> threading.Thread:
         """The whole log against the whole state, off the serving threads:
         at once if start-up checked only from a checkpoint, then daily. A
-        failure stops every release."""
+        failure stops every release. The check runs in a process of its
+        own at a lower CPU priority: its cost grows with the log, and it
+        must slow neither this holder's decisions (no shared GIL) nor the
+        other services on the host."""
         def run():
             if self._whole:
                 time.sleep(every_s)
             while True:
-                ok, msg = Ledger(self.home.ledger, self.policy.interval_s).verify()
+                ctx = multiprocessing.get_context("spawn")
+                with ProcessPoolExecutor(1, mp_context=ctx) as ex:
+                    ok, msg = ex.submit(_verify_log, str(self.home.ledger),
+                                        self.policy.interval_s).result()
                 if not ok:
                     self.broken = msg
                     log.error("%s holder: the decision log failed its verification: %s;"
@@ -425,3 +434,16 @@ class KeyHolder:
         t = threading.Thread(target=run, name="verify-log", daemon=True)
         t.start()
         return t
+
+
+def _verify_log(path: str, interval_s: int) -> tuple[bool, str]:
+    """The full check of a holder's log, in a process of its own (above)."""
+    try:
+        os.nice(10)
+    except OSError:
+        pass
+    ledger = Ledger(Path(path), interval_s)
+    try:
+        return ledger.verify()
+    finally:
+        ledger.close()

@@ -80,6 +80,7 @@ def unseal(d: dict, passphrase: str | None, what: str) -> dict:
 class KeyDir:
     def __init__(self, path: Path):
         self.path = Path(path)
+        self._public: dict[str, PaillierPublicKey] = {}
 
     def pub_file(self, key_id: str) -> Path:
         return self.path / f"{key_id}.pub.json"
@@ -99,7 +100,11 @@ class KeyDir:
         return kid
 
     def public(self, key_id: str) -> PaillierPublicKey:
-        return paillier.load_public(self.pub_file(key_id))
+        # Read once: a key id names one public key for good (it is its hash),
+        # and a release asks for it once per value.
+        if key_id not in self._public:
+            self._public[key_id] = paillier.load_public(self.pub_file(key_id))
+        return self._public[key_id]
 
     def save_private(self, priv: PaillierPrivateKey, passphrase: str | None) -> None:
         kid = paillier.key_id(priv.public_key)

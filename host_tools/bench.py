@@ -508,5 +508,5 @@ noise and a bias 150 mV below mid-rail:
 """
     from . import mdsection
 
-    kept = mdsection.kept(path, "flood", "pageweight", "scaling")  # measured by their own commands
+    kept = mdsection.kept(path, "flood", "pageweight", "scaling", "scale")  # measured by their own commands
     Path(path).write_text(text + ("\n" + kept if kept else ""))

@@ -192,7 +192,7 @@ def _peak_while(proc: subprocess.Popen, box: dict) -> threading.Thread:
 def run(n: int, days: int, base: Path, progress=print) -> list[dict]:
     files = sorted(demo.SAMPLE_DIR.glob("household*.csv"))
     cluster = CitusCluster(shards=8)
-    rows = []
+    rows, site = [], None
     try:
         db = cluster.new_database()
         site = Site(base, gateways=1, tls=False, db_url=db, bits=2048)
@@ -237,6 +237,7 @@ def run(n: int, days: int, base: Path, progress=print) -> list[dict]:
             r = json.loads(out.read_text())
             got = {(a[0], a[1]): a[2] for a in r.get("aggregates", [])}
             wrong = sum(got.get(k) != v for k, v in truth.items())
+            row.update(aggregates_s=r["seconds"]["aggregates"], bills_s=r["seconds"]["bills"])
             row.update(values=len(got) + len(r.get("bills", [])), aggregates=len(got),
                        bills=len(r.get("bills", [])), wrong=wrong, release_s=release_s,
                        values_per_s=(len(got) + len(r.get("bills", []))) / release_s,
@@ -248,7 +249,8 @@ def run(n: int, days: int, base: Path, progress=print) -> list[dict]:
             progress(line(row))
     finally:
         try:
-            site.stop_all()
+            if site is not None:
+                site.stop_all()
         finally:
             cluster.stop()
     return rows
@@ -261,6 +263,7 @@ def line(r: dict) -> str:
             f" MDMS peak {r['mdms_peak_mib']:.0f} MiB\n"
             f"scale-release: {r['meters']} meters, day {r['day']}: {r['aggregates']} aggregates"
             f" + {r['bills']} bills in {r['release_s']:.1f} s = {r['values_per_s']:.0f} values/s"
+            f" (aggregates {r['aggregates_s']:.1f} s, bills {r['bills_s']:.1f} s)"
             f" ({r['wrong']} differ from the plaintext sums), release job peak"
             f" {r['release_peak_mib']:.0f} MiB, holders' peaks"
             f" {r['holder-guardian_peak_mib']:.0f} / {r['holder-utility_peak_mib']:.0f} MiB,"

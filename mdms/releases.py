@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections import defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -42,11 +43,12 @@ class Released:
     refusals: list[str] = field(default_factory=list)
     waiting: list[str] = field(default_factory=list)  # not refused: not decided, not complete
     period: str | int = 1  # the billing period the bills were asked for
+    seconds: dict[str, float] = field(default_factory=dict)  # each stage's wall time
 
     def to_json(self) -> dict:
         return {"aggregates": [[n, e, wh] for (n, e), wh in sorted(self.aggregates.items())],
                 "bills": [[m, d, a] for (m, d), a in sorted(self.bills.items())],
-                "refusals": self.refusals, "waiting": self.waiting}
+                "refusals": self.refusals, "waiting": self.waiting, "seconds": self.seconds}
 
 
 # A refusal with one of these codes may turn into a grant later (a decision
@@ -304,8 +306,16 @@ def release_all(store: MdmsStore, authority: Authority,
         period = policy_period(authority.policies())
     out.period = period
     sync(store, authority, period)
-    release_aggregates(store, authority, out, keep=keep)
-    release_bills(store, authority, out, period, keep=keep)
+    for stage, run in (("aggregates", lambda: release_aggregates(store, authority, out,
+                                                                 keep=keep)),
+                       ("bills", lambda: release_bills(store, authority, out, period,
+                                                       keep=keep))):
+        t = time.monotonic()
+        run()
+        out.seconds[stage] = round(time.monotonic() - t, 3)
+    if out.aggregates or out.bills:
+        log.info("released %d aggregates in %.1f s and %d bills in %.1f s", len(out.aggregates),
+                 out.seconds["aggregates"], len(out.bills), out.seconds["bills"])
     return out
 
 
