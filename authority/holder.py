@@ -417,6 +417,8 @@ class KeyHolder:
         other services on the host."""
         def run():
             if self._whole:
+                log.info("%s holder: decision log verified at start-up: %s", self.role,
+                         self._verified[0])
                 time.sleep(every_s)
             while True:
                 ctx = multiprocessing.get_context("spawn")

@@ -177,11 +177,17 @@ class Database:
                     return
                 head, group, tail = multi
                 # One statement for up to MULTI_ROWS rows: a cluster routes
-                # them shard by shard, not a planned statement per row.
-                for i in range(0, len(rows), MULTI_ROWS):
-                    chunk = rows[i:i + MULTI_ROWS]
-                    cur.execute(self._sql(head + ", ".join([group] * len(chunk)) + tail),
-                                [v for r in chunk for v in r])
+                # them shard by shard, not a planned statement per row. The
+                # sizes are powers of two, so that few distinct statements
+                # exist, and none is prepared on the server (each would keep
+                # a plan for thousands of parameters in every connection).
+                i = 0
+                while i < len(rows):
+                    size = min(MULTI_ROWS, 1 << (len(rows) - i).bit_length() - 1)
+                    chunk = rows[i:i + size]
+                    cur.execute(self._sql(head + ", ".join([group] * size) + tail),
+                                [v for r in chunk for v in r], prepare=False)
+                    i += size
         self._run(work)
 
     def rows(self, sql: str, args=()) -> list[dict]:
@@ -226,7 +232,7 @@ class Database:
                 self._pinned.conn = None
 
 
-MULTI_ROWS = 1000
+MULTI_ROWS = 1024
 
 
 def _multi_row(sql: str) -> tuple[str, str, str] | None:
