@@ -38,12 +38,13 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from common import consent, customer, paillier, records, signing
+from common.files import ConfigError
 from gateway.config import GatewayHome
 from gateway.fastenc import FastEncryptor
 
 from . import demo, groundtruth
 from .fleetbench import vm_hwm_mib
-from .pgcluster import CitusCluster
+from .pgcluster import CitusCluster, PostgresUnavailable
 from .site import INTERVAL_S, REPO, Site
 
 PER_NEIGHBOURHOOD = 50
@@ -210,7 +211,10 @@ def _restart_holders(site: Site, row: dict) -> None:
 
 def run(n: int, days: int, base: Path, progress=print) -> list[dict]:
     files = sorted(demo.SAMPLE_DIR.glob("household*.csv"))
-    cluster = CitusCluster(shards=8)
+    try:
+        cluster = CitusCluster(shards=8)
+    except PostgresUnavailable as e:
+        raise ConfigError(f"bench-scale needs a Citus cluster: {e}") from None
     rows, site = [], None
     try:
         db = cluster.new_database()
@@ -296,8 +300,20 @@ def main(sizes=(10_000,), days: int = 2, out: Path | None = None) -> list[dict]:
     if out:
         from . import mdsection
 
-        mdsection.write(out, "scale", markdown(rows))
+        mdsection.write(out, "scale", INTRO + markdown(rows))
     return rows
+
+
+INTRO = """## Scale
+
+`make bench-scale` (host_tools/benchscale.py): the MDMS on a 3-node Citus
+cluster on this machine's loopback and both key holders, synthetic meters
+whose gateway's signed pushes go through the MDMS's intake each day, then
+`gridveil mdms release` through both holders, every aggregate checked
+against the plaintext sums ("wrong"). Everything shares this machine's
+cores: each rate is all-in. docs/scale.md turns the figures into a sizing.
+
+"""
 
 
 def markdown(rows: list[dict]) -> str:
