@@ -179,8 +179,11 @@ def test_an_image_that_fails_is_rolled_back_and_refused(tmp_path, sample_files, 
             assert r.returncode == 0, r.output[-3000:]
             assert "[bootloader] ota_1 was reset before it confirmed itself" in r.output
             assert "firmware 0.3.0 did not reach the gateway and was rolled back" in r.output
-            # Refused from then on, though the gateway still offers it.
-            assert r.output.count("fetching firmware") == (bug != "crashes"), r.output[-3000:]
+            # Refused from then on, though the gateway still offers it (a
+            # transfer that a heap hiccup interrupted goes on: one fetch more).
+            hiccups = r.output.count("transfer interrupted (memory allocation failed")
+            assert r.output.count("fetching firmware") - hiccups == (bug != "crashes"), \
+                r.output[-3000:]
         for m in s.meter_rows():
             assert (m["accepted"], m["last_seq"], m["duplicates"], m["fw_version"]) == \
                 (96, 95, 0, "0.1.0"), m
