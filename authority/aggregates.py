@@ -22,11 +22,10 @@ from collections import Counter
 from dataclasses import dataclass
 
 from common import paillier
-from common.slots import slots
 
 from . import dp
 from .ledger import Answered, Receipt
-from .packing import Pack
+from .packing import Pack, Packer
 from .policy import Refusal
 
 
@@ -192,21 +191,15 @@ def decide(holder, items, dec, requester: str) -> Decided:
 
 
 def _packs(holder, results) -> tuple[list, list[Pack]]:
-    out, packs, open_pack = [], [], {}
+    packer, out = Packer(holder.home.keys), []
     for r in results:
         if isinstance(r, Refusal):
             out.append(r)
             continue
         c, a = r
-        p = open_pack.get(c.key_id)
-        if p is None or len(p.ciphertexts) == slots(holder.home.keys.public(c.key_id).n):
-            p = open_pack[c.key_id] = Pack(c.key_id)
-            packs.append(p)
-        p.ciphertexts.append(c.ciphertext)
-        p.noises.append(a.noise)
-        out.append(Slot(packs.index(p), len(p.ciphertexts) - 1, c.key_id, a.contributors,
+        out.append(Slot(*packer.add(c.key_id, c.ciphertext, a.noise), c.key_id, a.contributors,
                         a.noisy))
-    return out, packs
+    return out, packer.packs
 
 
 def _subject(checked) -> str:

@@ -18,11 +18,10 @@ import secrets
 from dataclasses import dataclass
 
 from common import paillier, records
-from common.slots import slots
 
 from .aggregates import Decided, Slot
 from .ledger import Answered
-from .packing import Pack
+from .packing import Packer
 from .policy import Refusal
 
 DAY = 86400
@@ -220,16 +219,10 @@ def decide(holder, group: BillGroup, dec, requester: str) -> Decided:
     except Refusal as r:
         holder.refuse(requester, "bill", subject, r)
     holder.checkpoint()
-    results, packs, open_pack = [], [], None
-    for (kid, c), a in zip(computed, answers, strict=True):
-        if open_pack is None or open_pack.key_id != kid or \
-                len(open_pack.ciphertexts) == slots(holder.home.keys.public(kid).n):
-            open_pack = Pack(kid)
-            packs.append(open_pack)
-        open_pack.ciphertexts.append(c)
-        open_pack.noises.append(a.noise)
-        results.append(Slot(len(packs) - 1, len(open_pack.ciphertexts) - 1, kid, 0, False))
-    return Decided(results, packs, receipt)
+    packer = Packer(holder.home.keys)
+    results = [Slot(*packer.add(kid, c, a.noise), kid, 0, False)
+               for (kid, c), a in zip(computed, answers, strict=True)]
+    return Decided(results, packer.packs, receipt)
 
 
 def _answers(holder, group: BillGroup, computed, first: int, end: int

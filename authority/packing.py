@@ -28,7 +28,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 
-from common.slots import pack, packed_noise
+from common.slots import pack, packed_noise, slots
 
 from . import threshold
 
@@ -38,6 +38,27 @@ class Pack:
     key_id: str
     ciphertexts: list[int] = field(default_factory=list)
     noises: list[int] = field(default_factory=list)
+
+
+class Packer:
+    """Packs granted values in the order they come: one open pack per key
+    epoch, a new one when it is full. `keys` is the holder's KeyDir."""
+
+    def __init__(self, keys):
+        self.keys = keys
+        self.packs: list[Pack] = []
+        self._open: dict[str, int] = {}
+
+    def add(self, key_id: str, ciphertext: int, noise: int) -> tuple[int, int]:
+        """(pack number, slot number) of the value."""
+        i = self._open.get(key_id)
+        if i is None or len(self.packs[i].ciphertexts) == slots(self.keys.public(key_id).n):
+            i = self._open[key_id] = len(self.packs)
+            self.packs.append(Pack(key_id))
+        p = self.packs[i]
+        p.ciphertexts.append(ciphertext)
+        p.noises.append(noise)
+        return i, len(p.ciphertexts) - 1
     number: int = 0  # the partial decryption (or, single, the plaintext), once opened
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import re
 import secrets
 import subprocess
 import sys
@@ -45,7 +44,7 @@ from gateway.fastenc import FastEncryptor
 from . import demo, groundtruth
 from .fleetbench import vm_hwm_mib
 from .pgcluster import CitusCluster, PostgresUnavailable
-from .site import INTERVAL_S, REPO, Site
+from .site import INTERVAL_S, REPO, Site, activation_codes
 
 PER_NEIGHBOURHOOD = 50
 DAY = 86400
@@ -85,8 +84,7 @@ class Fleet:
         for role, h in self.site.holders.items():
             out = self.site.gridveil(h, "holder", "enroll", "--file", str(f))
             if role == "guardian":
-                codes = dict(re.findall(r"^activation code for household (\S+): (\S+)", out,
-                                        re.M))
+                codes = activation_codes(out)
         guardian = config.authority(self.site.mdms.home).guardian
         sign_key = ec.generate_private_key(ec.SECP256R1())  # one for all: a bench
         seal_pub = consent.spki(self.seal_key)

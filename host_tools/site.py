@@ -119,6 +119,13 @@ class Party:
     proc: subprocess.Popen | None = None
 
 
+def activation_codes(enroll_output: str) -> dict[str, str]:
+    """household -> code, from what `gridveil holder enroll` printed (the
+    guardian's letters)."""
+    return dict(re.findall(r"^activation code for household (\S+): (\S+)", enroll_output,
+                           re.M))
+
+
 class Site:
     def __init__(self, base: Path, gateways: int = 2, tls: bool = True, confined: bool = True,
                  db_url: str | None = None, bits: int = 2048, k: int = 5, mdms_port: int = 0,
@@ -370,8 +377,7 @@ class Site:
         self._consent(meters)
 
     def _letters(self, enroll_output: str) -> None:
-        for household, code in re.findall(r"^activation code for household (\S+): (\S+)",
-                                          enroll_output, re.M):
+        for household, code in activation_codes(enroll_output).items():
             write_atomic(self.letters / f"{household}.txt", (code + "\n").encode(), secret=True)
 
     def _consent(self, meters: dict[str, str]) -> None:

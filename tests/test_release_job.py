@@ -16,7 +16,7 @@ import threading
 import time
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from helpers.holders import Gateway, Holders, gridveil
+from helpers.holders import REPO, Gateway, Holders, gridveil
 from test_web import Client
 
 from authority.client import Refusal
@@ -28,7 +28,6 @@ from host_tools.site import free_port
 from mdms.store import MdmsStore
 
 DAY0 = 1767225600  # 2026-01-01, UTC
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _granted(holders: Holders, role: str) -> int:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import re
 import secrets
 import shutil
 import subprocess
@@ -25,6 +24,7 @@ from gateway import seal as seal_mod
 from gateway.config import GatewayConfig, GatewayHome
 from gateway.store import Store
 from host_tools import provision
+from host_tools.site import activation_codes
 
 REPO = Path(__file__).resolve().parents[2]
 PASS_ENV = "GRIDVEIL_HOLDER_PASSPHRASE"
@@ -144,8 +144,7 @@ class Holders:
         for r in roles or self.roles:
             out = gridveil(self.homes[r], "holder", "enroll", "--file", str(f)).stdout
             if r == self.signer:
-                self.codes.update(re.findall(r"^activation code for household (\S+): (\S+)",
-                                             out, re.M))
+                self.codes.update(activation_codes(out))
                 if consent:
                     self.to_consent.update(meters)
         if self.procs:
