@@ -6,6 +6,7 @@ running gateway; `gridveil monitor` follows its console across a reset."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import threading
@@ -25,17 +26,27 @@ def gridveil(home, *args, timeout=300):
                           capture_output=True, text=True, cwd=REPO, timeout=timeout)
 
 
-@pytest.fixture
-def deployed(tmp_path, sample_files):
-    s = System(tmp_path / "gv", sample_files[:5])
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, sample_files):
+    """One gateway and one firmware build for the module: setting them up
+    is most of each test's time, and each test gets its own board."""
+    tmp = tmp_path_factory.mktemp("deploy")
+    s = System(tmp / "gv", sample_files[:5])
     s.start_gateway()
-    r = gridveil(s.gw_home, "build", "--target", "unix", "--out", str(tmp_path / "build"))
+    r = gridveil(s.gw_home, "build", "--target", "unix", "--out", str(tmp / "build"))
     assert r.returncode == 0, r.stderr
+    yield s, tmp / "build"
+    s.close()
+
+
+@pytest.fixture
+def deployed(site, tmp_path):
+    s, build = site
+    shutil.copytree(build, tmp_path / "build")  # a test may corrupt its copy
     link = tmp_path / "ttyGV0"
     emu = BoardEmulator(tmp_path / "board", link=link).start()
     yield s, emu, link, tmp_path
     emu.close()
-    s.close()
 
 
 def test_deploy_to_emulated_board_then_it_delivers(deployed):

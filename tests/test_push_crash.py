@@ -29,9 +29,9 @@ def outbox(s: System) -> int:
         st.close()
 
 
-# SQLite and the Citus cluster: plain PostgreSQL runs the same SQL as Citus
+# The Citus cluster only: SQLite and plain PostgreSQL run the same SQL
 # (tests/test_mdms_store.py covers all three), and each run takes a minute.
-@pytest.mark.parametrize("mdms_db", ["sqlite", "citus"], indirect=True)
+@pytest.mark.parametrize("mdms_db", ["citus"], indirect=True)
 def test_push_survives_sigkill_of_either_side(tmp_path, sample_files, mdms_db):
     s = System(tmp_path / "gv", sample_files, customers=True, db_url=mdms_db)
     try:
