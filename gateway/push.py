@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import time
 
 from common import signing
@@ -28,6 +29,15 @@ BATCH_ITEMS = 200
 HEALTH_METERS = 5000  # meter statuses per push (about 300 bytes each)
 HEALTH_FIELDS = ("meter_id", "neighbourhood", "last_seq", "last_end", "last_seen", "fw_version",
                  "backlog", "accepted", "duplicates", "late", "telemetry")
+
+
+def next_wait(wait: float, base: float, cap: float, rng=random) -> float:
+    """The wait before the next push while the MDMS is away: doubled each
+    time up to `cap`, then drawn at random from its upper half, so that a
+    thousand gateways cut off together do not come back in step (and hit
+    the MDMS in one wave) when it returns."""
+    ceiling = min(max(wait, base) * 2, max(cap, base))
+    return rng.uniform(ceiling / 2, ceiling)
 
 
 class PushError(Exception):

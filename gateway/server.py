@@ -28,7 +28,7 @@ from .groupcommit import GroupCommit, Saturated
 from .guard import Guard
 from .keystore import Keyring, KeyStore, MeterContext, Request1Context
 from .pesprocess import PesProcess
-from .push import Pusher, PushError
+from .push import Pusher, PushError, next_wait
 from .ratelog import RateLog
 from .store import Store, StoreError
 
@@ -339,8 +339,9 @@ class Gateway:
                     log.warning("cannot push to the MDMS, will retry: %s", e)
                 failing = True
                 # Each attempt reads, encodes and signs a whole batch: while
-                # the MDMS is away, try less and less often, up to a minute.
-                wait = min(wait * 2, max(PUSH_BACKOFF_MAX_S, self.config.push_every_s))
+                # the MDMS is away, try less and less often, up to a minute,
+                # jittered (push.next_wait).
+                wait = next_wait(wait, self.config.push_every_s, PUSH_BACKOFF_MAX_S)
             except StoreError as e:
                 log.error("cannot read the outbox: %s", e)
 

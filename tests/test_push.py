@@ -15,7 +15,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from test_pes import pes  # noqa: F401 -- the fixture
 
-from gateway.push import Pusher
+from gateway.push import Pusher, next_wait
 
 
 @contextmanager
@@ -106,6 +106,91 @@ def test_while_the_mdms_is_away_the_gateway_tries_less_and_less_often(pes, tmp_p
     failed = [t for t in attempts if t < healthy_at]
     gaps = [b - a for a, b in zip(failed, failed[1:], strict=False)]
     # 0.05 s apart without the backoff: some 24 attempts in 1.2 s
-    assert 3 <= len(failed) <= 6, gaps
-    assert all(b > 1.6 * a for a, b in zip(gaps, gaps[1:], strict=False)), gaps  # each wait about doubles
+    assert 3 <= len(failed) <= 8, gaps
+    assert all(b > 0.9 * a for a, b in zip(gaps, gaps[1:], strict=False)), gaps  # never sooner
+    assert gaps[-1] > 2 * gaps[0], gaps
     assert pes.store.outbox_count() == 0 and waiting > 0  # then everything went
+
+
+def test_gateways_cut_off_together_come_back_apart():
+    """The back-off is jittered: a thousand gateways that lost the MDMS at
+    the same moment spread their retries over the upper half of each wait
+    instead of arriving in one wave; each one's waits never shrink and
+    stop growing at the cap."""
+    import random
+
+    rng = random.Random(7)
+    waits = [0.5] * 1000
+    for _ in range(4):
+        waits = [next_wait(w, 0.5, 60.0, rng) for w in waits]
+    assert 0.5 <= min(waits) and max(waits) <= 0.5 * 16  # x1 to x2 per failure
+    buckets = {int(w * 4) for w in waits}  # 0.25 s bins
+    assert len(buckets) >= 20, sorted(buckets)  # spread, not in step
+    w = 0.5
+    for _ in range(30):
+        nxt = next_wait(w, 0.5, 60.0, rng)
+        assert (30.0 <= nxt <= 60.0) if w >= 30.0 else (w <= nxt <= 2 * w)
+        w = nxt
+    assert 30.0 <= w <= 60.0
+
+
+def test_a_batch_the_mdms_commits_after_the_gateway_gave_up_is_stored_once(pes, tmp_path):  # noqa: F811
+    """The MDMS commits a push but answers after the gateway's client
+    timeout: the gateway keeps the items and sends them again, and the
+    MDMS's intake (the real one, on SQLite) stores each of them once."""
+    from test_pes import DAY0
+
+    from common import signing
+    from gateway import seal
+    from gateway.pes import Reading
+    from gateway.push import PushError
+    from mdms.intake import intake
+    from mdms.store import MdmsStore
+
+    pes, _ = pes
+    for m in ("m1", "m2"):
+        pes.ingest(m, [Reading(i, DAY0 + 900 * (i + 1), 10 + i, 10 + i) for i in range(8)],
+                   None, None)
+    key = Ed25519PrivateKey.generate()
+    assert seal.seal(pes.store, key, "gw", 900, 0, seal_all=True).aggregates == 8
+    mdms = MdmsStore(f"sqlite:///{tmp_path / 'mdms.db'}")
+    mdms.trust_gateway("gw", signing.public_pem(key.public_key()).decode())
+    slow = [True]
+    lock = threading.Lock()
+
+    class Intake(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 -- http.server's name
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            with lock:  # the real intake, committed before the answer
+                n = intake(mdms, body, self.headers["X-GridVeil-Gateway"],
+                           self.headers["X-GridVeil-Signature"])
+            if slow[0]:
+                time.sleep(1.0)  # committed, but the answer comes too late
+            out = json.dumps({"stored": n}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Intake)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        waiting = pes.store.outbox_count()
+        pusher = Pusher(pes.store, key, "gw", url, timeout=0.3)
+        with pytest.raises(PushError):
+            pusher.drain()
+        assert pes.store.outbox_count() == waiting  # given up on: nothing deleted
+        first = mdms.counts()
+        assert first["aggregate_parts"] == 8 and first["bill_days"] == 2  # yet committed
+        slow[0] = False
+        assert pusher.drain() == waiting
+        assert pes.store.outbox_count() == 0
+        assert mdms.counts() == first  # the resent batch changed nothing
+    finally:
+        server.shutdown()
+        server.server_close()
+        mdms.close()
