@@ -5,6 +5,7 @@
 # The file is a log of text lines, each ending with its own CRC-32:
 #   R <seq> <interval end> <energy Wh> <register Wh> <span> <crc>   a reading
 #   A <seq> <crc>                                                  acked up to seq
+#   K <seq> <crc>        a backup of the gateway holds everything up to seq
 #   S <seq> <residual mJ> <crc>   sub-Wh energy carried past reading seq's register
 #   O <after seq> <end> <Wh> <residual mJ> <at> <mark> <crc>   the open interval
 #        (ending at <end>, after reading <after seq>, -1 before any) as of the
@@ -18,6 +19,12 @@
 # garbage. Readings are sent oldest first, so "acked up to seq" is all that
 # an acknowledgement needs to record. Everything streams line by line: a
 # long backlog never has to fit in RAM.
+#
+# A gateway that keeps backups says in its acks how far its newest backup
+# reaches ("kept"). Acknowledged readings stay here until then (at most
+# `max_kept` of them): if the gateway is restored from that backup, it asks
+# for the rest again (`rewind`) and nothing it had acknowledged is lost.
+# A gateway without backups never says it; its acks free readings at once.
 #
 # Bounded: once `max_pending` readings wait (30 days of 15-minute readings
 # by default), the oldest two pending readings of the same UTC day are
@@ -54,8 +61,8 @@ def _parse(line):
         if parts[0] == "R" and len(parts) == 6:
             return ("R", int(parts[1]), int(parts[2]), int(parts[3]), int(parts[4]),
                     int(parts[5]))
-        if parts[0] == "A" and len(parts) == 2:
-            return ("A", int(parts[1]))
+        if parts[0] in ("A", "K") and len(parts) == 2:
+            return (parts[0], int(parts[1]))
         if parts[0] == "S" and len(parts) == 3:
             return ("S", int(parts[1]), int(parts[2]))
         if parts[0] == "O" and len(parts) in (6, 7):  # 6: from before marks
@@ -69,10 +76,11 @@ DAY = 86400
 
 
 class ReadingQueue:
-    def __init__(self, path, compact_bytes=8192, max_pending=2880):
+    def __init__(self, path, compact_bytes=8192, max_pending=2880, max_kept=288):
         self.path = path
         self.compact_bytes = compact_bytes
         self.max_pending = max_pending
+        self.max_kept = max_kept  # 3 days of 15-minute readings
         self.last = None  # newest reading ever queued: (seq, end, energy, register, span)
         # Energy below one Wh that the register carried past `last`: kept with
         # it, so that a restart does not lose up to a Wh each time.
@@ -82,6 +90,7 @@ class ReadingQueue:
         # time of the last sample counted), or None.
         self.open = None
         self.acked = -1
+        self.kept = None  # None: the gateway keeps no backups (see above)
         self.merges = 0
         # A compaction cut short by a power loss left only its temporary
         # file; the log itself was never touched.
@@ -115,8 +124,17 @@ class ReadingQueue:
             elif rec[0] == "O":
                 if rec[1] == self._after():
                     self.open = rec[2:]
+            elif rec[0] == "K":
+                if self.kept is None or rec[1] > self.kept:
+                    self.kept = rec[1]
             elif rec[1] > self.acked:
                 self.acked = rec[1]
+
+    def _floor(self):
+        """Readings at or below this number are forgotten."""
+        if self.kept is None:
+            return self.acked
+        return max(min(self.acked, self.kept), self.acked - self.max_kept)
 
     def _compact(self, merge=False, shift_from=None, shift=0):
         # Rewrite with pending readings only. With nothing pending, keep the
@@ -129,10 +147,23 @@ class ReadingQueue:
         pending = 0
         size = 0
         prev = None
+        floor = self._floor()
+        held = None  # the newest acknowledged reading still held
         with open(tmp, "w") as out:
             for rec in self._records():
-                if rec[0] != "R" or rec[1] <= self.acked:
+                if rec[0] != "R" or rec[1] <= floor:
                     continue
+                if rec[1] <= self.acked:  # acknowledged, not yet in a backup
+                    line = _reading_line(rec[1:])
+                    out.write(line)
+                    size += len(line)
+                    held = rec[1]
+                    continue
+                if held is not None:
+                    line = _line("A %d" % self.acked) + _line("K %d" % self.kept)
+                    out.write(line)
+                    size += len(line)
+                    held = None
                 r = rec[1:]
                 if shift_from is not None and r[0] >= shift_from:
                     r = (r[0] + shift,) + r[1:]
@@ -153,8 +184,14 @@ class ReadingQueue:
                 line = _reading_line(prev)
                 out.write(line)
                 size += len(line)
-            if pending == 0 and self.last is not None:
+            if held is not None:
+                line = _line("A %d" % self.acked) + _line("K %d" % self.kept)
+                out.write(line)
+                size += len(line)
+            elif pending == 0 and self.last is not None:
                 line = _reading_line(self.last) + _line("A %d" % self.last[0])
+                if self.kept is not None:
+                    line += _line("K %d" % self.kept)
                 out.write(line)
                 size += len(line)
             if self.last is not None and self.residual_mj:
@@ -187,6 +224,32 @@ class ReadingQueue:
             self.last = (self.last[0] + shift,) + self.last[1:]
         self._compact(shift_from=first, shift=shift)
         return shift
+
+    def rewind(self, gw_seq):
+        """The gateway holds readings only up to gw_seq, fewer than it had
+        acknowledged: it was restored from a backup. Send again what is
+        still held after gw_seq. Returns (how many will be sent again, how
+        many it lacks that are no longer held here)."""
+        if gw_seq >= self.acked:
+            return 0, 0
+        first = None
+        for rec in self._records():
+            if rec[0] == "R":
+                first = rec[1]
+                break
+        if first is None:  # nothing held: all of it is gone
+            start, lost = self.acked, self.acked - gw_seq
+        elif first > gw_seq + 1:  # older ones are gone; send what is held
+            start, lost = first - 1, first - 1 - gw_seq
+        else:
+            start, lost = gw_seq, 0
+        again = 0
+        for rec in self._records():
+            if rec[0] == "R" and start < rec[1] <= self.acked:
+                again += 1
+        self.acked = start
+        self._compact()
+        return again, lost
 
     def _append(self, text):
         with open(self.path, "a") as f:
@@ -238,12 +301,17 @@ class ReadingQueue:
                     break
         return out
 
-    def ack(self, batch):
-        """The gateway has stored this batch, the oldest pending readings."""
+    def ack(self, batch, kept=None):
+        """The gateway has stored this batch, the oldest pending readings;
+        `kept`: how far its newest backup reaches (None: it keeps none)."""
         seq = batch[-1][0]
         if seq <= self.acked:
             return
-        self._append(_line("A %d" % seq))
+        text = _line("A %d" % seq)
+        if kept is not None and (self.kept is None or kept > self.kept):
+            text += _line("K %d" % kept)
+            self.kept = kept
+        self._append(text)
         self.acked = seq
         self.pending = max(0, self.pending - len(batch))
         if self.pending == 0 or self._size > self.compact_bytes:

@@ -104,14 +104,15 @@ class Sender:
                 acked = ack.get(1)
                 gw_time = ack.get(3)
                 self.offer = ack.get(4)
+                kept = ack.get(5)  # how far the gateway's newest backup reaches
             except (ValueError, AttributeError):
-                acked = gw_time = None
+                acked = gw_time = kept = None
             if self.on_time is not None and isinstance(gw_time, int):
                 self.on_time(gw_time)
             if acked != [r[0] for r in batch]:
                 self._failed("acknowledgement does not match the batch")
                 return False
-            self.queue.ack(batch)
+            self.queue.ack(batch, kept if isinstance(kept, int) else None)
             self.delivered += len(batch)
             step = getattr(self.link.keys, "delivered_readings", None)
             if step is not None and step(len(batch)):

@@ -27,6 +27,7 @@ import hashlib
 import logging
 import os
 import secrets
+import time
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -44,8 +45,23 @@ from .ratelog import RateLog
 log = logging.getLogger("gridveil.keystore")
 
 SEQ_CHUNK = 100  # sender sequence numbers reserved per database write
+# A plain context's own sequence numbers also never fall below a line that
+# the clock draws (SEQ_RATE a second from SEQ_EPOCH), and never run more
+# than SEQ_SLACK above it: so a gateway restored from an old backup, whose
+# stored reservations went back with it, still starts above every number it
+# used before, provided SEQ_SLACK / SEQ_RATE seconds passed since it last
+# sent (`gridveil gateway restore` waits that long). 2^40 numbers last 349
+# years at this rate.
+SEQ_EPOCH = 1_767_225_600  # 2026-01-01
+SEQ_RATE = 100
+SEQ_SLACK = 2000
+RESTORE_WAIT_S = SEQ_SLACK / SEQ_RATE
 RATCHET_INFO = b"gridveil-ratchet-v1"
 SCRYPT = {"n": 2**15, "r": 8, "p": 1, "maxmem": 64 << 20}
+
+
+def clock_line(now: float | None = None) -> int:
+    return max(0, int(((time.time() if now is None else now) - SEQ_EPOCH) * SEQ_RATE))
 
 
 def next_secret(master_secret: bytes, master_salt: bytes) -> bytes:
@@ -158,7 +174,8 @@ class MeterContext(oscore.CanProtect, oscore.CanUnprotect, oscore.SecurityContex
     uninitialised at every gateway start, so the first request after a
     restart is answered with an Echo challenge (RFC 8613 B.1.2, RFC 9175),
     and the gateway's own sequence numbers are reserved in the database in
-    chunks (B.1.1).
+    chunks (B.1.1) and kept above the clock's line (SEQ_RATE), which a
+    restored backup cannot take back.
 
     With an ID context agreed as in Appendix B.2 (our firmware, every boot;
     see MeterKeys), the keys are new to both sides: the replay window starts
@@ -178,7 +195,7 @@ class MeterContext(oscore.CanProtect, oscore.CanUnprotect, oscore.SecurityContex
         if id_context is None:
             self.echo_recovery = secrets.token_bytes(8)
             self._seq_store = seq_store
-            self.sender_sequence_number = seq_store.reserved_seq(secret.kid)
+            self.sender_sequence_number = max(seq_store.reserved_seq(secret.kid), clock_line())
             self._seq_bound = self.sender_sequence_number
         else:
             self.recipient_replay_window.initialize_empty()
@@ -187,6 +204,17 @@ class MeterContext(oscore.CanProtect, oscore.CanUnprotect, oscore.SecurityContex
             self.sender_sequence_number = 0
         self._rejects = rejects
         self._ratelog = ratelog
+
+    def new_sequence_number(self):
+        if self._seq_store is not None:
+            self.sender_sequence_number = max(self.sender_sequence_number, clock_line())
+        return super().new_sequence_number()
+
+    def seqs_left(self) -> bool:
+        """Whether this context may use one more of its own sequence numbers
+        without running SEQ_SLACK ahead of the clock's line."""
+        return self._seq_store is None or \
+            self.sender_sequence_number <= clock_line() + SEQ_SLACK
 
     def post_seqnoincrease(self):
         if self._seq_store is None:
@@ -202,7 +230,16 @@ class MeterContext(oscore.CanProtect, oscore.CanUnprotect, oscore.SecurityContex
         try:
             result = self._unprotect(protected_message, request_id)
         except oscore.ReplayErrorWithEcho:
-            raise  # not an attack: the normal first exchange after a restart
+            # Not an attack: the normal first exchange after a restart. Its
+            # answer takes one of our sequence numbers; under a flood of
+            # them, past SEQ_SLACK, the answer goes unprotected and the
+            # meter asks again later.
+            if not self.seqs_left():
+                self._rejects[(self.meter_id, "seq_budget")] += 1
+                self._ratelog.warning("seq_budget", "meter %s: too many Echo challenges; this"
+                                      " one is refused", self.meter_id)
+                raise oscore.ReplayError("no sequence number left to answer with") from None
+            raise
         except oscore.ReplayError:
             self._rejects[(self.meter_id, "replay")] += 1
             self._ratelog.warning("replay", "meter %s: replayed request rejected", self.meter_id)

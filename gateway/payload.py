@@ -107,17 +107,26 @@ def _telemetry(t) -> dict[str, int] | None:
     return out
 
 
-def ack(seqs: list[int], now: int, offer: list | None = None) -> bytes:
+def ack(seqs: list[int], now: int, offer: list | None = None, kept: int | None = None) -> bytes:
     """2.04: the seqs stored (or already held), the gateway's clock, which
-    a meter may compare with its own, and a firmware image offered to it:
-    [version, size, sha256] (gateway/updates.py)."""
+    a meter may compare with its own, a firmware image offered to it:
+    [version, size, sha256] (gateway/updates.py), and how far the newest
+    backup holds this meter's readings (gateway/backup.py; only once there
+    is one): the meter keeps acknowledged readings until then."""
     body = {0: VERSION, 1: seqs, 3: now}
     if offer is not None:
         body[4] = offer
+    if kept is not None:
+        body[5] = kept
     return cbor2.dumps(body)
 
 
-def position(last_seq: int, last_end: int | None, now: int) -> bytes:
+def position(last_seq: int, last_end: int | None, now: int, kept: int | None = None) -> bytes:
     """B.2 Response #1 (4.01): where this meter's readings stand here, so
-    that a meter whose flash was wiped continues numbering after them."""
-    return cbor2.dumps({0: VERSION, 1: last_seq, 2: last_end or 0, 3: now})
+    that a meter whose flash was wiped continues numbering after them, and
+    one that this gateway (restored from a backup) lacks readings of sends
+    them again."""
+    body = {0: VERSION, 1: last_seq, 2: last_end or 0, 3: now}
+    if kept is not None:
+        body[5] = kept
+    return cbor2.dumps(body)

@@ -21,7 +21,7 @@ from aiocoap.oscore_sitewrapper import OscoreSiteWrapper
 from common import signing
 from common.files import ConfigError
 
-from . import payload, seal, updates
+from . import backup, payload, seal, updates
 from .config import GatewayHome
 from .fastenc import RandomnessPool
 from .groupcommit import GroupCommit, Saturated
@@ -64,7 +64,8 @@ class MeterResource(resource.Resource):
             log.info("meter %s: agreeing a new security context", ctx.meter_id)
             seq, end = self.gw.seq_store.position(ctx.meter_id)
             return aiocoap.Message(code=aiocoap.UNAUTHORIZED, content_format=60,
-                                   payload=payload.position(seq, end, int(time.time())))
+                                   payload=payload.position(seq, end, int(time.time()),
+                                                            self.gw.seq_store.kept_seq(ctx.meter_id)))
         return None
 
 
@@ -118,7 +119,8 @@ class ReadingsResource(MeterResource):
         rollout = self.gw.firmware.current()
         offer = rollout.offer(ctx.meter_id, batch.fw_version) if rollout else None
         return aiocoap.Message(code=aiocoap.CHANGED,
-                               payload=payload.ack(result.acked, int(time.time()), offer),
+                               payload=payload.ack(result.acked, int(time.time()), offer,
+                                                   self.gw.seq_store.kept_seq(ctx.meter_id)),
                                content_format=60)
 
 
@@ -255,8 +257,14 @@ class Gateway:
         self.ingested = IngestSummary()
         self.firmware = updates.Rollouts(self.home.firmware)
         self.ratelog = RateLog(log)
+        window = self.config.key_ratchet_window
+        catch_up = backup.catch_up_days(self.seq_store)
+        if catch_up > window:
+            log.info("restored from a backup: following meters' key ratchets up to %d steps"
+                     " ahead for a while", catch_up)
         self.keyring = Keyring(self.keystore, self.seq_store, self.rejects,
-                               self.config.key_ratchet_window)
+                               max(window, catch_up))
+
         self.guard = Guard(self.keyring.knows, self.rejects, rate=self.config.source_rate,
                            burst=self.config.source_burst)
         workers = self.config.encryption_workers
@@ -355,6 +363,7 @@ class Gateway:
                 r.flush()
             self.guard.tick()
             self.ingested.flush()
+
 
     async def flush_rejects(self) -> None:
         """Write the rejected-message counters. The counter is only touched

@@ -182,6 +182,9 @@ class Store:
                 cols = {r[1] for r in self.db.execute("PRAGMA table_info(bill_signed)")}
                 if "prev_day" not in cols:  # from before the chain: its days sign as v4
                     self.db.execute("ALTER TABLE bill_signed ADD COLUMN prev_day INTEGER")
+                cols = {r[1] for r in self.db.execute("PRAGMA table_info(meters)")}
+                if "kept_seq" not in cols:  # from before backups (gateway/backup.py)
+                    self.db.execute("ALTER TABLE meters ADD COLUMN kept_seq INTEGER")
         except sqlite3.Error as e:
             raise StoreError(f"cannot open gateway database {self.path}: {e}") from None
 
@@ -416,8 +419,12 @@ class Store:
         return tuple(sorted(int(t) for t in text.split(",") if t)), prev
 
     def next_day_key_no(self, meter_id: str, day: int) -> int:
-        return self.db.execute("SELECT COALESCE(MAX(key_no) + 1, 0) FROM customer_day_keys"
-                               " WHERE meter_id=? AND day=?", (meter_id, day)).fetchone()[0]
+        """A key number the MDMS has not seen for this (meter, day). After a
+        restore, numbers the lost state had handed out may already be at
+        the MDMS with another key: they start above the restore's floor."""
+        n = self.db.execute("SELECT COALESCE(MAX(key_no) + 1, 0) FROM customer_day_keys"
+                            " WHERE meter_id=? AND day=?", (meter_id, day)).fetchone()[0]
+        return max(n, self.setting_int("day_key_floor"))
 
     def add_day_key(self, meter_id: str, day: int, key_no: int, wrapped: bytes) -> None:
         self.db.execute("INSERT INTO customer_day_keys VALUES (?, ?, ?, ?)",
@@ -526,6 +533,38 @@ class Store:
         self.db.execute("INSERT OR REPLACE INTO oscore_sender VALUES (?, ?)", (kid, upto))
 
     # --- the meters' sealed keys (gateway/keystore.py) --------------------
+    # --- settings, backups ----------------------------------------------------------
+    def setting_int(self, name: str, default: int = 0) -> int:
+        row = self.db.execute("SELECT value FROM settings WHERE name=?", (name,)).fetchone()
+        return int(row[0]) if row else default
+
+    def set_setting(self, name: str, value) -> None:
+        self.db.execute("INSERT INTO settings VALUES (?, ?) ON CONFLICT (name) DO UPDATE"
+                        " SET value=excluded.value", (name, str(value)))
+
+    def last_seqs(self) -> dict[str, int]:
+        return dict(self.db.execute("SELECT meter_id, last_seq FROM meters").fetchall())
+
+    def freeze_kept(self) -> None:
+        """Before a first backup: from now on acks say that readings after
+        each meter's current last one are in no backup yet."""
+        self.db.execute("UPDATE meters SET kept_seq=last_seq WHERE kept_seq IS NULL")
+
+    def mark_kept(self, seqs: dict[str, int]) -> None:
+        """A backup holds each meter's readings up to these: the meters may
+        forget them (gateway/backup.py)."""
+        with self.transaction():
+            self.db.executemany("UPDATE meters SET kept_seq=MAX(COALESCE(kept_seq, -1), ?)"
+                                " WHERE meter_id=?", [(q, m) for m, q in seqs.items()])
+
+    def kept_seq(self, meter_id: str) -> int:
+        """How far a backup holds this meter's readings; until a gateway's
+        first backup, as far as its database does (the meter forgets what
+        is acknowledged)."""
+        row = self.db.execute("SELECT COALESCE(kept_seq, last_seq) FROM meters WHERE"
+                              " meter_id=?", (meter_id,)).fetchone()
+        return row[0] if row else -1
+
     def keystore_salt(self) -> bytes:
         """The salt of the key the meters' secrets are sealed under."""
         self.db.execute("INSERT OR IGNORE INTO settings VALUES ('keystore_salt', ?)",

@@ -123,6 +123,27 @@ def cmd_status(args):
     print(f"waiting to be pushed to the MDMS: {store.outbox_count()} items")
 
 
+def cmd_backup(args):
+    from gateway.backup import backup
+
+    m = backup(home(args), Path(args.out))
+    print(f"{args.out}: gateway {m['gateway_id']}, {m['meters']} meters, made while it ran; keep"
+          " it as you keep the gateway's disk (its keys are in it, under the passphrase). Meters"
+          " now forget the readings it holds")
+
+
+def cmd_restore(args):
+    from gateway.backup import restore
+    from gateway.keystore import RESTORE_WAIT_S
+
+    print(f"restoring {args.archive} into {home(args)}; then waiting {RESTORE_WAIT_S:.0f} s so"
+          " that no sequence number of the old gateway can come back", flush=True)
+    m = restore(Path(args.archive), home(args), replace=args.replace)
+    made = dt.datetime.fromtimestamp(m["made_at"], dt.timezone.utc)
+    print(f"gateway {m['gateway_id']} restored as of {made:%Y-%m-%d %H:%M:%S} UTC; start it with"
+          " `gridveil gateway run`: each meter sends again what it sent since")
+
+
 def cmd_customer_add(args):
     from . import provision
 
@@ -141,7 +162,7 @@ def cmd_tariff_add(args):
 
 def register(subparsers) -> None:
     g = sub(subparsers, "gateway", "one gateway: init, run, seal, push, status, rekey,"
-                                   " customer-add")
+                                   " customer-add, backup, restore")
     s = g.add_subparsers(dest="action", required=True, metavar="ACTION")
     x = sub(s, "init", "create the gateway's keys, database and settings")
     x.add_argument("--id", default="gw1", help="this gateway's name in records (default gw1)")
@@ -189,6 +210,15 @@ def register(subparsers) -> None:
                                " bindings (`gridveil mdms bindings`)")
     x.add_argument("files", nargs="+")
     x.set_defaults(func=cmd_customer_add)
+    x = sub(s, "backup", "write a consistent backup of this gateway's home, while it runs")
+    x.add_argument("--out", required=True, help="the archive to write (.tar.gz)")
+    x.set_defaults(func=cmd_backup)
+    x = sub(s, "restore", "restore a backup into this home (the gateway stopped); meters send"
+                          " again what it lacks")
+    x.add_argument("archive", help="a file written by `gridveil gateway backup`")
+    x.add_argument("--replace", action="store_true",
+                   help="move the home's current contents aside first")
+    x.set_defaults(func=cmd_restore)
 
     t = sub(subparsers, "tariff", "time-of-use tariffs (bands by weekday and hour)")
     s = t.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -54,6 +54,54 @@ def test_fully_acked_queue_remembers_last_reading():
     eq(q2.oldest(8), [])
 
 
+def _held(path):
+    """Reading numbers in the file, acknowledged or not."""
+    return [r[1] for r in ReadingQueue(path)._records() if r[0] == "R"]
+
+
+def test_a_gateway_with_backups_gets_back_what_its_restore_lost():
+    # The gateway's acks say how far its newest backup reaches (kept): the
+    # meter keeps acknowledged readings after it, across reboots and
+    # compactions, and sends them again when a restored gateway lacks them.
+    p = fresh("q")
+    q = ReadingQueue(p, compact_bytes=64)  # compacts at nearly every ack
+    for i in range(10):
+        q.append(i, 900 * (i + 1), 1, i + 1)
+    q.ack(q.oldest(4), kept=-1)  # stored 0-3, no backup holds them yet
+    q.ack(q.oldest(4), kept=2)  # stored 4-7, the backup holds 0-2
+    eq(q.pending, 2)
+    eq(_held(p), [3, 4, 5, 6, 7, 8, 9])
+    q = ReadingQueue(p, compact_bytes=64)  # a reboot keeps all of it
+    eq((q.acked, q.kept, q.pending), (7, 2, 2))
+    eq([r[0] for r in q.oldest(10)], [8, 9])
+    eq(q.rewind(2), (5, 0))  # restored from that backup: 3-7 again
+    eq([r[0] for r in q.oldest(10)], [3, 4, 5, 6, 7, 8, 9])
+    eq(ReadingQueue(p).pending, 7)  # and a reboot now would still send them
+    q.ack(q.oldest(10), kept=9)
+    eq(_held(p), [9])  # everything in a backup: only the register's reading stays
+
+
+def test_without_backups_acks_free_readings_at_once_and_rewind_says_what_is_gone():
+    p = fresh("q")
+    q = ReadingQueue(p)
+    for i in range(6):
+        q.append(i, 900 * (i + 1), 1, i + 1)
+    q.ack(q.oldest(5))
+    eq(_held(p), [5])
+    eq(q.rewind(9), (0, 0))  # a gateway ahead of us: nothing to do here
+    eq(q.rewind(1), (0, 3))  # it lost 2-4, freed here; 5 was never acknowledged
+    eq([r[0] for r in q.oldest(10)], [5])
+
+
+def test_kept_readings_are_bounded_when_backups_stop():
+    p = fresh("q")
+    q = ReadingQueue(p, compact_bytes=64, max_kept=5)
+    for i in range(20):
+        q.append(i, 900 * (i + 1), 1, i + 1)
+        q.ack([(i,)], kept=0)  # the backup never moves past 0
+    eq(_held(p), [15, 16, 17, 18, 19])
+
+
 def test_torn_tail_is_dropped_and_later_appends_survive():
     p = fresh("q")
     q = ReadingQueue(p)
