@@ -25,9 +25,13 @@ demo: $(STAMP)
 demo-serve: $(STAMP)
 	$(BIN)/gridveil demo --serve
 
+# Two workers, each taking whole test files (their shared set-ups stay in
+# one process): the suite is mostly waiting on services and meters.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
 	@bash host_tools/system_deps.sh
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 bench: $(STAMP)
 	@bash host_tools/system_deps.sh

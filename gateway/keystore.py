@@ -214,7 +214,7 @@ class MeterContext(oscore.CanProtect, oscore.CanUnprotect, oscore.SecurityContex
         """Whether this context may use one more of its own sequence numbers
         without running SEQ_SLACK ahead of the clock's line."""
         return self._seq_store is None or \
-            self.sender_sequence_number <= clock_line() + SEQ_SLACK
+            self.sender_sequence_number < clock_line() + SEQ_SLACK
 
     def post_seqnoincrease(self):
         if self._seq_store is None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import os
 import socket
+import time
 
 import aiocoap
 import cbor2
@@ -89,20 +90,33 @@ class RawPeer(Requests):
     def close(self):
         self.sock.close()
 
-    def send_raw(self, datagram: bytes) -> aiocoap.Message:
-        """Send one request; return its response, piggybacked or separate."""
+    def send_raw(self, datagram: bytes, retransmit: int = 4) -> aiocoap.Message:
+        """Send one request; return its response, piggybacked or separate.
+        Unanswered, the very same datagram goes again, as a CoAP client
+        retransmits a CON (RFC 7252 4.2: 2 s, doubling, 4 times); the
+        gateway answers a duplicate from its cache."""
         request = aiocoap.Message.decode(datagram)
-        self.sock.sendto(datagram, self.addr)
-        while True:
-            data, _ = self.sock.recvfrom(2048)
-            msg = aiocoap.Message.decode(data)
-            if msg.mtype == aiocoap.ACK and msg.code == aiocoap.EMPTY:
-                continue  # the gateway is busy: a separate response follows
-            if msg.mtype == aiocoap.CON:
-                ack = aiocoap.Message(mtype=aiocoap.ACK, mid=msg.mid, code=aiocoap.EMPTY)
-                self.sock.sendto(ack.encode(), self.addr)
-            if msg.token == request.token or msg.mtype == aiocoap.RST:
-                return msg
+        wait = 2.0
+        for attempt in range(retransmit + 1):
+            self.sock.sendto(datagram, self.addr)
+            deadline = time.monotonic() + wait
+            try:
+                while True:
+                    self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+                    data, _ = self.sock.recvfrom(2048)
+                    msg = aiocoap.Message.decode(data)
+                    if msg.mtype == aiocoap.ACK and msg.code == aiocoap.EMPTY:
+                        continue  # the gateway is busy: a separate response follows
+                    if msg.mtype == aiocoap.CON:
+                        ack = aiocoap.Message(mtype=aiocoap.ACK, mid=msg.mid, code=aiocoap.EMPTY)
+                        self.sock.sendto(ack.encode(), self.addr)
+                    if msg.token == request.token or msg.mtype == aiocoap.RST:
+                        return msg
+            except TimeoutError:
+                if attempt == retransmit:
+                    raise
+                wait *= 2
+        raise AssertionError("unreachable")
 
     def unprotect(self, resp: aiocoap.Message, request_id):
         plain, _ = self.ctx.unprotect(resp, request_id)

@@ -12,6 +12,7 @@ interop and real-data tests must never be skipped there.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -41,13 +42,25 @@ class MicroPythonFailure(Exception):
 
 
 class MicroPythonFile(pytest.File):
+    """Its items are named from the module's source, so that every pytest
+    worker (pytest-xdist) collects the same ones without running anything;
+    the module runs once, in MicroPython, when its first item runs."""
+
     def collect(self):
+        names = re.findall(r"^def (test_\w+)\(", self.path.read_text(), re.M)
+        for name in names:
+            yield MicroPythonItem.from_parent(self, name=name)
+
+    def results(self) -> tuple[dict, str]:
+        if not hasattr(self, "_results"):
+            self._results = self._run()
+        return self._results
+
+    def _run(self) -> tuple[dict, str]:
         try:
             binary = fleet.micropython()
         except fleet.FleetError as e:
-            yield MicroPythonItem.from_parent(self, name="micropython_available",
-                                              outcome=("FAIL", str(e)))
-            return
+            return {}, str(e)
         # "# mp-path: a b" in a test module puts those repo folders first on
         # its MicroPython path (e.g. another board layer and hardware fakes).
         extra = []
@@ -62,29 +75,21 @@ class MicroPythonFile(pytest.File):
             timeout=300)
         out = proc.stdout + proc.stderr
         results = {}
-        done = False
         for line in out.splitlines():
             if line.startswith("GVTEST PASS "):
                 results[line.split()[2]] = ("PASS", "")
             elif line.startswith("GVTEST FAIL "):
                 name = line.split()[2]
                 results[name] = ("FAIL", line[len("GVTEST FAIL ") + len(name) + 1:] + "\n" + out)
-            elif line.startswith("GVTEST DONE"):
-                done = True
-        if not done:
-            yield MicroPythonItem.from_parent(self, name="module_ran",
-                                              outcome=("FAIL", f"runner crashed:\n{out}"))
-        for name, outcome in results.items():
-            yield MicroPythonItem.from_parent(self, name=name, outcome=outcome)
+        if "GVTEST DONE" not in out:
+            return results, f"runner crashed:\n{out}"
+        return results, out
 
 
 class MicroPythonItem(pytest.Item):
-    def __init__(self, *, outcome, **kw):
-        super().__init__(**kw)
-        self.outcome = outcome
-
     def runtest(self):
-        status, detail = self.outcome
+        results, out = self.parent.results()
+        status, detail = results.get(self.name, ("FAIL", f"{self.name} did not run:\n{out}"))
         if status != "PASS":
             raise MicroPythonFailure(detail)
 

@@ -132,3 +132,49 @@ def test_a_gateway_restored_from_its_backup_loses_nothing_and_reuses_no_nonce(tm
     assert nonces.count > 500
     assert nonces.reused() == []
     s.close()
+
+
+def test_a_plain_context_restored_with_its_old_reservations_repeats_no_sequence_number(
+        tmp_path, monkeypatch):
+    """A peer without B.2 (aiocoap-client, libcoap) keeps one context with
+    the gateway; the gateway's own sequence numbers for it (its Echo
+    challenges after each start) were reserved in the database, which a
+    restore takes back. The clock's line still puts the restored gateway
+    above every number it used, and a flood of challenges cannot push it
+    further ahead of that line than SEQ_SLACK."""
+    import logging
+    import shutil
+    from collections import Counter
+
+    from gateway import keystore
+    from gateway.ratelog import RateLog
+    from gateway.store import Store
+
+    now = [keystore.SEQ_EPOCH + 86400.0]
+    monkeypatch.setattr(keystore, "time", type("Clock", (), {"time": lambda: now[0]}))
+    secret = keystore.MeterSecret("m01", b"\x01", bytes(16), bytes(8))
+
+    def context(db):
+        store = Store(db)
+        return store, keystore.MeterContext(secret, b"gw", store, Counter(),
+                                            RateLog(logging.getLogger("t")))
+
+    store, old = context(tmp_path / "gateway.db")
+    old.new_sequence_number()
+    store.close()
+    shutil.copy(tmp_path / "gateway.db", tmp_path / "backup.db")  # the backup
+    store, old = context(tmp_path / "gateway.db")
+    used = []
+    for _ in range(2):  # a flood of challenges, as many as the context may answer
+        while old.seqs_left() and len(used) < 10_000:
+            used.append(old.new_sequence_number())
+        assert not old.seqs_left()
+        now[0] += 1.0  # a second later the line has moved on by SEQ_RATE
+    assert keystore.SEQ_SLACK - keystore.SEQ_CHUNK < len(used) < keystore.SEQ_SLACK + keystore.SEQ_RATE
+    store.close()
+
+    now[0] += keystore.RESTORE_WAIT_S  # `gridveil gateway restore` waits this long
+    store, new = context(tmp_path / "backup.db")
+    assert store.reserved_seq(secret.kid) < max(used)  # the reservations went back...
+    assert new.new_sequence_number() > max(used)  # ...the sequence numbers did not
+    store.close()
