@@ -28,7 +28,7 @@ from . import aggregates, bills, keys, threshold
 from . import desk as desk_mod
 from .desk import Desk
 from .keys import KeyDir
-from .ledger import Ledger, sign_head
+from .ledger import RESTORED, Ledger, sign_head
 from .packing import Opener
 from .policy import Policy, Refusal
 from .registry import Registry
@@ -349,7 +349,15 @@ class KeyHolder:
             raise Refusal("log_broken", f"this holder's log failed its verification"
                                         f" ({self.broken}); it releases nothing until its"
                                         " operator restores it")
+        if self.restored():
+            raise Refusal("restored", "this holder was restored from a backup and may have"
+                                      " forgotten releases; it releases nothing until its"
+                                      " operator reconciles it (`gridveil holder reconcile`)")
         return desk_mod.check(d, self.guardian_pub, self.desk)
+
+    def restored(self) -> bool:
+        """Put back to a backup and not reconciled yet (authority/backup.py)."""
+        return self.ledger.meta(RESTORED) is not None
 
     def refuse(self, requester: str, kind: str, subject: str, r: Refusal) -> None:
         """Log a refusal of a whole request, and raise it."""

@@ -48,6 +48,7 @@ CHECKPOINT_EVERY = 50  # entries (a request of many values is one)
 FULL_AT_START = 200
 FULL_AT_START_BYTES = 1 << 20
 ANSWERS_KEPT_S = 30 * 86400  # how long a retried request gets the same answer
+RESTORED = "restored"  # meta, while a holder put back to a backup is not reconciled
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS log (
@@ -245,6 +246,59 @@ class Ledger:
     def head(self) -> Receipt:
         row = self.db.execute("SELECT n, hash FROM log ORDER BY n DESC LIMIT 1").fetchone()
         return Receipt(*row) if row else Receipt(0, GENESIS)
+
+    # --- after a restore (authority/backup.py) ---------------------------------------
+    def meta(self, name: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE name=?", (name,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, name: str, value: str | None) -> None:
+        if value is None:
+            self.db.execute("DELETE FROM meta WHERE name=?", (name,))
+        else:
+            self.db.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET"
+                            " value=excluded.value", (name, value))
+
+    def meter_sets(self, digests) -> dict[str, str]:
+        out = {}
+        for d in sorted(set(digests)):
+            row = self.db.execute("SELECT meters FROM meter_sets WHERE digest=?", (d,)).fetchone()
+            if row:
+                out[d] = row[0]
+        return out
+
+    def continue_chain(self, entries: list[dict], meter_sets: dict[str, str]) -> int:
+        """Append entries that follow this log's head, exactly as they were
+        (a copy of this holder's own log kept elsewhere): each must link to
+        the one before and hash as it says, and what the granted ones
+        released is marked again. All or nothing; returns how many."""
+        for digest, text in meter_sets.items():
+            if set_digest(json.loads(text))[0] != digest:
+                raise ValueError(f"meter set {digest} does not match its digest")
+        added = 0
+        with self.batch():
+            self.db.executemany("INSERT OR IGNORE INTO meter_sets VALUES (?, ?)",
+                                sorted(meter_sets.items()))
+            head = self.head()
+            for e in entries:
+                if e["n"] <= head.n:
+                    continue  # already here
+                if e["n"] != head.n + 1 or e["prev"] != head.hash:
+                    raise ValueError(f"entry {e['n']} does not follow entry {head.n} here")
+                h = entry_hash(e["prev"], e["at"], e["requester"], e["kind"], e["subject"],
+                               bool(e["granted"]), e["reason"], e["marks"], e["dp"])
+                if h != e["hash"]:
+                    raise ValueError(f"entry {e['n']} does not hash as it says")
+                self.db.execute("INSERT INTO log (n, at, requester, kind, subject, granted,"
+                                " reason, marks, dp, prev, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?,"
+                                " ?, ?, ?)", (e["n"], e["at"], e["requester"], e["kind"],
+                                              e["subject"], int(bool(e["granted"])), e["reason"],
+                                              e["marks"], e["dp"], e["prev"], h))
+                if e["granted"] and e["marks"] not in ("", "[]"):
+                    self.marks.apply(json.loads(e["marks"]), e["subject"])
+                head = Receipt(e["n"], h)
+                added += 1
+        return added
 
     # --- checkpoints -----------------------------------------------------------------
     def checkpoint(self, sign, role: str, force: bool = False) -> None:

@@ -1,11 +1,11 @@
 """A gateway's backup and restore, online: `gridveil gateway backup` while
 the gateway runs, `gridveil gateway restore` onto a stopped or new host.
 
-A backup is one tar.gz of the gateway's home: a consistent snapshot of its
-database (SQLite's online backup, page by page, while the gateway goes on
-writing), its settings and its keys, which stay encrypted under the
-gateway's passphrase as they are on its disk; the archive needs the same
-care as the disk (docs/deploy.md). Logs are left out.
+A backup is one tar.gz of the gateway's home (common/backup.py): a
+consistent snapshot of its database, its settings and its keys, which stay
+encrypted under the gateway's passphrase as they are on its disk; the
+archive needs the same care as the disk (docs/deploy.md). Logs are left
+out.
 
 Going back to a backup must not break what the live gateway promised:
 
@@ -32,124 +32,58 @@ Going back to a backup must not break what the live gateway promised:
 
 from __future__ import annotations
 
-import io
-import json
 import math
-import os
-import shutil
-import sqlite3
-import tarfile
-import tempfile
 import time
 from pathlib import Path
 
+from common import backup as archive
 from common.files import ConfigError
 
 from .config import GatewayHome
 from .keystore import RESTORE_WAIT_S
-from .store import Store, StoreError
+from .store import Store
 
-MANIFEST = "backup.json"
-FORMAT = 1
-LEFT_OUT = {"gateway.db", "gateway.db-wal", "gateway.db-shm", "gateway.log"}
 CATCH_UP_FOR_S = 30 * 86400  # how long after a restore meters' ratchets are followed further
 DAY = 86400
 
 
 def backup(home: Path, out: Path) -> dict:
-    """Write the archive to `out` (atomically, owner-only) and mark what it
-    holds as kept. Returns its manifest."""
+    """Write the archive to `out` and mark what it holds as kept. Returns
+    its manifest."""
     h = GatewayHome(home)
     if not h.db.exists():
         raise ConfigError(f"no gateway database in {h.path}: nothing to back up")
     gateway_id = h.load_config().gateway_id
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     store = Store(h.db)
     try:
         store.freeze_kept()  # before the snapshot: what follows it is kept by the meters
     finally:
         store.close()
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".backup-") as tmp:
-        snap = Path(tmp) / "gateway.db"
-        try:
-            src = sqlite3.connect(h.db, timeout=30)
-            dst = sqlite3.connect(snap)
-            try:
-                src.backup(dst, pages=1024)  # the gateway writes between the steps
-                seqs = dict(dst.execute("SELECT meter_id, last_seq FROM meters").fetchall())
-            finally:
-                dst.close()
-                src.close()
-        except sqlite3.Error as e:
-            raise StoreError(f"cannot read {h.db} for the backup: {e}") from None
-        manifest = {"format": FORMAT, "party": "gateway", "gateway_id": gateway_id,
-                    "made_at": time.time(), "meters": len(seqs),
-                    "readings_through": seqs}
-        partial = Path(tmp) / "backup.tar.gz"
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            with tarfile.open(fileobj=f, mode="w:gz") as tar:
-                _add_bytes(tar, MANIFEST, json.dumps(manifest, indent=1).encode())
-                tar.add(snap, "gateway.db")
-                for p in sorted(h.path.rglob("*")):
-                    rel = p.relative_to(h.path)
-                    if p.is_file() and str(rel) not in LEFT_OUT and not p.is_symlink():
-                        tar.add(p, str(rel))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(partial, out)
+
+    def through(snapshot) -> dict:
+        seqs = dict(snapshot.execute("SELECT meter_id, last_seq FROM meters").fetchall())
+        return {"meters": len(seqs), "readings_through": seqs}
+
+    manifest = archive.write_archive(h.path, h.db, out, {"party": "gateway",
+                                                         "gateway_id": gateway_id},
+                                     left_out={h.log.name}, read_snapshot=through)
     # Only now that the archive is on disk may the meters forget these.
     store = Store(h.db)
     try:
-        store.mark_kept(seqs)
+        store.mark_kept(manifest["readings_through"])
     finally:
         store.close()
     return manifest
 
 
-def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size, info.mode, info.mtime = len(data), 0o600, int(time.time())
-    tar.addfile(info, io.BytesIO(data))
+def read_manifest(path: Path) -> dict:
+    return archive.read_manifest(path, "gateway")
 
 
-def read_manifest(archive: Path) -> dict:
-    try:
-        with tarfile.open(archive, "r:gz") as tar:
-            f = tar.extractfile(MANIFEST)
-            manifest = json.loads(f.read()) if f else None
-    except (OSError, tarfile.TarError, KeyError, ValueError) as e:
-        raise ConfigError(f"{archive} is not a gateway backup: {e}") from None
-    if not isinstance(manifest, dict) or manifest.get("party") != "gateway":
-        raise ConfigError(f"{archive} is not a gateway backup (no gateway manifest)")
-    if manifest.get("format") != FORMAT:
-        raise ConfigError(f"{archive} is a backup of format {manifest.get('format')}; this"
-                          f" release reads format {FORMAT}")
-    return manifest
-
-
-def restore(archive: Path, home: Path, replace: bool = False, wait=time.sleep) -> dict:
-    """Restore the archive into `home`, which must be empty or missing (or,
-    with replace, is moved aside). The gateway must not be running."""
-    manifest = read_manifest(archive)
-    home = Path(home)
-    if home.exists() and any(home.iterdir()):
-        if not replace:
-            raise ConfigError(f"{home} is not empty: stop the gateway, then restore with"
-                              " --replace (the old home is kept beside it)")
-        aside = home.with_name(f"{home.name}.replaced-{int(time.time())}")
-        home.rename(aside)
-    home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with tempfile.TemporaryDirectory(dir=home.parent, prefix=".restore-") as tmp:
-        try:
-            with tarfile.open(archive, "r:gz") as tar:
-                tar.extractall(tmp, filter="data")
-        except (OSError, tarfile.TarError) as e:
-            raise ConfigError(f"cannot unpack {archive}: {e}") from None
-        os.remove(Path(tmp) / MANIFEST)
-        for p in Path(tmp).iterdir():
-            shutil.move(str(p), home / p.name)
+def restore(path: Path, home: Path, replace: bool = False, wait=time.sleep) -> dict:
+    """Restore the archive into `home` (see common/backup.unpack); the
+    gateway must not be running."""
+    manifest = archive.unpack(path, home, "gateway", replace)
     now = time.time()
     store = Store(GatewayHome(home).db)
     try:

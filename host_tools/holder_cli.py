@@ -209,6 +209,13 @@ def cmd_serve(args):
     from common.asgi import serve
 
     holder = KeyHolder(home(args), _passphrase(args))
+    if holder.restored():
+        # Not even to refuse: a logged refusal would fork the log from the
+        # copies the reconciliation puts back.
+        holder.close()
+        raise ConfigError("this holder was restored from a backup and may have forgotten"
+                          " releases; it serves nothing until reconciled (`gridveil holder"
+                          " reconcile`, docs/deploy.md)")
     holder.verify_in_background()
     cert, key = tls_files(args, home(args))
     app = api.create_app(holder, api.load_tokens(holder), secure=bool(cert))
@@ -292,6 +299,48 @@ def cmd_head(args):
     print(text, end="")
 
 
+def cmd_backup(args):
+    from authority.backup import backup
+
+    m = backup(home(args), Path(args.out))
+    print(f"{args.out}: the {m['role']} holder's home as of log entry {m['head']['n']}, made"
+          " while it ran (its keys stay encrypted under its passphrase)")
+
+
+def cmd_restore(args):
+    from authority.backup import restore
+
+    m = restore(Path(args.archive), home(args), replace=args.replace)
+    print(f"restored as of log entry {m['head']['n']}. It releases nothing until reconciled:"
+          " `gridveil holder reconcile --log <the auditor's export of this holder's log>"
+          " --kept-head <the auditor's newest kept head> [--log <the other holder's export>]`")
+
+
+def cmd_export_log(args):
+    import json
+
+    from authority.backup import export_log
+    from authority.holder import KeyHolder
+
+    holder = KeyHolder(home(args), _passphrase(args))
+    try:
+        x = export_log(holder, args.after)
+    finally:
+        holder.close()
+    Path(args.out).write_text(json.dumps(x) + "\n")
+    print(f"{args.out}: {len(x['entries'])} entries after {args.after}, up to the signed head"
+          f" n={x['head']['n']}")
+
+
+def cmd_reconcile(args):
+    from authority.backup import reconcile
+    from common.files import read_json
+
+    exports = [read_json(Path(f), "log export") for f in args.log]
+    heads = [read_json(Path(f), "kept log head") for f in args.kept_head]
+    print(reconcile(home(args), exports, heads))
+
+
 def register(subparsers) -> None:
     x = sub(subparsers, "keygen", "the dealer's key ceremony: a Paillier key, one sealed part per"
                                   " holder")
@@ -304,8 +353,8 @@ def register(subparsers) -> None:
 
     a = sub(subparsers, "holder", "one key holder: init, import-key, sign-epoch, tariff-approve,"
                                   " enroll, trust-gateway, trust-guardian, allow, serve, head,"
-                                  " log, verify; the guardian: requests, decide, standing,"
-                                  " revoke, decisions")
+                                  " log, verify, backup, restore, export-log, reconcile; the"
+                                  " guardian: requests, decide, standing, revoke, decisions")
     s = a.add_subparsers(dest="action", required=True, metavar="ACTION")
     x = sub(s, "init", "create this holder's home, policy and transport key")
     x.add_argument("--role", required=True, choices=("utility", "guardian", "single"))
@@ -412,6 +461,28 @@ def register(subparsers) -> None:
     x.add_argument("--out", required=True, help="file for the signature")
     passphrase_args(x)
     x.set_defaults(func=cmd_sign_epoch)
+    x = sub(s, "backup", "write a consistent backup of this holder's home, while it serves")
+    x.add_argument("--out", required=True, help="the archive to write (.tar.gz)")
+    x.set_defaults(func=cmd_backup)
+    x = sub(s, "restore", "restore a backup into this home (the holder stopped); it then"
+                          " releases nothing until reconciled")
+    x.add_argument("archive", help="a file written by `gridveil holder backup`")
+    x.add_argument("--replace", action="store_true",
+                   help="move the home's current contents aside first")
+    x.set_defaults(func=cmd_restore)
+    x = sub(s, "export-log", "write this holder's log entries after N with its signed head:"
+                             " for the auditor to keep, and to reconcile a restored holder")
+    x.add_argument("--after", type=int, default=0, help="entries after this number (default 0)")
+    x.add_argument("--out", required=True, help="the file to write (JSON)")
+    passphrase_args(x)
+    x.set_defaults(func=cmd_export_log)
+    x = sub(s, "reconcile", "bring a restored holder up to date from its auditor's exports and"
+                            " kept heads, and the other holder's export")
+    x.add_argument("--log", action="append", default=[],
+                   help="an export (`holder export-log`) of this holder's log or the other's")
+    x.add_argument("--kept-head", action="append", default=[],
+                   help="a head of this holder's log that its auditor kept (`holder head`)")
+    x.set_defaults(func=cmd_reconcile)
     x = sub(s, "head", "print the log's head signed with this holder's key, for auditors to keep")
     x.add_argument("--out", help="also write it to this file")
     passphrase_args(x)
