@@ -56,6 +56,7 @@ import base64
 import hashlib
 import json
 import logging
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -64,10 +65,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from common import metrics as common_metrics
 from common import records
 from common.asgi import BodyTooLarge, read_body
 from common.files import ConfigError, read_json, write_json
 
+from . import metrics as holder_metrics
 from .aggregates import Decided
 from .bills import BillGroup, BillRequest
 from .holder import KeyHolder, check_name
@@ -122,6 +125,7 @@ def _decided_json(d: Decided, role: str) -> dict:
 
 def create_app(holder: KeyHolder, tokens: dict[str, str], secure: bool = False) -> Starlette:
     worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="holder")
+    answers: Counter = Counter()  # outcome -> requests (/metrics)
 
     async def run(fn, *args):
         return await asyncio.get_running_loop().run_in_executor(worker, fn, *args)
@@ -149,10 +153,14 @@ def create_app(holder: KeyHolder, tokens: dict[str, str], secure: bool = False) 
                     body = json.loads(await read_body(request, MAX_BODY))
                     if not isinstance(body, dict):
                         raise ValueError("body must be a JSON object")
-                return JSONResponse(await handler(request, who, body))
+                out = JSONResponse(await handler(request, who, body))
+                if needs_body:
+                    answers["answered"] += 1
+                return out
             except BodyTooLarge:
                 return JSONResponse({"error": f"body over {MAX_BODY} bytes"}, 413)
             except Refusal as r:
+                answers[r.code] += 1
                 return JSONResponse({"refused": r.code, "message": str(r)}, 403)
             except NotHere as e:
                 return JSONResponse({"error": str(e)}, 404)
@@ -257,6 +265,8 @@ def create_app(holder: KeyHolder, tokens: dict[str, str], secure: bool = False) 
               Route("/v1/log", endpoint(log_entries, False)),
               Route("/v1/verify", endpoint(verify, False)),
               Route("/v1/head", endpoint(head, False))]
+    routes += common_metrics.starlette_routes(lambda: holder_metrics.figures(holder, answers),
+                                              lambda: holder_metrics.health(holder))
     if holder.desk is not None:  # the guardian's desk, in a browser (authority/deskweb.py)
         from .deskweb import Desk
 

@@ -92,6 +92,7 @@ def restore(path: Path, home: Path, replace: bool = False, wait=time.sleep) -> d
             store.db.execute("UPDATE meters SET kept_seq=last_seq")
             store.set_setting("restored_at", int(now))
             store.set_setting("backup_made_at", int(manifest["made_at"]))
+            store.set_setting("last_backup_at", int(manifest["made_at"]))
             store.set_setting("day_key_floor", int(now * 1000))
     finally:
         store.close()

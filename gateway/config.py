@@ -51,8 +51,14 @@ class GatewayConfig:
     # copy (gateway/keystore.py). A meter steps only after an agreement
     # under its current secret, so 1 suffices; each further one costs a key
     # derivation for every unverifiable Request #1 (a flood of forged ones).
-    # Raise it for a while only after restoring an old backup of this home.
+    # After a restore the gateway follows further for a while on its own
+    # (gateway/backup.py).
     key_ratchet_window: int = 1
+    # GET /metrics (Prometheus) and /healthz over HTTP, on this address and
+    # port (0: off). Local by default: scrape it through the host's own
+    # exporter set-up or open it to the monitoring network only.
+    metrics_bind: str = "127.0.0.1"
+    metrics_port: int = 9683
 
     def validate(self) -> None:
         for f in fields(self):
@@ -66,6 +72,8 @@ class GatewayConfig:
             raise ConfigError("interval_s must divide a day (e.g. 60, 300, 900, 3600)")
         if not 0 < self.port < 65536:
             raise ConfigError("port must be 1..65535")
+        if not 0 <= self.metrics_port < 65536:
+            raise ConfigError("metrics_port must be 0 (off) or 1..65535")
         if self.grace_s < 0 or self.bill_grace_s < 0 or self.seal_every_s <= 0 \
                 or self.push_every_s <= 0 or self.health_every_s <= 0:
             raise ConfigError("grace periods must be >= 0, seal_every_s, push_every_s and"

@@ -57,6 +57,8 @@ class Pusher:
         self.batch = batch
         self.health_every_s = health_every_s
         self._health_due = 0.0  # the first push carries it
+        self.emptied_at = time.time()  # when the outbox was last pushed empty (/metrics)
+        self.pushed = 0  # items the MDMS took, since this process started
         self._acked: dict[str, tuple] = {}  # meter -> the status the MDMS has
 
     def health(self) -> tuple[dict, dict]:
@@ -91,6 +93,7 @@ class Pusher:
             raise PushError(str(e)) from None
         if rows:
             self.store.outbox_done(rows[-1][0])
+        self.pushed += len(rows)
         self._acked.update(changed)
         return len(rows)
 
@@ -105,4 +108,5 @@ class Pusher:
             total += self.push_once(with_health=False)
             if progress:
                 progress(total)
+        self.emptied_at = time.time()
         return total

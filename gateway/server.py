@@ -27,6 +27,7 @@ from .fastenc import RandomnessPool
 from .groupcommit import GroupCommit, Saturated
 from .guard import Guard
 from .keystore import Keyring, KeyStore, MeterContext, Request1Context
+from .metrics import MetricsServer
 from .pesprocess import PesProcess
 from .push import Pusher, PushError, next_wait
 from .ratelog import RateLog
@@ -288,6 +289,7 @@ class Gateway:
         self.push_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="push")
         self._tasks: list[asyncio.Task] = []
         self.context = None
+        self.metrics = MetricsServer(self)
 
     async def start(self) -> None:
         site = Routes({READINGS_PATH: ReadingsResource(self),
@@ -307,6 +309,13 @@ class Gateway:
             log.warning("UDP receive buffer is %d bytes, not the %d asked for: raise"
                         " net.core.rmem_max (sysctl) or a fleet's burst may overflow it",
                         granted, self.config.receive_buffer_bytes)
+        if self.config.metrics_port:
+            try:
+                await self.metrics.start(self.config.metrics_bind, self.config.metrics_port)
+            except OSError as e:  # the readings matter more than their figures
+                log.error("cannot serve /metrics on %s:%d (%s); set metrics_port in"
+                          " gateway.json (0: off)", self.config.metrics_bind,
+                          self.config.metrics_port, e.strerror or e)
         self._tasks = [asyncio.create_task(self._seal_loop()),
                        asyncio.create_task(self._every_second())]
         if self.pusher is not None:
@@ -382,6 +391,7 @@ class Gateway:
     async def stop(self) -> None:
         for t in self._tasks:
             t.cancel()
+        await self.metrics.stop()
         if self.context is not None:
             await self.context.shutdown()
         await self.flush_rejects()

@@ -521,6 +521,15 @@ class Store:
         with self.transaction() as db:
             db.execute("DELETE FROM outbox WHERE id <= ?", (upto_id,))
 
+    def fleet_figures(self, silent_before: float) -> dict[str, int]:
+        """The meters' totals, for /metrics (gateway/metrics.py)."""
+        row = self.db.execute(
+            "SELECT COUNT(*), TOTAL(accepted), TOTAL(duplicates), TOTAL(late),"
+            " TOTAL(COALESCE(backlog, 0)), TOTAL(last_seen IS NULL OR last_seen < ?)"
+            " FROM meters", (silent_before,)).fetchone()
+        return dict(zip(("meters", "stored", "duplicates", "late", "backlog", "silent"),
+                        (int(x) for x in row), strict=True))
+
     def outbox_count(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
 
@@ -556,6 +565,7 @@ class Store:
         with self.transaction():
             self.db.executemany("UPDATE meters SET kept_seq=MAX(COALESCE(kept_seq, -1), ?)"
                                 " WHERE meter_id=?", [(q, m) for m, q in seqs.items()])
+            self.set_setting("last_backup_at", int(time.time()))
 
     def kept_seq(self, meter_id: str) -> int:
         """How far a backup holds this meter's readings; until a gateway's

@@ -122,6 +122,9 @@ def describe(site: Site) -> list[str]:
     for p in site.parties():
         where = p.url or (f"coap://127.0.0.1:{p.port}" if p.port else "-")
         rows.append(f"  {p.name:<16}{p.proc.pid if p.proc else '-':>8}  {where:<28} {p.home}")
+    metrics = [f"{p.url}/metrics" if p.url else f"http://127.0.0.1:{p.metrics_port}/metrics"
+               for p in site.parties() if p.url or p.metrics_port]
+    rows.append("  figures for Prometheus (and /healthz beside each): " + " ".join(metrics))
     return rows
 
 

@@ -33,7 +33,7 @@ def cmd_init(args):
                         interval_s=args.interval, grace_s=args.grace,
                         bill_grace_s=args.bill_grace, clock=args.clock,
                         seal_every_s=args.seal_every, push_every_s=args.push_every,
-                        mdms_url=args.mdms_url or "")
+                        mdms_url=args.mdms_url or "", metrics_port=args.metrics_port)
     cfg.validate()
     h = provision.init_gateway(home(args), Path(args.paillier_pub), cfg,
                                Path(args.epoch_signature), Path(args.guardian_key),
@@ -186,6 +186,8 @@ def register(subparsers) -> None:
                    help="seal by the wall clock, or by the replayed data's own time")
     x.add_argument("--seal-every", type=float, default=10.0, help="seconds between seal runs")
     x.add_argument("--push-every", type=float, default=5.0, help="seconds between pushes")
+    x.add_argument("--metrics-port", type=int, default=9683,
+                   help="local HTTP port for /metrics and /healthz (default 9683; 0: off)")
     x.set_defaults(func=cmd_init)
     x = sub(s, "run", "serve meters and push to the MDMS until SIGINT or SIGTERM")
     x.add_argument("--port", type=int, help="override the configured port")

@@ -117,6 +117,7 @@ class Party:
     port: int = 0
     url: str = ""
     proc: subprocess.Popen | None = None
+    metrics_port: int = 0  # a gateway's /metrics (the others serve it on their own port)
 
 
 def activation_codes(enroll_output: str) -> dict[str, str]:
@@ -295,12 +296,14 @@ class Site:
         # 3. gateways, trusted by both holders and the MDMS
         for gid, g in self.gateways.items():
             g.port = free_port(socket.SOCK_DGRAM)
+            g.metrics_port = free_port()
             key = self.exchange / f"{gid}.signing.pub"
             self.gridveil(g, "gateway", "init", "--id", gid, "--port", str(g.port),
                           "--paillier-pub", str(pub), "--epoch-signature", str(epoch_sig),
                           "--guardian-key", str(self.exchange / "holder-guardian.signing.pub"),
                           "--clock", clock, "--grace", "0",
                           "--bill-grace", "0", "--seal-every", "2", "--push-every", "1",
+                          "--metrics-port", str(g.metrics_port),
                           "--mdms-url", f"{scheme}://127.0.0.1:{self.mdms.port}",
                           *(["--mdms-ca", str(self.exchange / "mdms.cert.pem")] if self.tls
                             else []), "--export-key", str(key))

@@ -8,7 +8,9 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 from starlette.routing import Mount, Route
 
-from . import intake, pages, portal
+from common import metrics as common_metrics
+
+from . import intake, metrics, pages, portal
 from .config import MdmsHome
 from .job import ReleaseJob
 from .web import Guard, NoTraceback, Web, WebConfig
@@ -20,7 +22,10 @@ def create_app(cfg: WebConfig):
     its own when mdms.json sets release_every_s (mdms/job.py)."""
     web = Web(cfg)
     routes = [Route(p, f, methods=m) for p, f, m in pages.routes(web) + portal.routes(web)]
-    routes.append(Route("/v1/intake", intake.route(web.store), methods=["POST"]))
+    routes.append(Route("/v1/intake", intake.route(web.store, web.intake_stats),
+                        methods=["POST"]))
+    routes += common_metrics.starlette_routes(
+        lambda: metrics.figures(web.store, web.intake_stats), lambda: metrics.health(web.store))
     routes.append(Mount("/static", app=web.assets, name="static"))
 
     @asynccontextmanager

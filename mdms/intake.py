@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+from collections import Counter
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -198,8 +199,19 @@ def put_health(store: MdmsStore, gateway_id: str, health: dict) -> None:
     store.put_health(gateway_id, {**health, "meters": meters})
 
 
-def route(store: MdmsStore):
+def route(store: MdmsStore, stats: Counter | None = None):
+    """The POST handler; `stats` counts items stored and pushes refused (/metrics)."""
+    stats = Counter() if stats is None else stats
+
     async def post(request: Request):
+        response = await _post(request)
+        if response.status_code == 200:
+            stats["items"] += json.loads(response.body)["stored"]
+        else:
+            stats[f"refused:{response.status_code}"] += 1
+        return response
+
+    async def _post(request: Request):
         gw = request.headers.get("x-gridveil-gateway", "")
         sig = request.headers.get("x-gridveil-signature", "")
         try:

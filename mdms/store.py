@@ -99,6 +99,13 @@ class MdmsStore(IntakeStore, ReleaseStore):
                         (name, secrets.token_bytes(32)))
         return self.db.scalar("SELECT value FROM secrets WHERE name=?", (name,))
 
+    def db_bytes(self) -> int:
+        """The database's size on disk (on a Citus cluster, its coordinator's)."""
+        if self.db.dialect == "sqlite":
+            return sum(p.stat().st_size for p in (self.db.path, self.db.path.with_name(
+                self.db.path.name + "-wal")) if p.exists())
+        return int(self.db.scalar("SELECT pg_database_size(current_database())"))
+
     def counts(self) -> dict[str, int]:
         """How much the MDMS holds of each kind (tests and `mdms status`:
         these count whole tables)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs
@@ -81,6 +82,7 @@ class Web:
     def __init__(self, cfg: WebConfig, store: MdmsStore | None = None):
         self.cfg = cfg
         self.store = store or MdmsStore(MdmsHome(cfg.home).db_url())
+        self.intake_stats: Counter = Counter()  # mdms/metrics.py
         self._authority = None
         self.job = None  # the release job, when this process runs it (mdms/app.py)
         self.sessions = auth.Sessions(self.store)
@@ -168,7 +170,9 @@ class Guard:
 
         request = Request(scope, receive)
         path, method = scope["path"], scope["method"]
-        if path.startswith("/v1/"):  # the gateways' intake: signed requests, no session
+        if path.startswith("/v1/") or path in ("/metrics", "/healthz"):
+            # the gateways' intake (signed requests) and the monitoring's
+            # figures (counts only): no session
             return await self.app(scope, receive, send_with_headers)
         body = b""
         if method == "POST":

@@ -21,6 +21,20 @@ from gateway import backup
 from host_tools import demo
 
 
+def scrape(url: str, ca=None) -> dict:
+    """GET a service's /metrics, parsed: {(name, labels): value}."""
+    import ssl
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    ctx = ssl.create_default_context(cafile=str(ca)) if ca else None
+    with urllib.request.urlopen(url, timeout=30, context=ctx) as r:
+        text = r.read().decode()
+    return {(smp.name, tuple(sorted(smp.labels.items()))): smp.value
+            for fam in text_string_to_metric_families(text) for smp in fam.samples}
+
+
 def oscore_fields(datagram: bytes):
     """(token, partial IV, kid context, kid, ciphertext) of an OSCORE
     message, or None for anything else (an empty ACK, a plain 4.01)."""
@@ -122,6 +136,15 @@ def test_a_gateway_restored_from_its_backup_loses_nothing_and_reuses_no_nonce(tm
     assert sum("restored from a backup?" in t for t in outputs) >= 3, outputs[0][-3000:]
     gone = [line for t in outputs for line in t.splitlines() if "no longer here" in line]
     assert gone == []
+    # What the operator's Prometheus sees, against what the meters sent.
+    gw = scrape(f"http://127.0.0.1:{s.gw.metrics_port}/metrics")
+    assert gw[("gridveil_gateway_readings_stored_total", ())] == 10 * 96
+    assert gw[("gridveil_gateway_meters", ())] == 10
+    assert 0 <= gw[("gridveil_gateway_backup_age_seconds", ())] < 600
+    assert gw[("process_resident_memory_bytes", ())] > 10 << 20
+    mdms = scrape(f"{s.mdms.url}/metrics", s.mdms_ca())
+    assert mdms[("gridveil_mdms_intake_items_total", ())] > 192
+    assert sum(v for (n, _), v in mdms.items() if n == "gridveil_mdms_meters") == 10
     s.stop_gateway()
     s.seal_all()
     released = s.release()
@@ -130,6 +153,10 @@ def test_a_gateway_restored_from_its_backup_loses_nothing_and_reuses_no_nonce(tm
     assert len(released.aggregates) == 192
     ok, line = demo.check_customer_copies(s, files)  # copies sealed after the restore open too
     assert ok, line
+    for role, h in s.holders.items():
+        fig = scrape(f"{h.url}/metrics", h.home / "tls" / "cert.pem")
+        assert fig[("gridveil_holder_answers_total", (("outcome", "answered"),))] >= 1, role
+        assert fig[("gridveil_holder_log_verified", ())] == 1
     assert nonces.count > 500
     assert nonces.reused() == []
     s.close()
