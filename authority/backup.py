@@ -32,7 +32,7 @@ from common import signing
 from common.files import ConfigError, read_json
 
 from .holder import HolderHome
-from .ledger import RESTORED, Ledger, Receipt, check_head
+from .ledger import RESTORED, Ledger, Receipt, check_head, head_of
 
 
 def _role(h: HolderHome) -> str:
@@ -45,8 +45,8 @@ def backup(home: Path, out: Path) -> dict:
         raise ConfigError(f"no decision log in {h.path}: nothing to back up")
 
     def head(snapshot) -> dict:
-        row = snapshot.execute("SELECT n, hash FROM log ORDER BY n DESC LIMIT 1").fetchone()
-        return {"head": {"n": row[0], "hash": row[1]} if row else {"n": 0, "hash": ""}}
+        r = head_of(snapshot)
+        return {"head": {"n": r.n, "hash": r.hash}}
 
     return archive.write_archive(h.path, h.ledger, out, {"party": "holder", "role": _role(h)},
                                  read_snapshot=head)
@@ -128,12 +128,12 @@ def _check_reached(ledger: Ledger, pub, kept: dict, head: Receipt) -> None:
         r = check_head(pub, kept)
     except ValueError:
         raise ConfigError("a kept head this holder did not sign") from None
-    row = ledger.db.execute("SELECT hash FROM log WHERE n=?", (r.n,)).fetchone()
+    row = ledger.entry_hash_at(r.n)
     if row is None:
         raise ConfigError(f"the auditor kept head n={r.n}, but this log ends at n={head.n}:"
                           f" give the auditor's export of the entries after {head.n}; until"
                           " then this holder releases nothing")
-    if row[0] != r.hash:
+    if row != r.hash:
         raise ConfigError(f"entry {r.n} here is not the one whose head the auditor kept: this"
                           " log is not the holder's own")
 

@@ -37,8 +37,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.files import ConfigError
+
 from .marks import SCHEMA as MARKS_SCHEMA
-from .marks import STATE, Marks, set_digest
+from .marks import STATE, Marks, _int, set_digest
 
 GENESIS = "0" * 64
 HEAD_LABEL = "gridveil-log-head-v1"
@@ -49,6 +51,7 @@ FULL_AT_START = 200
 FULL_AT_START_BYTES = 1 << 20
 ANSWERS_KEPT_S = 30 * 86400  # how long a retried request gets the same answer
 RESTORED = "restored"  # meta, while a holder put back to a backup is not reconciled
+SCHEMA_VERSION = 1  # the log's own format; older logs migrate in _migrate
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS log (
@@ -121,6 +124,13 @@ class Ledger:
     def __init__(self, path: Path, interval_s: int | None = None):
         self.path = Path(path)
         self.db = connect(self.path, SCHEMA)
+        made = self.meta("schema")
+        if made is not None and int(made) > SCHEMA_VERSION:
+            self.db.close()
+            raise ConfigError(f"{self.path} was made by a newer GridVeil (schema {made}; this"
+                              f" release knows {SCHEMA_VERSION}): run that release")
+        if made is None:
+            self.set_meta("schema", str(SCHEMA_VERSION))
         self._in_batch = False
         self.interval_s = self._grid(interval_s)
         self.marks = Marks(self.db, self.interval_s)
@@ -244,8 +254,7 @@ class Ledger:
                 yield dict(zip(cols, r, strict=True))
 
     def head(self) -> Receipt:
-        row = self.db.execute("SELECT n, hash FROM log ORDER BY n DESC LIMIT 1").fetchone()
-        return Receipt(*row) if row else Receipt(0, GENESIS)
+        return head_of(self.db)
 
     # --- after a restore (authority/backup.py) ---------------------------------------
     def meta(self, name: str) -> str | None:
@@ -258,6 +267,10 @@ class Ledger:
         else:
             self.db.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET"
                             " value=excluded.value", (name, value))
+
+    def entry_hash_at(self, n: int) -> str | None:
+        row = self.db.execute("SELECT hash FROM log WHERE n=?", (n,)).fetchone()
+        return row[0] if row else None
 
     def meter_sets(self, digests) -> dict[str, str]:
         out = {}
@@ -422,6 +435,25 @@ class Ledger:
                     return False, (f"the released-once set differs from the log ({table}: rows"
                                    f" {'missing from the log' if a == 'live' else 'missing'})")
         return True, f"{count} entries, chain intact, state matches the log"
+
+
+def head_of(con: sqlite3.Connection) -> Receipt:
+    """The head of the log in any connection to a holder's database (a
+    backup's snapshot, a read-only one)."""
+    row = con.execute("SELECT n, hash FROM log ORDER BY n DESC LIMIT 1").fetchone()
+    return Receipt(*row) if row else Receipt(0, GENESIS)
+
+
+def figures_of(path: Path, day: int) -> tuple[int, list[int]]:
+    """(log entries, the released-interval bitmaps of `day` by
+    neighbourhood), read-only, for /metrics (authority/metrics.py)."""
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    try:
+        bits = [_int(b) for (b,) in con.execute("SELECT bits FROM agg_marks WHERE day=?",
+                                                 (day,))]
+        return head_of(con).n, bits
+    finally:
+        con.close()
 
 
 def check_head(pub, head: dict) -> Receipt:

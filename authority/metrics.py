@@ -5,24 +5,17 @@ and whether it may serve at all (a broken log, a restore not reconciled)."""
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections import Counter
 
 from common import metrics
 
+from .ledger import figures_of
 from .marks import DAY
 
 
 def figures(holder, answers: Counter):
-    now = time.time()
-    con = sqlite3.connect(f"file:{holder.home.ledger}?mode=ro", uri=True, timeout=10)
-    try:
-        head = con.execute("SELECT COALESCE(MAX(n), 0) FROM log").fetchone()[0]
-        today = int(now // DAY)
-        rows = con.execute("SELECT bits FROM agg_marks WHERE day=?", (today,)).fetchall()
-    finally:
-        con.close()
+    head, today = figures_of(holder.home.ledger, int(time.time() // DAY))
     step = holder.policy.interval_s
     yield metrics.gauge("holder_log_entries", "decisions in this holder's log", head)
     yield metrics.counter("holder_answers", "POSTs since this process started, by outcome"
@@ -31,10 +24,9 @@ def figures(holder, answers: Counter):
     yield metrics.gauge("holder_intervals_per_day", "releases a neighbourhood can have in a day"
                         " (one per interval of the grid)", DAY // step)
     yield metrics.gauge("holder_released_today", "(neighbourhood, interval) sums released for"
-                        " today (UTC) so far", sum(int.from_bytes(b, "little").bit_count()
-                                                   for (b,) in rows))
+                        " today (UTC) so far", sum(b.bit_count() for b in today))
     yield metrics.gauge("holder_neighbourhoods_released_today", "neighbourhoods with a release"
-                        " for today", len(rows))
+                        " for today", len(today))
     ok, _ = holder.verification()
     yield metrics.gauge("holder_log_verified", "1 while the log's latest verification passed",
                         int(ok))

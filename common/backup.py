@@ -32,6 +32,21 @@ class BackupError(ConfigError):
     pass
 
 
+def snapshot(con: sqlite3.Connection, to: Path) -> None:
+    """A consistent copy of an open SQLite database (kept if it exists:
+    the first copy is the one made before anything changed)."""
+    to = Path(to)
+    if to.exists():
+        return
+    tmp = to.with_name(to.name + ".partial")
+    dst = sqlite3.connect(tmp)
+    try:
+        con.backup(dst)
+    finally:
+        dst.close()
+    os.replace(tmp, to)
+
+
 def write_archive(home: Path, db: Path, out: Path, manifest: dict, left_out=(),
                   read_snapshot=None) -> dict:
     """Archive `home` with a consistent snapshot of `db` in it. The

@@ -41,7 +41,7 @@ from common.files import ConfigError
 
 from .config import GatewayHome
 from .keystore import RESTORE_WAIT_S
-from .store import Store
+from .store import Store, last_seqs_of
 
 CATCH_UP_FOR_S = 30 * 86400  # how long after a restore meters' ratchets are followed further
 DAY = 86400
@@ -61,7 +61,7 @@ def backup(home: Path, out: Path) -> dict:
         store.close()
 
     def through(snapshot) -> dict:
-        seqs = dict(snapshot.execute("SELECT meter_id, last_seq FROM meters").fetchall())
+        seqs = last_seqs_of(snapshot)
         return {"meters": len(seqs), "readings_through": seqs}
 
     manifest = archive.write_archive(h.path, h.db, out, {"party": "gateway",
@@ -89,7 +89,7 @@ def restore(path: Path, home: Path, replace: bool = False, wait=time.sleep) -> d
     try:
         with store.transaction():
             # The restored state is exactly the backup: everything in it is kept.
-            store.db.execute("UPDATE meters SET kept_seq=last_seq")
+            store.keep_all()
             store.set_setting("restored_at", int(now))
             store.set_setting("backup_made_at", int(manifest["made_at"]))
             store.set_setting("last_backup_at", int(manifest["made_at"]))

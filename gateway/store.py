@@ -23,6 +23,7 @@ from pathlib import Path
 
 from phe import PaillierPublicKey
 
+from common import backup as archive
 from common import tariff as tariff_mod
 from common.tariff import Tariff
 
@@ -148,6 +149,10 @@ CREATE TABLE IF NOT EXISTS rejects (
 """
 
 
+# 1: every database from before schema versions; 2: kept_seq (backups).
+SCHEMA_VERSION = 2
+
+
 class StoreError(Exception):
     """The database cannot be opened or written (locked, corrupt, disk full)."""
 
@@ -168,6 +173,16 @@ class Store:
                 self.db.execute("PRAGMA journal_mode=WAL")
                 # FULL: a commit is on disk before the meter is acknowledged.
                 self.db.execute("PRAGMA synchronous=FULL")
+                version = self._schema_version()
+                if version > SCHEMA_VERSION:
+                    self.db.close()
+                    raise StoreError(f"{self.path} was made by a newer GridVeil (schema"
+                                     f" {version}; this release knows {SCHEMA_VERSION}): run"
+                                     " that release, or restore the copy made before the"
+                                     " upgrade")
+                if 0 < version < SCHEMA_VERSION:  # a copy first, as it was
+                    archive.snapshot(self.db, self.path.with_name(
+                        f"{self.path.name}.before-schema-{SCHEMA_VERSION}"))
                 self.db.executescript(SCHEMA)
                 cols = {r[1] for r in self.db.execute("PRAGMA table_info(key_epochs)")}
                 if "clip_wh" not in cols:  # a database from before clipping: epochs unclipped
@@ -185,8 +200,22 @@ class Store:
                 cols = {r[1] for r in self.db.execute("PRAGMA table_info(meters)")}
                 if "kept_seq" not in cols:  # from before backups (gateway/backup.py)
                     self.db.execute("ALTER TABLE meters ADD COLUMN kept_seq INTEGER")
+                if version != SCHEMA_VERSION:
+                    self.set_setting("schema", SCHEMA_VERSION)
         except sqlite3.Error as e:
             raise StoreError(f"cannot open gateway database {self.path}: {e}") from None
+
+    def _schema_version(self) -> int:
+        """0: a new database; 1: one from before versions."""
+        tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE"
+                                                " type='table'")}
+        if "meters" not in tables:
+            return 0
+        if "settings" in tables:
+            row = self.db.execute("SELECT value FROM settings WHERE name='schema'").fetchone()
+            if row:
+                return int(row[0])
+        return 1
 
     def close(self) -> None:
         self.db.close()
@@ -552,7 +581,11 @@ class Store:
                         " SET value=excluded.value", (name, str(value)))
 
     def last_seqs(self) -> dict[str, int]:
-        return dict(self.db.execute("SELECT meter_id, last_seq FROM meters").fetchall())
+        return last_seqs_of(self.db)
+
+    def keep_all(self) -> None:
+        """Everything stored is in a backup (this database is one, restored)."""
+        self.db.execute("UPDATE meters SET kept_seq=last_seq")
 
     def freeze_kept(self) -> None:
         """Before a first backup: from now on acks say that readings after
@@ -620,6 +653,12 @@ class Store:
 
     def rejects(self) -> dict[tuple[str, str], int]:
         return {(m, r): n for m, r, n in self.db.execute("SELECT * FROM rejects")}
+
+
+def last_seqs_of(con: sqlite3.Connection) -> dict[str, int]:
+    """Each meter's newest stored reading, in any connection to a gateway
+    database (a backup's snapshot)."""
+    return dict(con.execute("SELECT meter_id, last_seq FROM meters").fetchall())
 
 
 def _b64(b: bytes) -> str:

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import json
 import secrets
+import sqlite3
 import time
 
+from common import backup as archive
 from common import records
+from common.files import ConfigError
 
 from . import schema
 from .db import Database, DbError, IntegrityError
@@ -30,7 +33,20 @@ class MdmsStore(IntakeStore, ReleaseStore):
         self.db = Database(url)
         self._partitions: set[str] = set()
         old = self._table_exists("meters") and not self._table_exists("settings")
+        made = None if old or not self._table_exists("settings") else \
+            self.db.scalar("SELECT value FROM settings WHERE name='schema'")
+        if made is not None and int(made) > schema.SCHEMA_VERSION:
+            raise ConfigError(f"the MDMS database was made by a newer GridVeil (schema {made};"
+                              f" this release knows {schema.SCHEMA_VERSION}): run that release,"
+                              " or restore the backup made before the upgrade")
         if old:
+            if self.db.dialect == "sqlite":  # a copy first, as it was
+                con = sqlite3.connect(self.db.path)
+                try:
+                    archive.snapshot(con, self.db.path.with_name(
+                        f"{self.db.path.name}.before-schema-{schema.SCHEMA_VERSION}"))
+                finally:
+                    con.close()
             self._before_v2()
         schema.create(self.db)
         if old:
