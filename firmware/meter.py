@@ -25,10 +25,10 @@ def _resync(board, register, body):
         return
     if isinstance(gw_time, int) and hasattr(board, "gateway_time"):
         board.gateway_time(gw_time)
-    again, lost = register.queue.rewind(gw_seq)
-    if again or lost:
-        board.log("the gateway has readings only up to %d (restored from a backup?): sending"
-                  " %d again%s" % (gw_seq, again, ", %d no longer here" % lost if lost else ""))
+    if gw_seq < register.queue.acked:
+        from rewind import rewind
+
+        rewind(register.queue, gw_seq, board.log)
     shift = register.resync(gw_seq, gw_end)
     if shift:
         board.log("the gateway has readings up to a higher number (was this flash wiped?);"

@@ -6,6 +6,7 @@
 # until one of its requests is answered by the gateway; a reset before
 # that boots the old image again (the bootloader's rollback), and the old
 # image then refuses that version. Imported only when an update is offered.
+import gc
 import hashlib
 import time
 
@@ -14,7 +15,7 @@ import fsutil
 
 STATE = "ota.json"
 FW_PATH = "fw"
-SZX = 4  # 256-byte blocks: one response stays well under an MTU
+SZX = 3  # 128-byte blocks: small enough to find room in an 80 KiB heap in use
 FLASH_BLOCK = 4096  # esp32.Partition's block: the unit of erase
 _ERASE = 6  # ioctl: erase one block
 # At most 40 blocks a second: under the gateway's per-source rate (50/s by
@@ -121,6 +122,10 @@ def _blocks(link, size, part, got):
         if wait > 0:
             time.sleep_ms(wait)
         t = time.ticks_ms()
+        # Each block's datagram, decryption and write leave garbage between
+        # the live objects; collected now, it leaves room in one piece for
+        # the next (without, the heap splits into blocks too small for it).
+        gc.collect()
         try:
             code, options, body = link.request(coap.GET, FW_PATH, b"",
                                                [(coap.OPT_BLOCK2, _block2(num, 0, SZX))],

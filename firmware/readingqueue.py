@@ -22,8 +22,8 @@
 #
 # A gateway that keeps backups says in its acks how far its newest backup
 # reaches ("kept"). Acknowledged readings stay here until then (at most
-# `max_kept` of them): if the gateway is restored from that backup, it asks
-# for the rest again (`rewind`) and nothing it had acknowledged is lost.
+# `max_kept` of them): if the gateway is restored from that backup, they go
+# again (rewind.py) and nothing it had acknowledged is lost.
 # A gateway without backups never says it; its acks free readings at once.
 #
 # Bounded: once `max_pending` readings wait (30 days of 15-minute readings
@@ -137,7 +137,8 @@ class ReadingQueue:
         return max(min(self.acked, self.kept), self.acked - self.max_kept)
 
     def _compact(self, merge=False, shift_from=None, shift=0):
-        # Rewrite with pending readings only. With nothing pending, keep the
+        # Rewrite with pending readings only, and the acknowledged ones that
+        # no backup of the gateway holds yet. With nothing pending, keep the
         # newest reading and its ack: they carry the register and sequence
         # number that the meter continues from. With merge="day", the first
         # two consecutive pending readings of one UTC day become one; with
@@ -148,22 +149,21 @@ class ReadingQueue:
         size = 0
         prev = None
         floor = self._floor()
-        held = None  # the newest acknowledged reading still held
+        held = False  # acknowledged readings kept for a restored gateway
         with open(tmp, "w") as out:
+            if self.kept is not None:
+                line = _line("A %d" % self.acked) + _line("K %d" % self.kept)
+                out.write(line)
+                size += len(line)
             for rec in self._records():
                 if rec[0] != "R" or rec[1] <= floor:
                     continue
-                if rec[1] <= self.acked:  # acknowledged, not yet in a backup
+                if rec[1] <= self.acked:
                     line = _reading_line(rec[1:])
                     out.write(line)
                     size += len(line)
-                    held = rec[1]
+                    held = True
                     continue
-                if held is not None:
-                    line = _line("A %d" % self.acked) + _line("K %d" % self.kept)
-                    out.write(line)
-                    size += len(line)
-                    held = None
                 r = rec[1:]
                 if shift_from is not None and r[0] >= shift_from:
                     r = (r[0] + shift,) + r[1:]
@@ -184,14 +184,8 @@ class ReadingQueue:
                 line = _reading_line(prev)
                 out.write(line)
                 size += len(line)
-            if held is not None:
-                line = _line("A %d" % self.acked) + _line("K %d" % self.kept)
-                out.write(line)
-                size += len(line)
-            elif pending == 0 and self.last is not None:
+            if pending == 0 and not held and self.last is not None:
                 line = _reading_line(self.last) + _line("A %d" % self.last[0])
-                if self.kept is not None:
-                    line += _line("K %d" % self.kept)
                 out.write(line)
                 size += len(line)
             if self.last is not None and self.residual_mj:
@@ -224,32 +218,6 @@ class ReadingQueue:
             self.last = (self.last[0] + shift,) + self.last[1:]
         self._compact(shift_from=first, shift=shift)
         return shift
-
-    def rewind(self, gw_seq):
-        """The gateway holds readings only up to gw_seq, fewer than it had
-        acknowledged: it was restored from a backup. Send again what is
-        still held after gw_seq. Returns (how many will be sent again, how
-        many it lacks that are no longer held here)."""
-        if gw_seq >= self.acked:
-            return 0, 0
-        first = None
-        for rec in self._records():
-            if rec[0] == "R":
-                first = rec[1]
-                break
-        if first is None:  # nothing held: all of it is gone
-            start, lost = self.acked, self.acked - gw_seq
-        elif first > gw_seq + 1:  # older ones are gone; send what is held
-            start, lost = first - 1, first - 1 - gw_seq
-        else:
-            start, lost = gw_seq, 0
-        again = 0
-        for rec in self._records():
-            if rec[0] == "R" and start < rec[1] <= self.acked:
-                again += 1
-        self.acked = start
-        self._compact()
-        return again, lost
 
     def _append(self, text):
         with open(self.path, "a") as f:

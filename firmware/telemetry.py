@@ -30,6 +30,9 @@ class Telemetry:
         self.uptime_ms += time.ticks_diff(now, self._last)
         self._last = now
         ctx = self.keys.ctx
+        # Free after a collection: garbage is room the allocator takes back
+        # whenever it needs it, so it counts as free (the operator's alert).
+        gc.collect()
         t = {UPTIME: self.uptime_ms // 1000, HEAP: gc.mem_free(), MERGES: self.queue.merges,
              SEQ_LEFT: oscore.MAX_SEQNO - ctx.seqno.value if ctx is not None else 0}
         if hasattr(self.board, "health"):

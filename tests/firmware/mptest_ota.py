@@ -26,6 +26,9 @@ def fresh_flash():
     os.chdir(d)
 
 
+BS = 16 << ota.SZX  # the meter's block size
+
+
 def image(n):
     # Not a multiple of 256 or of 4096, so the last block and the last
     # flash block are both partial.
@@ -89,7 +92,7 @@ def test_an_image_is_written_verified_and_set_to_boot():
     b = Board()
     link = Link(blob)
     eq(ota.update(b, link, offer(blob), "0.1.0", b.log), True)
-    eq(link.asked, list(range((len(blob) + 255) // 256)))
+    eq(link.asked, list(range((len(blob) + BS - 1) // BS)))
     eq(read_back("ota_1", len(blob)), blob)
     d = partition.otadata()
     eq((d["boot"], d["state"], d["prev"]), ("ota_1", "new", "ota_0"))
@@ -145,19 +148,19 @@ def test_an_interrupted_transfer_boots_nothing_and_completes_later():
     # erase before it writes (flash writes only clear bits).
     old = bytes(x ^ 0x5A for x in image(9000))
     partition.Partition("ota_1").writeblocks(0, old + b"\xff" * (3 * 4096 - len(old)))
-    eq(ota.update(b, Link(blob, fail_at=20), offer(blob), "0.1.0", b.log), False)
+    eq(ota.update(b, Link(blob, fail_at=5120 // BS), offer(blob), "0.1.0", b.log), False)
     assert "transfer interrupted" in b.lines[-1], b.lines
     eq(partition.otadata()["boot"], "ota_0")
     eq(ota.load_state(), {})  # not refused: the network failed, not the image
-    # Stopped again, in the next flash block; then the rest. Each offer goes
-    # on where the last stopped (blocks 0-19 are not fetched twice).
-    link = Link(blob, fail_at=30)
+    # Stopped again, further on; then the rest. Each offer goes on where the
+    # last stopped (the blocks before byte 5120 are not fetched twice).
+    link = Link(blob, fail_at=7680 // BS)
     eq(ota.update(b, link, offer(blob), "0.1.0", b.log), False)
-    eq(link.asked, list(range(20, 31)))
+    eq(link.asked, list(range(5120 // BS, 7680 // BS + 1)))
     link = Link(blob)
     eq(ota.update(b, link, offer(blob), "0.1.0", b.log), True)
-    n = (len(blob) + 255) // 256
-    eq(link.asked, list(range(30, n)))
+    n = (len(blob) + BS - 1) // BS
+    eq(link.asked, list(range(7680 // BS, n)))
     eq(read_back("ota_1", len(blob)), blob)
     eq(partition.otadata()["boot"], "ota_1")
 
