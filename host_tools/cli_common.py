@@ -64,3 +64,16 @@ def tls_files(args, party_home: Path, name: str = "gridveil") -> tuple[str | Non
     if cert.exists() and key.exists():
         return str(cert), str(key)
     return None, None
+
+
+def backup_commands(s, party: str, running: str, after_restore: str, backup, restore) -> None:
+    """`<party> backup --out F` and `<party> restore ARCHIVE [--replace]`."""
+    x = sub(s, "backup", f"write a consistent backup of this {party}'s home, while it {running}")
+    x.add_argument("--out", required=True, help="the archive to write (.tar.gz)")
+    x.set_defaults(func=backup)
+    x = sub(s, "restore", f"restore a backup into this home (the {party} stopped);"
+                          f" {after_restore}")
+    x.add_argument("archive", help=f"a file written by `gridveil {party} backup`")
+    x.add_argument("--replace", action="store_true",
+                   help="move the home's current contents aside first")
+    x.set_defaults(func=restore)

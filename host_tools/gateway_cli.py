@@ -9,7 +9,7 @@ from pathlib import Path
 
 from common.files import ConfigError
 
-from .cli_common import home, read_secret_file, sub
+from .cli_common import backup_commands, home, read_secret_file, sub
 
 
 def _passphrase(args) -> str | None:
@@ -212,15 +212,8 @@ def register(subparsers) -> None:
                                " bindings (`gridveil mdms bindings`)")
     x.add_argument("files", nargs="+")
     x.set_defaults(func=cmd_customer_add)
-    x = sub(s, "backup", "write a consistent backup of this gateway's home, while it runs")
-    x.add_argument("--out", required=True, help="the archive to write (.tar.gz)")
-    x.set_defaults(func=cmd_backup)
-    x = sub(s, "restore", "restore a backup into this home (the gateway stopped); meters send"
-                          " again what it lacks")
-    x.add_argument("archive", help="a file written by `gridveil gateway backup`")
-    x.add_argument("--replace", action="store_true",
-                   help="move the home's current contents aside first")
-    x.set_defaults(func=cmd_restore)
+    backup_commands(s, "gateway", "runs", "meters send again what it lacks", cmd_backup,
+                    cmd_restore)
 
     t = sub(subparsers, "tariff", "time-of-use tariffs (bands by weekday and hour)")
     s = t.add_subparsers(dest="action", required=True, metavar="ACTION")

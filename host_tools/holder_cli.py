@@ -8,7 +8,7 @@ from pathlib import Path
 
 from common.files import ConfigError
 
-from .cli_common import home, passphrase_args, read_secret_file, sub, tls_args, tls_files
+from .cli_common import backup_commands, home, passphrase_args, read_secret_file, sub, tls_args, tls_files
 
 PASS_ENV = "GRIDVEIL_HOLDER_PASSPHRASE"
 
@@ -461,15 +461,8 @@ def register(subparsers) -> None:
     x.add_argument("--out", required=True, help="file for the signature")
     passphrase_args(x)
     x.set_defaults(func=cmd_sign_epoch)
-    x = sub(s, "backup", "write a consistent backup of this holder's home, while it serves")
-    x.add_argument("--out", required=True, help="the archive to write (.tar.gz)")
-    x.set_defaults(func=cmd_backup)
-    x = sub(s, "restore", "restore a backup into this home (the holder stopped); it then"
-                          " releases nothing until reconciled")
-    x.add_argument("archive", help="a file written by `gridveil holder backup`")
-    x.add_argument("--replace", action="store_true",
-                   help="move the home's current contents aside first")
-    x.set_defaults(func=cmd_restore)
+    backup_commands(s, "holder", "serves", "it then releases nothing until reconciled",
+                    cmd_backup, cmd_restore)
     x = sub(s, "export-log", "write this holder's log entries after N with its signed head:"
                              " for the auditor to keep, and to reconcile a restored holder")
     x.add_argument("--after", type=int, default=0, help="entries after this number (default 0)")

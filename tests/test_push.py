@@ -19,13 +19,18 @@ from gateway.push import Pusher, next_wait
 
 
 @contextmanager
-def serving(answer):
-    """A real HTTP intake on loopback: answer(body) is each POST's status."""
+def serving(answer, raw=None):
+    """A real HTTP intake on loopback: answer(body) is each POST's status;
+    or raw(body bytes, headers) gives (status, answer bytes)."""
+
+    def plain(data: bytes, headers) -> tuple[int, bytes]:
+        status = answer(json.loads(data))
+        return status, b'{"stored": 0}' if status == 200 else b'{"error": "down"}'
 
     class Intake(BaseHTTPRequestHandler):
         def do_POST(self):  # noqa: N802 -- http.server's name
-            status = answer(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            out = b'{"stored": 0}' if status == 200 else b'{"error": "down"}'
+            status, out = (raw or plain)(self.rfile.read(int(self.headers["Content-Length"])),
+                                         self.headers)
             self.send_response(status)
             self.send_header("Content-Length", str(len(out)))
             self.end_headers()
@@ -158,39 +163,26 @@ def test_a_batch_the_mdms_commits_after_the_gateway_gave_up_is_stored_once(pes, 
     slow = [True]
     lock = threading.Lock()
 
-    class Intake(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 -- http.server's name
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            with lock:  # the real intake, committed before the answer
-                n = intake(mdms, body, self.headers["X-GridVeil-Gateway"],
-                           self.headers["X-GridVeil-Signature"])
-            if slow[0]:
-                time.sleep(1.0)  # committed, but the answer comes too late
-            out = json.dumps({"stored": n}).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(out)))
-            self.end_headers()
-            self.wfile.write(out)
+    def answer(body: bytes, headers) -> tuple[int, bytes]:
+        with lock:  # the real intake, committed before the answer
+            n = intake(mdms, body, headers["X-GridVeil-Gateway"],
+                       headers["X-GridVeil-Signature"])
+        if slow[0]:
+            time.sleep(1.0)  # committed, but the answer comes too late
+        return 200, json.dumps({"stored": n}).encode()
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Intake)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
     try:
-        waiting = pes.store.outbox_count()
-        pusher = Pusher(pes.store, key, "gw", url, timeout=0.3)
-        with pytest.raises(PushError):
-            pusher.drain()
-        assert pes.store.outbox_count() == waiting  # given up on: nothing deleted
-        first = mdms.counts()
-        assert first["aggregate_parts"] == 8 and first["bill_days"] == 2  # yet committed
-        slow[0] = False
-        assert pusher.drain() == waiting
-        assert pes.store.outbox_count() == 0
-        assert mdms.counts() == first  # the resent batch changed nothing
+        with serving(None, raw=answer) as url:
+            waiting = pes.store.outbox_count()
+            pusher = Pusher(pes.store, key, "gw", url, timeout=0.3)
+            with pytest.raises(PushError):
+                pusher.drain()
+            assert pes.store.outbox_count() == waiting  # given up on: nothing deleted
+            first = mdms.counts()
+            assert first["aggregate_parts"] == 8 and first["bill_days"] == 2  # yet committed
+            slow[0] = False
+            assert pusher.drain() == waiting
+            assert pes.store.outbox_count() == 0
+            assert mdms.counts() == first  # the resent batch changed nothing
     finally:
-        server.shutdown()
-        server.server_close()
         mdms.close()
