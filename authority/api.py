@@ -123,7 +123,9 @@ def _decided_json(d: Decided, role: str) -> dict:
             "receipt": {"n": d.receipt.n, "hash": d.receipt.hash}}
 
 
-def create_app(holder: KeyHolder, tokens: dict[str, str], secure: bool = False) -> Starlette:
+def create_app(holder: KeyHolder, tokens=None, secure: bool = False) -> Starlette:
+    """`tokens`: a fixed {SHA-256: requester}, or by default the holder's
+    tokens file, read again whenever it changes."""
     worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="holder")
     answers: Counter = Counter()  # outcome -> requests (/metrics)
 
@@ -140,7 +142,8 @@ def create_app(holder: KeyHolder, tokens: dict[str, str], secure: bool = False) 
         auth = request.headers.get("authorization", "")
         if not auth.startswith("Bearer "):
             return None
-        return tokens.get(hashlib.sha256(auth[7:].strip().encode()).hexdigest())
+        table = holder.home.api_tokens() if tokens is None else tokens
+        return table.get(hashlib.sha256(auth[7:].strip().encode()).hexdigest())
 
     def endpoint(handler, needs_body: bool):
         async def wrapped(request: Request):
@@ -279,6 +282,15 @@ def _query_int(request: Request, name: str, default: int) -> int:
     if not raw.isdigit() or len(raw) > 15:
         raise ValueError(f"{name} must be a whole number")
     return int(raw)
+
+
+def deny(holder_dir: Path, requester: str) -> int:
+    """Revoke every token of `requester`; returns how many."""
+    path = Path(holder_dir) / "api-tokens.json"
+    tokens = read_json(path, "API tokens", secret=True) if path.exists() else {}
+    kept = {h: r for h, r in tokens.items() if r != requester}
+    write_json(path, kept, secret=True)
+    return len(tokens) - len(kept)
 
 
 def load_tokens(holder: KeyHolder) -> dict[str, str]:

@@ -97,9 +97,21 @@ class HolderHome:
         return self._cached(self.tariffs, load)
 
     def gateway_keys(self) -> dict:
-        if not self.gateways.is_dir():
-            return {}
-        return {p.name[:-4]: signing.load_public(p) for p in sorted(self.gateways.glob("*.pub"))}
+        """Gateway id -> its signing key: a gateway trusted (or removed)
+        while the holder serves counts from its next request."""
+        def load():
+            if not self.gateways.is_dir():
+                return {}
+            return {p.name[:-4]: signing.load_public(p)
+                    for p in sorted(self.gateways.glob("*.pub"))}
+        return self._cached(self.gateways, load)
+
+    def api_tokens(self) -> dict[str, str]:
+        """SHA-256 of a bearer token -> the requester it names; `holder
+        allow` and `holder deny` take effect while the holder serves."""
+        return self._cached(self.tokens, lambda: read_json(self.tokens, "API tokens",
+                                                           secret=True)
+                            if self.tokens.exists() else {})
 
 
 def create(home: Path, role: str, policy: Policy, passphrase: str | None) -> bytes:
@@ -232,7 +244,6 @@ class KeyHolder:
         if self.role not in ROLES:
             raise ConfigError(f"{self.home.meta}: role must be one of {ROLES}")
         self.policy = Policy.from_json(read_json(self.home.policy, "authority policy"))
-        self.gateways = self.home.gateway_keys()
         self.epochs = self.home.keys.epochs()
         if not self.epochs:
             raise ConfigError(f"no keys in {self.home.keys.path}; import this holder's key with"
@@ -366,7 +377,7 @@ class KeyHolder:
         raise r
 
     def _verify(self, rec, signature: bytes) -> None:
-        pub = self.gateways.get(rec.gateway_id)
+        pub = self.home.gateway_keys().get(rec.gateway_id)
         if pub is None:
             raise Refusal("unknown_gateway", f"gateway {rec.gateway_id!r} is not trusted here")
         if not records.verify(pub, rec, signature):

@@ -203,6 +203,14 @@ def cmd_allow(args):
     print(f"{args.requester} may call this holder's API with its token")
 
 
+def cmd_deny(args):
+    from authority import api
+
+    n = api.deny(home(args), args.requester)
+    print(f"{n} token(s) of {args.requester} revoked; a serving holder refuses them from its"
+          " next request")
+
+
 def cmd_serve(args):
     from authority import api
     from authority.holder import KeyHolder
@@ -218,7 +226,8 @@ def cmd_serve(args):
                           " reconcile`, docs/deploy.md)")
     holder.verify_in_background()
     cert, key = tls_files(args, home(args))
-    app = api.create_app(holder, api.load_tokens(holder), secure=bool(cert))
+    api.load_tokens(holder)  # none at all: say so at start, not at the first request
+    app = api.create_app(holder, secure=bool(cert))
     serve(app, args.bind, args.port, cert, key,
           ready=lambda url: print(f"READY {url}", flush=True))
 
@@ -441,6 +450,10 @@ def register(subparsers) -> None:
     g.add_argument("--token-hash", help="SHA-256 of the requester's token, hex")
     g.add_argument("--token-hash-file", help="file holding that hash")
     x.set_defaults(func=cmd_allow)
+    x = sub(s, "deny", "revoke every token of a requester (a serving holder refuses them at"
+                       " once)")
+    x.add_argument("requester")
+    x.set_defaults(func=cmd_deny)
     x = sub(s, "serve", "serve this holder's HTTP API until SIGINT or SIGTERM")
     x.add_argument("--bind", default="127.0.0.1")
     x.add_argument("--port", type=int, default=8711)

@@ -1,8 +1,9 @@
 """The key holders, each a real service in its own home, on real keys from
 the dealer's ceremony and real gateway records: each kind of refusal (and
 its log entry at every holder), exactly-once release, late readings, parts
-from several gateways, threshold shares, keys at rest, and the
-tamper-evident log."""
+from several gateways, threshold shares, keys at rest, the
+tamper-evident log, and a gateway and a token that change while the holders
+serve."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import asyncio
 import dataclasses
 import json
 import os
+import secrets
 import signal
 import sqlite3
 import time
@@ -18,7 +20,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from helpers.holders import Gateway, Holders, cents, gridveil, group
 
-from authority.client import Refusal
+from authority.client import HolderClient, Refusal, token_hash
 from authority.holder import DAY
 from authority.ledger import Ledger
 from authority.policy import Policy
@@ -484,3 +486,120 @@ def test_audit_log_detects_tampering(tmp_path, attack):
     con.close()
     ok, msg = Ledger(path).verify(receipts)
     assert not ok, msg
+
+
+EAST = {f"e{i}": "east" for i in range(1, 6)}
+
+
+def test_a_gateway_and_a_token_change_while_the_holders_serve(tmp_path):
+    holders = Holders(tmp_path)
+    gw1 = Gateway(tmp_path, holders, meters=SIX)
+    gw2 = None
+    try:
+        auth = holders.start()
+        # A gateway trusted (and its meters enrolled and consented) now.
+        gw2 = Gateway(tmp_path, holders, "gw2", meters=EAST)
+        pes = PES(gw2.store, 900)
+        for i, m in enumerate(EAST, 1):
+            pes.ingest(m, [Reading(j, DAY0 + 900 * (j + 1), 10 * i, 0) for j in range(4)],
+                       "t", 0)
+        gw2.seal()
+        assert auth.release_aggregate([gw2.agg("east", DAY0 + 900)]) == (150, 5)
+
+        # The MDMS's token at the guardian's holder revoked: refused at once.
+        home = holders.homes["guardian"]
+        assert "1 token(s) of mdms revoked" in gridveil(home, "holder", "deny", "mdms").stdout
+        with pytest.raises(ConfigError, match="401"):
+            holders.client("guardian").policy()
+        # A new one allowed: accepted at once; the old one stays refused.
+        token = secrets.token_urlsafe(24)
+        gridveil(home, "holder", "allow", "mdms", "--token-hash", token_hash(token))
+        cert = home / "tls" / "cert.pem"
+        fresh = HolderClient("guardian", holders.urls["guardian"], token, cert)
+        assert fresh.policy()["k"] == 5
+        with pytest.raises(ConfigError, match="401"):
+            holders.client("guardian").policy()
+    finally:
+        holders.stop()
+        gw1.store.close()
+        if gw2 is not None:
+            gw2.store.close()
+
+
+def test_a_restored_key_holder_releases_nothing_twice(tmp_path):
+    """The guardian's holder is backed up, releases more, and is put back
+    to its backup. It refuses every release until reconciled; the
+    utility's export alone (it could leave entries out) and a kept head it
+    does not reach are not enough; its auditor's export of its own log
+    brings back exactly what it released, which it then refuses to release
+    again, while new values go out as before."""
+    from authority.backup import read_manifest
+
+    holders = Holders(tmp_path)
+    gw = Gateway(tmp_path, holders, meters=SIX)
+    pes = PES(gw.store, 900)
+    feed_day(pes, range(1, 7))
+    gw.seal()
+    ends = [DAY0 + 900 * (i + 1) for i in range(6)]
+    g_home, env = holders.homes["guardian"], holders.env["guardian"]
+
+    def export(role: str, name: str, after: int = 0):
+        out = tmp_path / name
+        gridveil(holders.homes[role], "holder", "export-log", "--after", str(after), "--out",
+                 str(out), env=holders.env[role])
+        return str(out)
+
+    try:
+        auth = holders.start()
+        assert auth.release_aggregate([gw.agg("big", ends[0])])[1] == 5
+        gridveil(g_home, "holder", "backup", "--out", str(tmp_path / "g.tar.gz"))
+        at_backup = read_manifest(tmp_path / "g.tar.gz")["head"]["n"]
+        for e in ends[1:4]:  # released after the backup: the restore forgets them
+            assert auth.release_aggregate([gw.agg("big", e)])[1] == 5
+        kept_head = tmp_path / "kept-head.json"  # what the guardian's auditor keeps
+        gridveil(g_home, "holder", "head", "--out", str(kept_head), env=env)
+        auditor = export("guardian", "auditor.json", after=at_backup)
+        peer = export("utility", "utility.json")
+        holders.stop()
+
+        r = gridveil(g_home, "holder", "restore", str(tmp_path / "g.tar.gz"), "--replace")
+        assert "releases nothing until reconciled" in r.stdout
+        r = gridveil(g_home, "holder", "serve", "--port", "0", env=env, check=False)
+        assert r.returncode == 2 and "serves nothing until reconciled" in r.stderr, r.stderr
+
+        # The other holder's export and a kept head beyond the log: refused, nothing served.
+        r = gridveil(g_home, "holder", "reconcile", "--log", peer, "--kept-head",
+                     str(kept_head), check=False)
+        assert r.returncode == 2 and "releases nothing" in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr
+        r = gridveil(g_home, "holder", "reconcile", "--log", auditor, "--kept-head",
+                     str(kept_head))
+        assert "entries of this holder's own log put back" in r.stdout
+        assert json.loads(kept_head.read_text())["n"] == json.loads(gridveil(
+            g_home, "holder", "head", env=env).stdout)["n"]
+
+        auth = holders.start()
+        for e in ends[1:4]:  # released once: refused (the noise they had is not in any copy)
+            with pytest.raises(Refusal) as r:
+                auth.release_aggregate([gw.agg("big", e)])
+            assert r.value.code == "already_released"
+        assert auth.release_aggregate([gw.agg("big", ends[4])])[1] == 5  # serves again
+        assert holders.client("guardian").verify()["ok"]
+        holders.stop()
+
+        # Restored again, with no auditor's copy this time: the other holder's
+        # export still marks what both released, so none of it goes out twice.
+        peer = export("utility", "utility2.json")
+        gridveil(g_home, "holder", "restore", str(tmp_path / "g.tar.gz"), "--replace")
+        r = gridveil(g_home, "holder", "reconcile", "--log", peer)
+        assert "4 values and bills marked released from the other holder's log" in r.stdout
+        auth = holders.start()
+        for e in ends[1:5]:
+            with pytest.raises(Refusal) as r:
+                auth.release_aggregate([gw.agg("big", e)])
+            assert r.value.code == "already_released"
+        assert auth.release_aggregate([gw.agg("big", ends[5])])[1] == 5
+        assert holders.client("guardian").verify()["ok"]
+    finally:
+        holders.stop()
+        gw.store.close()

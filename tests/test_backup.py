@@ -4,7 +4,8 @@ The gateway is backed up while meters report, runs on, and is then
 replaced by its backup (the disk died): everything it acknowledged after
 the backup must come back from the meters, no reading may count twice, and
 no (key, nonce) may repeat in a capture of every datagram between the
-meters and the gateway, before and after the restore."""
+meters and the gateway, before and after the restore. (A key holder's
+restore is tested with the holders, in tests/test_authority.py.)"""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import time
 from collections import defaultdict
 
 import aiocoap
-import pytest
 from helpers.relay import UdpRelay
 from helpers.system import System
 
@@ -206,87 +206,3 @@ def test_a_plain_context_restored_with_its_old_reservations_repeats_no_sequence_
     assert store.reserved_seq(secret.kid) < max(used)  # the reservations went back...
     assert new.new_sequence_number() > max(used)  # ...the sequence numbers did not
     store.close()
-
-
-def test_a_restored_key_holder_releases_nothing_twice(tmp_path):
-    """The guardian's holder is backed up, releases more, and is put back
-    to its backup. It refuses every release until reconciled; the
-    utility's export alone (it could leave entries out) and a kept head it
-    does not reach are not enough; its auditor's export of its own log
-    brings back exactly what it released, which it then refuses to release
-    again, while new values go out as before."""
-    from helpers.holders import Gateway, Holders, gridveil
-    from test_authority import DAY0, SIX, feed_day
-
-    from authority.backup import read_manifest
-    from authority.client import Refusal
-    from gateway.pes import PES
-
-    holders = Holders(tmp_path)
-    gw = Gateway(tmp_path, holders, meters=SIX)
-    pes = PES(gw.store, 900)
-    feed_day(pes, range(1, 7))
-    gw.seal()
-    ends = [DAY0 + 900 * (i + 1) for i in range(6)]
-    g_home, env = holders.homes["guardian"], holders.env["guardian"]
-
-    def export(role: str, name: str, after: int = 0):
-        out = tmp_path / name
-        gridveil(holders.homes[role], "holder", "export-log", "--after", str(after), "--out",
-                 str(out), env=holders.env[role])
-        return str(out)
-
-    try:
-        auth = holders.start()
-        assert auth.release_aggregate([gw.agg("big", ends[0])])[1] == 5
-        gridveil(g_home, "holder", "backup", "--out", str(tmp_path / "g.tar.gz"))
-        at_backup = read_manifest(tmp_path / "g.tar.gz")["head"]["n"]
-        for e in ends[1:4]:  # released after the backup: the restore forgets them
-            assert auth.release_aggregate([gw.agg("big", e)])[1] == 5
-        kept_head = tmp_path / "kept-head.json"  # what the guardian's auditor keeps
-        gridveil(g_home, "holder", "head", "--out", str(kept_head), env=env)
-        auditor = export("guardian", "auditor.json", after=at_backup)
-        peer = export("utility", "utility.json")
-        holders.stop()
-
-        r = gridveil(g_home, "holder", "restore", str(tmp_path / "g.tar.gz"), "--replace")
-        assert "releases nothing until reconciled" in r.stdout
-        r = gridveil(g_home, "holder", "serve", "--port", "0", env=env, check=False)
-        assert r.returncode == 2 and "serves nothing until reconciled" in r.stderr, r.stderr
-
-        # The other holder's export and a kept head beyond the log: refused, nothing served.
-        r = gridveil(g_home, "holder", "reconcile", "--log", peer, "--kept-head",
-                     str(kept_head), check=False)
-        assert r.returncode == 2 and "releases nothing" in r.stderr, r.stderr
-        assert "Traceback" not in r.stderr
-        r = gridveil(g_home, "holder", "reconcile", "--log", auditor, "--kept-head",
-                     str(kept_head))
-        assert "entries of this holder's own log put back" in r.stdout
-        assert json.loads(kept_head.read_text())["n"] == json.loads(gridveil(
-            g_home, "holder", "head", env=env).stdout)["n"]
-
-        auth = holders.start()
-        for e in ends[1:4]:  # released once: refused (the noise they had is not in any copy)
-            with pytest.raises(Refusal) as r:
-                auth.release_aggregate([gw.agg("big", e)])
-            assert r.value.code == "already_released"
-        assert auth.release_aggregate([gw.agg("big", ends[4])])[1] == 5  # serves again
-        assert holders.client("guardian").verify()["ok"]
-        holders.stop()
-
-        # Restored again, with no auditor's copy this time: the other holder's
-        # export still marks what both released, so none of it goes out twice.
-        peer = export("utility", "utility2.json")
-        gridveil(g_home, "holder", "restore", str(tmp_path / "g.tar.gz"), "--replace")
-        r = gridveil(g_home, "holder", "reconcile", "--log", peer)
-        assert "4 values and bills marked released from the other holder's log" in r.stdout
-        auth = holders.start()
-        for e in ends[1:5]:
-            with pytest.raises(Refusal) as r:
-                auth.release_aggregate([gw.agg("big", e)])
-            assert r.value.code == "already_released"
-        assert auth.release_aggregate([gw.agg("big", ends[5])])[1] == 5
-        assert holders.client("guardian").verify()["ok"]
-    finally:
-        holders.stop()
-        gw.store.close()
