@@ -56,6 +56,17 @@ def cmd_trust(args):
     print(f"gateway {args.gateway_id} may push to this MDMS")
 
 
+def cmd_retire(args):
+    store = _store(args)
+    try:
+        n = store.retire_gateway(args.gateway_id)
+    finally:
+        store.close()
+    print(f"gateway {args.gateway_id} retired: its pushes are refused, no neighbourhood waits"
+          f" for it, and its {n} meter(s) may be registered through another gateway. Remove it"
+          " from the key holders (`gateways/<id>.pub`) once its last parts are released")
+
+
 def cmd_bindings(args):
     """The guardian's signed bindings (household, consented meters, sealing
     key), from its holder, as files for the gateways' `customer-add`."""
@@ -165,6 +176,10 @@ def register(subparsers) -> None:
     x.add_argument("gateway_id")
     x.add_argument("public_key", help="the gateway's signing.pub")
     x.set_defaults(func=cmd_trust)
+    x = sub(s, "retire-gateway", "take a gateway out of service: refuse its pushes, stop"
+                                 " waiting for it, free its meters")
+    x.add_argument("gateway_id")
+    x.set_defaults(func=cmd_retire)
     x = sub(s, "bindings", "export the guardian's signed bindings of activated households, for"
                            " the gateways")
     x.add_argument("--out", required=True, help="folder for <household>.binding.json")

@@ -114,7 +114,7 @@ class Batch:
         only for meters registered through it (here or in this batch)."""
         owners = store.meter_owners(self.named | {m for m, *_ in self.meters})
         for m, *_ in self.meters:
-            if owners.get(m, gw) != gw:
+            if owners.get(m) not in (None, "", gw):  # '': its gateway was retired
                 raise BadItem(f"meter {m!r} belongs to gateway {owners[m]}")
             owners[m] = gw
         for m in sorted(self.named):
@@ -154,6 +154,8 @@ def intake(store: MdmsStore, body: bytes, gateway_id: str, signature: str) -> in
     pem = store.gateway_key(gateway_id)
     if pem is None:
         raise PermissionError(f"unknown gateway {gateway_id!r}")
+    if not pem:
+        raise PermissionError(f"gateway {gateway_id!r} was retired")
     pub = signing.parse_public(pem.encode(), f"key of gateway {gateway_id}")
     if not signing.verify_b64(pub, body, signature):
         raise PermissionError(f"bad signature on a push from gateway {gateway_id!r}")

@@ -51,6 +51,20 @@ class IntakeStore:
                         " ON CONFLICT (gateway_id) DO UPDATE SET public_key=excluded.public_key",
                         (gateway_id, public_key_pem))
 
+    def retire_gateway(self, gateway_id: str) -> int:
+        """A gateway out of service (decommissioned, dead): its pushes are
+        refused from now on, no neighbourhood waits for it to seal (what it
+        pushed is still released with the rest), and its meters may be
+        registered through another gateway. Returns how many it had."""
+        with self.db.transaction():
+            self.db.execute("UPDATE gateways SET public_key='' WHERE gateway_id=?",
+                            (gateway_id,))
+            self.db.execute("DELETE FROM gateway_neighbourhoods WHERE gateway_id=?",
+                            (gateway_id,))
+            n = self.db.scalar("SELECT COUNT(*) FROM meters WHERE gateway_id=?", (gateway_id,))
+            self.db.execute("UPDATE meters SET gateway_id='' WHERE gateway_id=?", (gateway_id,))
+        return int(n or 0)
+
     def gateway_key(self, gateway_id: str) -> str | None:
         return self.db.scalar("SELECT public_key FROM gateways WHERE gateway_id=?",
                               (gateway_id,))
@@ -64,7 +78,8 @@ class IntakeStore:
         return self.db.scalar("SELECT gateway_id FROM meters WHERE meter_id=?", (meter_id,))
 
     def meter_owners(self, meter_ids) -> dict[str, str]:
-        """meter -> the gateway it is registered through, for those known."""
+        """meter -> the gateway it is registered through, for those known
+        ('' for a meter whose gateway was retired)."""
         out = {}
         for part in chunks(sorted(set(meter_ids))):
             out.update((r["meter_id"], r["gateway_id"]) for r in self.db.rows(

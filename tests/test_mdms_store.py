@@ -125,6 +125,25 @@ def test_release_waits_for_every_gateway_of_the_neighbourhood(store):
     assert list(store.unreleased_aggregate_parts()) == [("north", END + 900)]
 
 
+def test_a_retired_gateway_holds_nothing_up_and_its_meters_move(store):
+    a, b = FakeGateway(store, "gwA"), FakeGateway(store, "gwB")
+    mark = {"kind": "sealed_through", "neighbourhood": "north"}
+    a.push(store, [meter("m1"), a.agg("north", END), a.agg("north", END + 900),
+                   {**mark, "through": END + 900}])
+    b.push(store, [meter("m2"), b.agg("north", END), {**mark, "through": END}])
+    assert list(store.unreleased_aggregate_parts()) == [("north", END)]  # gwB lags
+    assert store.retire_gateway("gwB") == 1  # gwB dies
+    ready = store.unreleased_aggregate_parts()
+    assert sorted(ready) == [("north", END), ("north", END + 900)]
+    assert len(ready[("north", END)]) == 2  # what it pushed still counts
+    with pytest.raises(PermissionError, match="retired"):
+        b.push(store, [b.agg("north", END + 1800)])
+    a.push(store, [meter("m2")])  # its meter, re-provisioned at gwA
+    assert store.meter_gateway("m2") == "gwA"
+    with pytest.raises(intake.BadItem, match="belongs to gateway gwA"):
+        FakeGateway(store, "gwC").push(store, [meter("m2")])
+
+
 def test_web_state_on_both_databases(store):
     store.add_user("alice", "admin", "scrypt$x")
     assert store.user("alice")["role"] == "admin"
