@@ -96,14 +96,16 @@ class HolderHome:
             return out
         return self._cached(self.tariffs, load)
 
-    def gateway_keys(self) -> dict:
-        """Gateway id -> its signing key: a gateway trusted (or removed)
-        while the holder serves counts from its next request."""
+    def gateway_keys(self) -> dict[str, list]:
+        """Gateway id -> its signing keys (`<id>.pub`, and `<id>@<key id>.pub`
+        beside it while it rotates): a gateway trusted (or removed) while
+        the holder serves counts from its next request."""
         def load():
-            if not self.gateways.is_dir():
-                return {}
-            return {p.name[:-4]: signing.load_public(p)
-                    for p in sorted(self.gateways.glob("*.pub"))}
+            out: dict[str, list] = {}
+            if self.gateways.is_dir():
+                for p in sorted(self.gateways.glob("*.pub")):
+                    out.setdefault(p.name[:-4].split("@")[0], []).append(signing.load_public(p))
+            return out
         return self._cached(self.gateways, load)
 
     def api_tokens(self) -> dict[str, str]:
@@ -212,13 +214,21 @@ def approve_tariff(home: Path, tariff_file: Path) -> str:
     return t.ref
 
 
-def trust_gateway(home: Path, gateway_id: str, pub_file: Path) -> None:
+def trust_gateway(home: Path, gateway_id: str, pub_file: Path, add: bool = False) -> None:
+    """Trust this key for the gateway's records: instead of its others, or
+    with `add` beside them (a key rotation's overlap)."""
     check_name(gateway_id, "gateway id")
     pem = Path(pub_file).read_bytes() if Path(pub_file).exists() else None
     if pem is None:
         raise ConfigError(f"gateway public key not found: {pub_file}")
-    signing.parse_public(pem, str(pub_file))
-    write_atomic(HolderHome(home).gateways / f"{gateway_id}.pub", pem)
+    pub = signing.parse_public(pem, str(pub_file))
+    folder = HolderHome(home).gateways
+    if add:
+        write_atomic(folder / f"{gateway_id}@{signing.fingerprint(pub)}.pub", pem)
+        return
+    write_atomic(folder / f"{gateway_id}.pub", pem)
+    for old in folder.glob(f"{gateway_id}@*.pub"):
+        old.unlink()
 
 
 def trust_guardian(home: Path, pub_file: Path) -> None:
@@ -377,10 +387,10 @@ class KeyHolder:
         raise r
 
     def _verify(self, rec, signature: bytes) -> None:
-        pub = self.home.gateway_keys().get(rec.gateway_id)
-        if pub is None:
+        pubs = self.home.gateway_keys().get(rec.gateway_id)
+        if not pubs:
             raise Refusal("unknown_gateway", f"gateway {rec.gateway_id!r} is not trusted here")
-        if not records.verify(pub, rec, signature):
+        if not any(records.verify(pub, rec, signature) for pub in pubs):
             raise Refusal("bad_signature", f"record is not validly signed by gateway"
                                            f" {rec.gateway_id}")
 

@@ -67,6 +67,24 @@ def parse_public(pem: bytes, where: str) -> Ed25519PublicKey:
     return key
 
 
+def parse_public_set(pem: bytes, where: str) -> list[Ed25519PublicKey]:
+    """Every key of a PEM text that holds one or more (a gateway's keys
+    while it rotates: the old one's records still verify)."""
+    marker = b"-----END PUBLIC KEY-----"
+    blocks = [b + marker for b in pem.split(marker) if b.strip()]
+    if not blocks:
+        raise ConfigError(f"{where} holds no PEM public key")
+    return [parse_public(b, where) for b in blocks]
+
+
+def fingerprint(pub: Ed25519PublicKey) -> str:
+    """A key's short id: the first 16 hex digits of SHA-256 of its raw bytes."""
+    import hashlib
+
+    raw = pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
 def load_public(path: Path) -> Ed25519PublicKey:
     path = Path(path)
     if not path.exists():

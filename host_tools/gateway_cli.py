@@ -144,6 +144,31 @@ def cmd_restore(args):
           " `gridveil gateway run`: each meter sends again what it sent since")
 
 
+def cmd_signing_key(args):
+    from common import signing
+    from gateway.config import GatewayHome
+
+    h = GatewayHome(home(args))
+    nxt, nxt_pub = h.path / "signing.next.key", h.path / "signing.next.pub"
+    if args.step == "new":
+        signing.generate(nxt, nxt_pub, _passphrase(args))
+        if args.export_key:
+            shutil.copyfile(nxt_pub, args.export_key)
+        print(f"a new signing key ({signing.fingerprint(signing.load_public(nxt_pub))}) waits in"
+              f" {nxt.name}: trust {args.export_key or nxt_pub} at both holders and the MDMS"
+              " with `trust-gateway --add`, then `gridveil gateway signing-key switch`")
+        return
+    if not nxt.exists():
+        raise ConfigError("no new signing key: `gridveil gateway signing-key new` first")
+    signing.load_private(nxt, _passphrase(args))  # the passphrase opens it: no surprise at start
+    for cur, old in ((h.signing_key, "signing.old.key"), (h.signing_pub, "signing.old.pub")):
+        cur.replace(h.path / old)
+    nxt.replace(h.signing_key)
+    nxt_pub.replace(h.signing_pub)
+    print("the gateway signs with the new key from its next start (restart it); keep the old"
+          " key trusted at the holders and the MDMS until its records are released")
+
+
 def cmd_customer_add(args):
     from . import provision
 
@@ -162,7 +187,7 @@ def cmd_tariff_add(args):
 
 def register(subparsers) -> None:
     g = sub(subparsers, "gateway", "one gateway: init, run, seal, push, status, rekey,"
-                                   " customer-add, backup, restore")
+                                   " customer-add, signing-key, backup, restore")
     s = g.add_subparsers(dest="action", required=True, metavar="ACTION")
     x = sub(s, "init", "create the gateway's keys, database and settings")
     x.add_argument("--id", default="gw1", help="this gateway's name in records (default gw1)")
@@ -212,6 +237,12 @@ def register(subparsers) -> None:
                                " bindings (`gridveil mdms bindings`)")
     x.add_argument("files", nargs="+")
     x.set_defaults(func=cmd_customer_add)
+    x = sub(s, "signing-key", "rotate the gateway's signing key: `new` makes one to trust"
+                              " beside the old, `switch` signs with it")
+    x.add_argument("step", choices=("new", "switch"))
+    x.add_argument("--export-key", help="with new: also copy its public key here")
+    gateway_passphrase_args(x)
+    x.set_defaults(func=cmd_signing_key)
     backup_commands(s, "gateway", "runs", "meters send again what it lacks", cmd_backup,
                     cmd_restore)
 

@@ -94,8 +94,9 @@ def cmd_enroll(args):
 def cmd_trust(args):
     from authority import holder
 
-    holder.trust_gateway(home(args), args.gateway_id, Path(args.public_key))
-    print(f"records signed by gateway {args.gateway_id} are now accepted")
+    holder.trust_gateway(home(args), args.gateway_id, Path(args.public_key), add=args.add)
+    print(f"records signed by gateway {args.gateway_id} with this key are now accepted"
+          + (" (beside its other keys)" if args.add else ""))
 
 
 def cmd_trust_guardian(args):
@@ -404,6 +405,9 @@ def register(subparsers) -> None:
     x = sub(s, "trust-gateway", "accept records signed by a gateway")
     x.add_argument("gateway_id")
     x.add_argument("public_key", help="the gateway's signing.pub")
+    x.add_argument("--add", action="store_true",
+                   help="keep its other keys too (a rotation: records under the old key"
+                        " still verify); without it this key replaces them")
     x.set_defaults(func=cmd_trust)
     x = sub(s, "trust-guardian", "the utility's holder: the guardian's signing key, whose"
                                  " decisions it releases under")

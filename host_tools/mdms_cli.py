@@ -50,10 +50,11 @@ def cmd_trust(args):
     signing.parse_public(pem, args.public_key)
     store = _store(args)
     try:
-        store.trust_gateway(args.gateway_id, pem.decode())
+        store.trust_gateway(args.gateway_id, pem.decode(), add=args.add)
     finally:
         store.close()
-    print(f"gateway {args.gateway_id} may push to this MDMS")
+    print(f"gateway {args.gateway_id} may push to this MDMS with this key"
+          + (" (beside its other keys)" if args.add else ""))
 
 
 def cmd_retire(args):
@@ -175,6 +176,9 @@ def register(subparsers) -> None:
     x = sub(s, "trust-gateway", "accept pushes from a gateway")
     x.add_argument("gateway_id")
     x.add_argument("public_key", help="the gateway's signing.pub")
+    x.add_argument("--add", action="store_true",
+                   help="keep its other keys too (a rotation); without it this key replaces"
+                        " them")
     x.set_defaults(func=cmd_trust)
     x = sub(s, "retire-gateway", "take a gateway out of service: refuse its pushes, stop"
                                  " waiting for it, free its meters")

@@ -56,14 +56,14 @@ def _b64(v) -> bytes:
     return base64.b64decode(v, validate=True)
 
 
-def _signed(pub, gateway_id: str, item: dict, kind):
+def _signed(pubs, gateway_id: str, item: dict, kind):
     raw, sig = _b64(item["record"]), _b64(item["signature"])
     rec = records.parse(raw)
     if not isinstance(rec, kind):
         raise BadItem(f"{item['kind']} item holds another kind of record")
     if rec.gateway_id != gateway_id:
         raise BadItem(f"record names gateway {rec.gateway_id!r}, sent by {gateway_id!r}")
-    if not records.verify(pub, rec, sig):
+    if not any(records.verify(pub, rec, sig) for pub in pubs):
         raise BadItem(f"record {records.record_id(rec)} has a bad signature")
     return rec, raw, sig
 
@@ -77,14 +77,14 @@ class Batch:
         self.billdays, self.daykeys, self.copies = [], [], []
         self.named: set[str] = set()  # meters the items speak for
 
-    def add(self, pub, gw: str, item: dict) -> None:
+    def add(self, pubs, gw: str, item: dict) -> None:
         kind = item.get("kind")
         if kind == "aggregate":
-            rec, raw, sig = _signed(pub, gw, item, records.AggregateRecord)
+            rec, raw, sig = _signed(pubs, gw, item, records.AggregateRecord)
             _check_day((rec.interval_end - 1) // DAY)
             self.parts.append((rec.neighbourhood, rec.interval_end, raw, sig))
         elif kind == "billday":
-            rec, raw, sig = _signed(pub, gw, item, records.BillDayRecord)
+            rec, raw, sig = _signed(pubs, gw, item, records.BillDayRecord)
             _check_day(rec.day)
             self.named.add(rec.meter_id)
             self.billdays.append((rec.meter_id, rec.day, rec.version, raw, sig))
@@ -156,8 +156,8 @@ def intake(store: MdmsStore, body: bytes, gateway_id: str, signature: str) -> in
         raise PermissionError(f"unknown gateway {gateway_id!r}")
     if not pem:
         raise PermissionError(f"gateway {gateway_id!r} was retired")
-    pub = signing.parse_public(pem.encode(), f"key of gateway {gateway_id}")
-    if not signing.verify_b64(pub, body, signature):
+    pubs = signing.parse_public_set(pem.encode(), f"key of gateway {gateway_id}")
+    if not any(signing.verify_b64(p, body, signature) for p in pubs):
         raise PermissionError(f"bad signature on a push from gateway {gateway_id!r}")
     d = json.loads(body)
     if not isinstance(d, dict) or d.get("gateway") != gateway_id or \
@@ -168,7 +168,7 @@ def intake(store: MdmsStore, body: bytes, gateway_id: str, signature: str) -> in
         if not isinstance(item, dict):
             raise BadItem(f"item {i} is not an object")
         try:
-            batch.add(pub, gateway_id, item)
+            batch.add(pubs, gateway_id, item)
         except BadItem as e:
             raise BadItem(f"item {i}: {e}") from None
         except (KeyError, TypeError, ValueError) as e:

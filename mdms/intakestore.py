@@ -46,7 +46,13 @@ class IntakeStore:
     _partitions: set
 
     # --- gateways ---------------------------------------------------------------
-    def trust_gateway(self, gateway_id: str, public_key_pem: str) -> None:
+    def trust_gateway(self, gateway_id: str, public_key_pem: str, add: bool = False) -> None:
+        """This key for the gateway's pushes and records: instead of its
+        others, or with `add` beside them (a rotation's overlap)."""
+        if add:
+            old = self.gateway_key(gateway_id) or ""
+            if public_key_pem.strip() not in old:
+                public_key_pem = old + public_key_pem
         self.db.execute("INSERT INTO gateways (gateway_id, public_key) VALUES (?, ?)"
                         " ON CONFLICT (gateway_id) DO UPDATE SET public_key=excluded.public_key",
                         (gateway_id, public_key_pem))

@@ -18,13 +18,13 @@ import time
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from helpers.holders import Gateway, Holders, cents, gridveil, group
+from helpers.holders import PASSPHRASE, Gateway, Holders, cents, gridveil, group
 
 from authority.client import HolderClient, Refusal, token_hash
 from authority.holder import DAY
 from authority.ledger import Ledger
 from authority.policy import Policy
-from common import paillier, records, slots
+from common import paillier, records, signing, slots
 from common.files import ConfigError, read_json
 from gateway.fastenc import RandomnessPool
 from gateway.pes import PES, Batch, Reading
@@ -491,7 +491,7 @@ def test_audit_log_detects_tampering(tmp_path, attack):
 EAST = {f"e{i}": "east" for i in range(1, 6)}
 
 
-def test_a_gateway_and_a_token_change_while_the_holders_serve(tmp_path):
+def test_a_gateway_its_key_and_a_token_change_while_the_holders_serve(tmp_path):
     holders = Holders(tmp_path)
     gw1 = Gateway(tmp_path, holders, meters=SIX)
     gw2 = None
@@ -505,6 +505,26 @@ def test_a_gateway_and_a_token_change_while_the_holders_serve(tmp_path):
                        "t", 0)
         gw2.seal()
         assert auth.release_aggregate([gw2.agg("east", DAY0 + 900)]) == (150, 5)
+
+        # Its signing key rotates: the new one trusted beside the old, then used.
+        env = {"GRIDVEIL_GATEWAY_PASSPHRASE": PASSPHRASE}
+        new_pub = tmp_path / "gw2-new.pub"
+        gridveil(gw2.home.path, "gateway", "signing-key", "new", "--export-key", str(new_pub),
+                 env=env)
+        for role in holders.roles:
+            gridveil(holders.homes[role], "holder", "trust-gateway", "gw2", str(new_pub), "--add")
+        gridveil(gw2.home.path, "gateway", "signing-key", "switch", env=env)
+        gw2.key = signing.load_private(gw2.home.signing_key, PASSPHRASE)
+        for i, m in enumerate(EAST, 1):
+            pes.ingest(m, [Reading(4, DAY0 + 900 * 5, 10 * i, 0)], "t", 0)
+        gw2.seal()
+        assert auth.release_aggregate([gw2.agg("east", DAY0 + 900 * 5)]) == (150, 5)  # new key
+        assert auth.release_aggregate([gw2.agg("east", DAY0 + 1800)]) == (150, 5)  # old key
+        for role in holders.roles:  # the overlap ends: the old key's records are refused
+            gridveil(holders.homes[role], "holder", "trust-gateway", "gw2", str(new_pub))
+        with pytest.raises(Refusal) as r:
+            auth.release_aggregate([gw2.agg("east", DAY0 + 2700)])
+        assert r.value.code == "bad_signature"
 
         # The MDMS's token at the guardian's holder revoked: refused at once.
         home = holders.homes["guardian"]

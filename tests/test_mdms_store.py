@@ -144,6 +144,22 @@ def test_a_retired_gateway_holds_nothing_up_and_its_meters_move(store):
         FakeGateway(store, "gwC").push(store, [meter("m2")])
 
 
+def test_a_gateway_key_rotates_with_an_overlap(store):
+    a = FakeGateway(store, "gwA")
+    old = a.key
+    a.push(store, [meter("m1"), a.agg("north", END)])
+    a.key = Ed25519PrivateKey.generate()  # `gridveil gateway signing-key new` / `switch`
+    new_pem = signing.public_pem(a.key.public_key()).decode()
+    with pytest.raises(PermissionError, match="bad signature"):
+        a.push(store, [a.agg("north", END + 900)])  # not trusted yet
+    store.trust_gateway("gwA", new_pem, add=True)
+    assert a.push(store, [a.agg("north", END + 900)]) == 1  # the new key
+    assert a.push(store, [a.agg("north", END + 1800)], key=old) == 1  # and still the old
+    store.trust_gateway("gwA", new_pem)  # the overlap ends
+    with pytest.raises(PermissionError, match="bad signature"):
+        a.push(store, [meter("m1")], key=old)
+
+
 def test_web_state_on_both_databases(store):
     store.add_user("alice", "admin", "scrypt$x")
     assert store.user("alice")["role"] == "admin"
