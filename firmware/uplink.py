@@ -99,7 +99,7 @@ class Uplink:
                 if r2 is not None and not hasattr(self.keys, "advance"):
                     raise oscore.OscoreError("kid context from a peer that cannot rekey")
                 vctx = ctx if r2 is None else self.keys.response_context(r2)
-                code, options, body = vctx.unprotect_response(oscore_opt, resp.payload, binding)
+                code, got, body = vctx.unprotect_response(oscore_opt, resp.payload, binding)
             except oscore.OscoreError as e:
                 raise UplinkError("bad response: %s" % e)
             if r2 is not None:
@@ -114,15 +114,16 @@ class Uplink:
                 continue
             # Max-Age of a 5.03: when the gateway wants to hear from us again.
             self.max_age = None
-            for n, v in options:
+            # `got`, not `options`: the next try sends the request's own again.
+            for n, v in got:
                 if n == coap.OPT_MAX_AGE and len(v) <= 4:
                     self.max_age = int.from_bytes(v, "big")
-            echo_opts = [v for n, v in options if n == coap.OPT_ECHO]
+            echo_opts = [v for n, v in got if n == coap.OPT_ECHO]
             if code == coap.UNAUTHORIZED and echo_opts and echo is None:
                 echo = echo_opts[0]
                 self.log("gateway asked for Echo; resending with it")
                 continue
-            return code, options, body
+            return code, got, body
         raise UplinkError("gateway did not settle on a security context")
 
     def _send(self, msg):

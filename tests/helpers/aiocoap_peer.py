@@ -24,8 +24,12 @@ class Echoing(resource.Resource):
         if isinstance(body, dict) and "busy" in body:  # back-pressure, as a busy gateway
             return aiocoap.Message(code=aiocoap.SERVICE_UNAVAILABLE, max_age=body["busy"],
                                    payload=b"busy")
+        answer = {"got": body, "oscore": True}
+        echoes = request.opt.get_option(aiocoap.numbers.OptionNumber.ECHO)
+        if echoes:  # what came with the Echo: the request's own options, and one Echo
+            answer["echo"] = [int(request.opt.content_format or 0), len(echoes)]
         return aiocoap.Message(code=aiocoap.CHANGED, content_format=60,
-                               payload=cbor2.dumps({"got": body, "oscore": True}))
+                               payload=cbor2.dumps(answer))
 
 
 async def main(ctxdir, port):
