@@ -61,7 +61,13 @@ class Sender:
             self._waiting = True
 
     def due(self):
-        return self.queue.pending and time.ticks_diff(time.ticks_ms(), self.next_try) >= 0
+        if not self.queue.pending:
+            return False
+        if not self._waiting and self.failures_in_row == 0:
+            # Nothing to wait for. (Comparing with a next_try left from boot
+            # would say "not yet" for 6.2 of every 12.4 days: ticks wrap.)
+            return True
+        return time.ticks_diff(time.ticks_ms(), self.next_try) >= 0
 
     def _failed(self, why, at_least_ms=0):
         self.failures += 1

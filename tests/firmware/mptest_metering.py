@@ -270,3 +270,48 @@ def test_a_busy_gateway_is_not_asked_again_before_its_max_age():
     if not 900 <= wait <= 2000:
         raise AssertionError("retry in %d ms" % wait)
     eq(q.pending, 1)  # nothing lost
+
+
+class _Ticks32:
+    """time's tick functions as on an ESP32 (and the 32-bit port): ms
+    that wrap at 2^30. The 64-bit Unix port's wrap at 2^62, never in a test."""
+
+    PERIOD = 1 << 30
+
+    def __init__(self, t):
+        self.t = t
+
+    def ticks_ms(self):
+        return self.t % self.PERIOD
+
+    def ticks_add(self, a, b):
+        return (a + b) % self.PERIOD
+
+    def ticks_diff(self, a, b):
+        return (a - b + self.PERIOD // 2) % self.PERIOD - self.PERIOD // 2
+
+
+def test_a_meter_up_for_a_week_still_sends_at_once():
+    # With no send offset and no failure, a queued reading goes at once,
+    # however long ago the meter booted: a tick from boot compared with now
+    # reads as the future from day 6.2 to 12.4 of uptime.
+    import sender as meter
+
+    real = meter.time
+    meter.time = ticks = _Ticks32(1000)
+    try:
+        q = queue("uptime")
+        q.append(0, 1767226500, 5, 5)
+        s = meter.Sender(None, q, "m1")
+        for day in (1, 6, 7, 12, 13, 19):
+            ticks.t = 1000 + day * 86400 * 1000
+            if not s.due():
+                raise AssertionError("a pending reading is not due on day %d of uptime" % day)
+        s._failed("test")  # a failure: it waits its backoff, then is due again
+        if s.due():
+            raise AssertionError("due during its backoff")
+        ticks.t += 60000
+        if not s.due():
+            raise AssertionError("not due after its backoff")
+    finally:
+        meter.time = real
