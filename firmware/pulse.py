@@ -66,7 +66,9 @@ class PulseCounter(_Pulses):
 
     def _irq(self, pin):
         t = self._ticks()
-        if self._last is not None and time.ticks_diff(t, self._last) < self.debounce_ms:
+        # A difference below 0 is not bounce: the last pulse is over 6.2
+        # days old and the 2^30 ms tick counter's difference wrapped.
+        if self._last is not None and 0 <= time.ticks_diff(t, self._last) < self.debounce_ms:
             self.bounces += 1
             return
         self._last = t

@@ -68,6 +68,13 @@ class Rtc:
         self._rtc.datetime((tm[0], tm[1], tm[2], tm[6] + 1, tm[3], tm[4], tm[5], 0))
 
 
+def _waiting(deadline, longest_ms):
+    """Whether a wait set at most `longest_ms` ahead is still running. A
+    deadline further ahead than that is one long past whose tick difference
+    wrapped (ticks_ms wraps every 2^30 ms, 12.4 days, on an ESP32): due."""
+    return 0 < time.ticks_diff(deadline, time.ticks_ms()) <= longest_ms
+
+
 class Board:
     name = "esp32"
 
@@ -118,7 +125,7 @@ class Board:
             self._wifi_backoff = 1000
             return True
         now = time.ticks_ms()
-        if time.ticks_diff(now, self._next_wifi) < 0:
+        if _waiting(self._next_wifi, 60000):
             return False
         self.log("Wi-Fi: connecting to %s" % self.secrets["wifi_ssid"])
         self.wlan.active(True)
@@ -132,7 +139,8 @@ class Board:
 
     def ensure_time(self):
         now = time.ticks_ms()
-        if time.ticks_diff(now, self._next_ntp) < 0 or not self.wlan.isconnected():
+        if _waiting(self._next_ntp, max(6 * 3600 * 1000, self.ntp_retry_ms)) \
+                or not self.wlan.isconnected():
             return
         ntp = self._ntp
         if ntp is None:

@@ -356,6 +356,58 @@ def test_esp32_draws_no_oscore_nonce_before_the_radio_is_on():
         os.chdir(cwd)
 
 
+class _Time32:
+    """The tick functions of an ESP32's time: ms that wrap at 2^30."""
+
+    def __init__(self, t):
+        self.t = t
+
+    def ticks_ms(self):
+        return self.t % PERIOD
+
+    def ticks_add(self, a, b):
+        return (a + b) % PERIOD
+
+    def ticks_diff(self, a, b):
+        return (a - b + PERIOD // 2) % PERIOD - PERIOD // 2
+
+    def __getattr__(self, name):  # the rest of time, as it is
+        return getattr(time, name)
+
+
+def test_esp32_wifi_and_ntp_retry_after_a_week_up():
+    # Wi-Fi up for a week, then lost: the board tries again at once (the
+    # tick of its last attempt, a week old, must not read as the future).
+    import board as esp32_board
+    import network
+
+    cwd = os.getcwd()
+    real = esp32_board.time
+    try:
+        _esp32_dir({"type": "p1", "pin": 16})
+        network.WLAN.attempts_needed = 1
+        b = esp32_board.Board(ntp=FakeNTP(failures=0))
+        esp32_board.time = t32 = _Time32(1000)
+        b._next_wifi = b._next_ntp = t32.ticks_ms()
+        eq(b.ensure_wifi(), False)  # the first attempt
+        eq(b.ensure_wifi(), True)
+        b.ensure_time()
+        eq(b.clock.synced, True)
+        t32.t += 7 * 86400 * 1000  # a week later the access point goes
+        network.WLAN.attempts_needed = b.wlan.attempts + 2
+        b.ensure_wifi()
+        eq(b.wlan.attempts, network.WLAN.attempts_needed - 1)  # tried again at once
+        b._ntp = FakeNTP(failures=1)  # and NTP is asked again once Wi-Fi is back
+        t32.t += 61000
+        b.ensure_wifi()
+        eq(b.wlan.isconnected(), True)
+        b.ensure_time()
+        eq(b._ntp.failures, 0)
+    finally:
+        esp32_board.time = real
+        os.chdir(cwd)
+
+
 def test_esp32_ratchet_step_goes_to_nvs():
     import board as esp32_board
     import esp32

@@ -39,6 +39,32 @@ def test_pulse_counter_counts_and_debounces():
     eq(c.read(), 0)
 
 
+class _Time32:
+    """ticks_diff as on an ESP32: ms that wrap at 2^30 (the 64-bit Unix
+    port's wrap at 2^62)."""
+
+    PERIOD = 1 << 30
+
+    def ticks_diff(self, a, b):
+        return (a - b + self.PERIOD // 2) % self.PERIOD - self.PERIOD // 2
+
+
+def test_pulses_after_a_quiet_week_are_not_taken_for_bounce():
+    pin, ticks = FakePin(), FakeTicks()
+    real = pulse.time
+    pulse.time = _Time32()
+    try:
+        c = pulse.PulseCounter(pin, 1000, debounce_ms=20, ticks_ms=ticks)
+        ticks.t = 1000
+        pin.handler(pin)
+        for i in range(100):  # a week later (away, everything off), a pulse a second
+            ticks.t = (1000 + 7 * 86400 * 1000 + i * 1000) % _Time32.PERIOD
+            pin.handler(pin)
+    finally:
+        pulse.time = real
+    eq((c.pulses, c.bounces), (101, 0))
+
+
 def test_pulse_energy_exact_for_odd_constants():
     pin, ticks = FakePin(), FakeTicks()
     c = pulse.PulseCounter(pin, 7, debounce_ms=1, ticks_ms=ticks)
