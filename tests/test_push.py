@@ -112,8 +112,10 @@ def test_while_the_mdms_is_away_the_gateway_tries_less_and_less_often(pes, tmp_p
     gaps = [b - a for a, b in zip(failed, failed[1:], strict=False)]
     # 0.05 s apart without the backoff: some 24 attempts in 1.2 s
     assert 3 <= len(failed) <= 8, gaps
-    assert all(b > 0.9 * a for a, b in zip(gaps, gaps[1:], strict=False)), gaps  # never sooner
-    assert gaps[-1] > 2 * gaps[0], gaps
+    # Each wait is drawn between the last one and twice it (the growth's
+    # arithmetic is test_gateways_cut_off_together_come_back_apart's): never
+    # sooner, up to the scheduler's noise.
+    assert all(b > 0.9 * a for a, b in zip(gaps, gaps[1:], strict=False)), gaps
     assert pes.store.outbox_count() == 0 and waiting > 0  # then everything went
 
 
