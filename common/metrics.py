@@ -26,26 +26,25 @@ Read = Callable[[], Iterable]  # yields metric families (gauge(), counter(), ...
 Health = Callable[[], tuple[bool, dict]]
 
 
+def _family(cls, name: str, text: str, value, label, values):
+    if label is None:
+        return cls(f"gridveil_{name}", text, value=value or 0)
+    f = cls(f"gridveil_{name}", text, labels=[label])
+    for k, v in sorted((values or {}).items()):
+        f.add_metric([str(k)], v)
+    return f
+
+
 def gauge(name: str, text: str, value: float | None = None, label: str | None = None,
           values: dict | None = None) -> GaugeMetricFamily:
     """One gauge, or one per value of `label`."""
-    if label is None:
-        return GaugeMetricFamily(f"gridveil_{name}", text, value=value or 0)
-    g = GaugeMetricFamily(f"gridveil_{name}", text, labels=[label])
-    for k, v in sorted((values or {}).items()):
-        g.add_metric([str(k)], v)
-    return g
+    return _family(GaugeMetricFamily, name, text, value, label, values)
 
 
 def counter(name: str, text: str, value: float | None = None, label: str | None = None,
             values: dict | None = None) -> CounterMetricFamily:
     """A counter (its name gets Prometheus' `_total`), or one per `label` value."""
-    if label is None:
-        return CounterMetricFamily(f"gridveil_{name}", text, value=value or 0)
-    c = CounterMetricFamily(f"gridveil_{name}", text, labels=[label])
-    for k, v in sorted((values or {}).items()):
-        c.add_metric([str(k)], v)
-    return c
+    return _family(CounterMetricFamily, name, text, value, label, values)
 
 
 class _Figures:
