@@ -122,8 +122,8 @@ def describe(site: Site) -> list[str]:
     for p in site.parties():
         where = p.url or (f"coap://127.0.0.1:{p.port}" if p.port else "-")
         rows.append(f"  {p.name:<16}{p.proc.pid if p.proc else '-':>8}  {where:<28} {p.home}")
-    metrics = [f"{p.url}/metrics" if p.url else f"http://127.0.0.1:{p.metrics_port}/metrics"
-               for p in site.parties() if p.url or p.metrics_port]
+    metrics = [f"http://127.0.0.1:{p.metrics_port}/metrics" if p.metrics_port else
+               f"{p.url}/metrics" for p in site.parties() if p.url or p.metrics_port]
     rows.append("  figures for Prometheus (and /healthz beside each): " + " ".join(metrics))
     return rows
 
@@ -177,6 +177,10 @@ def run(home: Path, bits: int = 2048, files: list[Path] | None = None, heap: str
         if then is not None and ok:
             then(site, accounts)
         if serve and ok:
+            for g in site.gateways.values():  # up again, for their /metrics and /healthz
+                site.start(g, "gateway", "run")
+            for line in describe(site)[-1:]:
+                out(line)
             out(f"serving on {site.mdms_url()}/ until Ctrl-C")
             try:
                 site.mdms.proc.wait()

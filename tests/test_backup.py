@@ -97,13 +97,15 @@ class NonceLedger:
 
 
 def test_a_gateway_restored_from_its_backup_loses_nothing_and_reuses_no_nonce(tmp_path,
-                                                                             sample_files):
+                                                                             sample_files,
+                                                                             request):
     files = sample_files
     # One day in about 12 s of real time: the backup, and later the loss of
     # the disk, land mid-replay.
     s = System(tmp_path / "gv", files, speed=86400 // 12, customers=True,
                settings={"ack_timeout_ms": 300, "max_retransmit": 2, "retry_ms": 300,
                          "max_retry_ms": 1000})
+    request.addfinalizer(s.close)  # no service outlives the test, failed or not
     nonces = NonceLedger()
     relay = None
     try:
