@@ -207,9 +207,7 @@ def route(store: MdmsStore, stats: Counter | None = None):
 
     async def post(request: Request):
         response = await _post(request)
-        if response.status_code == 200:
-            stats["items"] += json.loads(response.body)["stored"]
-        else:
+        if response.status_code != 200:
             stats[f"refused:{response.status_code}"] += 1
         return response
 
@@ -230,5 +228,6 @@ def route(store: MdmsStore, stats: Counter | None = None):
         except DbError as e:
             log.error("intake from %s not stored: %s", gw[:64], e)
             return JSONResponse({"error": "storage unavailable; try again"}, 503)
+        stats["items"] += n
         return JSONResponse({"stored": n})
     return post
